@@ -1,0 +1,46 @@
+"""The `ehft` command: one subcommand a module, each with `add_parser` and `run`."""
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from ..errors import EhftError
+from . import predict, prepare, user_dir
+
+SUBCOMMANDS = {"prepare": prepare, "predict": predict, "user-dir": user_dir}
+
+
+def import_user_dir(path):
+    """Import a user's plugin directory the way fairseq's --user-dir does."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(os.path.join(path, "__init__.py")):
+        raise EhftError("--user-dir %s: expected a Python package directory (with __init__.py)"
+                        % path)
+    parent, name = os.path.split(path)
+    sys.path.insert(0, parent)
+    importlib.import_module(name)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="ehft", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in SUBCOMMANDS.items():
+        p = module.add_parser(sub, name)
+        p.add_argument("--user-dir", help="a plugin package to import first (your own tasks)")
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv=None):
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                        level=logging.INFO, stream=sys.stderr, force=True)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.user_dir:
+            import_user_dir(args.user_dir)
+        return args.run(args) or 0
+    except EhftError as e:
+        print("ehft %s: error: %s" % (args.command, e), file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+from . import sentence_prediction_ehft  # noqa: F401  (registers the criterion)

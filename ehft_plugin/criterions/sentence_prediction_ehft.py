@@ -1,0 +1,104 @@
+"""`--criterion sentence_prediction_ehft`: the loss and the statistics behind the dev metrics.
+
+Cross-entropy for classification, squared error for regression, cross-entropy
+over the candidates' scores for ranking (COPA). The logging output carries
+summable statistics (confusion-matrix cells) rather than lists, so fairseq can
+reduce them across workers by addition and the metrics stay exact; only
+regression validation needs every prediction, and then this criterion tells
+fairseq to gather instead of sum (stock `sentence_prediction` sums such lists,
+which concatenates them on one worker and adds them element-wise on many).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+
+from ..data.task_table import RANKING, REGRESSION
+from ..metrics import (
+    CM_PREFIX,
+    PREDICTIONS_KEY,
+    TARGETS_KEY,
+    ConcatMeter,
+    confusion_matrix_logging,
+)
+
+
+@dataclass
+class SentencePredictionEhftConfig(FairseqDataclass):
+    pass
+
+
+@register_criterion("sentence_prediction_ehft", dataclass=SentencePredictionEhftConfig)
+class SentencePredictionEhftCriterion(FairseqCriterion):
+    def __init__(self, task):
+        super().__init__(task)
+        for attribute in ("kind", "num_classes", "num_choices"):
+            if not hasattr(task, attribute):
+                raise TypeError(
+                    "--criterion sentence_prediction_ehft needs a task that knows its %s "
+                    "(--task glue_ehft or a subclass); got %s" % (attribute, type(task).__name__)
+                )
+        self.kind = task.kind
+        self.num_classes = task.num_choices if task.kind == RANKING else task.num_classes
+        self.head_name = task.cfg.classification_head_name
+
+    def _logits(self, model, sample):
+        if self.kind != RANKING:
+            logits, _ = model(**sample["net_input"], features_only=True,
+                              classification_head_name=self.head_name)
+            return logits
+        scores = [
+            model(**sample["net_input%d" % (i + 1)], features_only=True,
+                  classification_head_name=self.head_name)[0]
+            for i in range(self.num_classes)
+        ]
+        return torch.cat(scores, dim=1)
+
+    def forward(self, model, sample, reduce=True):
+        logits = self._logits(model, sample)
+        targets = sample["target"].view(-1)
+        sample_size = targets.numel()
+        logging_output = {
+            "ntokens": sample["ntokens"],
+            "nsentences": sample_size,
+            "sample_size": sample_size,
+        }
+        if self.kind == REGRESSION:
+            predictions = logits.view(-1).float()
+            loss = F.mse_loss(predictions, targets.float(), reduction="sum")
+            if not self.training:
+                logging_output[PREDICTIONS_KEY] = predictions.detach().cpu().tolist()
+                logging_output[TARGETS_KEY] = targets.float().cpu().tolist()
+        else:
+            lprobs = F.log_softmax(logits, dim=-1, dtype=torch.float32)
+            loss = F.nll_loss(lprobs, targets, reduction="sum")
+            predicted = logits.argmax(dim=-1).cpu()
+            logging_output.update(
+                confusion_matrix_logging(targets.cpu(), predicted, self.num_classes)
+            )
+        logging_output["loss"] = loss.data
+        return loss, sample_size, logging_output
+
+    def logging_outputs_can_be_summed(self) -> bool:
+        # regression validation logs prediction lists, which must be gathered
+        return self.training or self.kind != REGRESSION
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        loss_sum = sum(log.get("loss", 0) for log in logging_outputs)
+        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        # base 2, as fairseq's own criterions log it
+        metrics.log_scalar("loss", loss_sum / max(sample_size, 1) / math.log(2),
+                           sample_size, round=3)
+        keys = {k for log in logging_outputs for k in log if k.startswith(CM_PREFIX)}
+        for key in sorted(keys):
+            metrics.log_scalar_sum(key, sum(int(log.get(key, 0)) for log in logging_outputs))
+        for key in (PREDICTIONS_KEY, TARGETS_KEY):
+            values = [v for log in logging_outputs for v in log.get(key, ())]
+            if values:
+                metrics.log_custom(ConcatMeter, key, values)

@@ -1,0 +1,131 @@
+"""Read official GLUE TSV and SuperGLUE JSONL files into `Example` records.
+
+The readers are strict: a missing or extra column, a malformed JSON line, an
+unknown label or an empty split is an error naming the file and line, because
+a silently skipped row changes a dev score without anyone noticing.
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Tuple
+
+from ..errors import RawDataError
+from .task_table import REGRESSION, ROW_CHECKS, TaskSpec
+
+_BOM = "\ufeff"
+
+
+@dataclass
+class Example:
+    segments: List[str]  # encoder segments, in order
+    choices: List[str]  # ranking candidates (empty otherwise)
+    label: Optional[float]  # class id, regression target or correct choice; None if unlabeled
+    example_id: str  # id used in submissions (row index if the file has none)
+    line: int  # line in the raw file, for error messages
+
+
+def _tsv_rows(path: str, spec: TaskSpec, headerless: bool) -> Iterator[Tuple[int, dict]]:
+    # GLUE files are plain tab-separated text with quotes as ordinary
+    # characters (MRPC, MNLI): csv quoting rules would merge rows.
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = (line.rstrip("\r\n") for line in f)
+        if headerless:
+            header, first_line = list(spec.headerless_columns), 1
+        else:
+            first = next(lines, None)
+            if first is None:
+                raise RawDataError(path, 0, "file is empty; expected a header row")
+            header, first_line = first.lstrip(_BOM).split("\t"), 2
+        for lineno, line in enumerate(lines, start=first_line):
+            if not line.strip():
+                continue
+            cells = line.split("\t")
+            if len(cells) != len(header):
+                raise RawDataError(
+                    path, lineno,
+                    "expected %d tab-separated columns (%s), found %d"
+                    % (len(header), ", ".join(header), len(cells)),
+                )
+            yield lineno, dict(zip(header, cells))
+
+
+def _jsonl_rows(path: str) -> Iterator[Tuple[int, dict]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RawDataError(path, lineno, "malformed JSON (%s)" % e.msg) from None
+            if not isinstance(row, dict):
+                raise RawDataError(path, lineno, "expected a JSON object per line")
+            yield lineno, row
+
+
+def _field(row: dict, name: str, path: str, lineno: int):
+    if name not in row:
+        raise RawDataError(
+            path, lineno, "missing field %r (row has: %s)" % (name, ", ".join(map(str, row)))
+        )
+    return row[name]
+
+
+def _parse_label(spec: TaskSpec, raw, path: str, lineno: int) -> float:
+    if spec.kind == REGRESSION:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = math.nan
+        low, high = spec.regression_range
+        if not (low <= value <= high):
+            raise RawDataError(
+                path, lineno, "label %r is not a number in [%g, %g]" % (raw, low, high)
+            )
+        return value
+    if raw not in spec.labels or type(raw) is not type(spec.labels[0]):
+        raise RawDataError(
+            path, lineno,
+            "unknown label %r; expected one of: %s"
+            % (raw, ", ".join(json.dumps(x) if not isinstance(x, str) else x for x in spec.labels)),
+        )
+    return spec.labels.index(raw)
+
+
+def _segments(spec: TaskSpec, row: dict, path: str, lineno: int) -> List[str]:
+    for name in spec.text_fields:
+        _field(row, name, path, lineno)
+    problem = ROW_CHECKS.get(spec.name, lambda r: None)(row)
+    if problem:
+        raise RawDataError(path, lineno, problem)
+    values = spec.compose(row) if spec.compose else [row[n] for n in spec.text_fields]
+    for name, value in zip(spec.text_fields, values):
+        if not isinstance(value, str):
+            raise RawDataError(path, lineno, "field %r must be a string" % name)
+    return list(values)
+
+
+def read_examples(spec: TaskSpec, path: str, split: str, labeled: bool = True) -> List[Example]:
+    """All examples of one raw file; `labeled=False` for test files (no label column)."""
+    if not os.path.isfile(path):
+        raise RawDataError(path, 0, "file not found (expected the official %s %s file)"
+                           % (spec.benchmark.upper(), spec.name))
+    if spec.raw_format == "tsv":
+        rows = _tsv_rows(path, spec, headerless=split in spec.headerless_splits)
+    else:
+        rows = _jsonl_rows(path)
+    id_field = (spec.test_id_field or spec.id_field) if not labeled else spec.id_field
+    examples = []
+    for lineno, row in rows:
+        segments = _segments(spec, row, path, lineno)
+        choices = [str(_field(row, c, path, lineno)) for c in spec.choice_fields]
+        label = None
+        if labeled:
+            label = _parse_label(spec, _field(row, spec.label_field, path, lineno), path, lineno)
+        example_id = str(row.get(id_field, len(examples)))
+        examples.append(Example(segments, choices, label, example_id, lineno))
+    if not examples:
+        raise RawDataError(path, 0, "no examples found; the %s split must not be empty" % split)
+    return examples

@@ -1,0 +1,99 @@
+"""Tokenisers for `ehft prepare`, built from local files with the real libraries.
+
+The flags follow fairseq's own names (`--bpe gpt2 --gpt2-encoder-json F
+--gpt2-vocab-bpe F`, `--bpe bert --bpe-vocab-file F`, `--bpe sentencepiece
+--sentencepiece-model F`) so a fairseq user can move a recipe over as is.
+Nothing here downloads: every file must exist locally.
+"""
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+from ..errors import TokeniserError
+
+BPE_CHOICES = ("gpt2", "bert", "sentencepiece")
+
+
+@dataclass
+class TokeniserSpec:
+    bpe: str
+    srcdict: str
+    gpt2_encoder_json: Optional[str] = None
+    gpt2_vocab_bpe: Optional[str] = None
+    bpe_vocab_file: Optional[str] = None
+    bpe_cased: bool = False
+    sentencepiece_model: Optional[str] = None
+
+    _FILES = {
+        "gpt2": ("gpt2_encoder_json", "gpt2_vocab_bpe"),
+        "bert": ("bpe_vocab_file",),
+        "sentencepiece": ("sentencepiece_model",),
+    }
+
+    def required_files(self):
+        """(flag name, path) of every file this tokeniser reads, dictionary included."""
+        names = self._FILES[self.bpe] + ("srcdict",)
+        return [(n, getattr(self, n)) for n in names]
+
+    def check(self):
+        if self.bpe not in BPE_CHOICES:
+            raise TokeniserError(
+                "--bpe %r is not supported; expected one of: %s" % (self.bpe, ", ".join(BPE_CHOICES))
+            )
+        for name, path in self.required_files():
+            flag = "--" + name.replace("_", "-")
+            if not path:
+                raise TokeniserError("--bpe %s needs %s FILE" % (self.bpe, flag))
+            if not os.path.isfile(path):
+                raise TokeniserError("%s %s: file not found" % (flag, path))
+
+    def copy_into(self, directory: str) -> "TokeniserSpec":
+        """Copy the tokeniser files next to the data so prediction can re-use them."""
+        os.makedirs(directory, exist_ok=True)
+        moved = dict(asdict(self))
+        for name, path in self.required_files():
+            target = os.path.join(directory, os.path.basename(path))
+            shutil.copyfile(path, target)
+            moved[name] = os.path.basename(path)
+        return TokeniserSpec(**moved)
+
+    def resolved(self, directory: str) -> "TokeniserSpec":
+        """Paths recorded relative to `directory` made usable again."""
+        fields = dict(asdict(self))
+        for name, path in self.required_files():
+            fields[name] = os.path.join(directory, path)
+        return TokeniserSpec(**fields)
+
+
+def build_encoder(spec: TokeniserSpec) -> Callable[[str], str]:
+    """A function text -> space-separated BPE symbols, as fairseq-preprocess reads them."""
+    spec.check()
+    if spec.bpe == "gpt2":
+        # the same encoder fairseq's multiprocessing_bpe_encoder.py uses
+        from fairseq.data.encoders.gpt2_bpe_utils import get_encoder
+
+        bpe = get_encoder(spec.gpt2_encoder_json, spec.gpt2_vocab_bpe)
+        return lambda text: " ".join(map(str, bpe.encode(text)))
+    if spec.bpe == "bert":
+        from tokenizers import BertWordPieceTokenizer
+
+        tok = BertWordPieceTokenizer(spec.bpe_vocab_file, lowercase=not spec.bpe_cased)
+        return lambda text: " ".join(tok.encode(text, add_special_tokens=False).tokens)
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=spec.sentencepiece_model)
+    return lambda text: " ".join(sp.encode(text, out_type=str))
+
+
+def load_dictionary(path: str):
+    """The fairseq dictionary, with RoBERTa's <mask> appended as fairseq does."""
+    from fairseq.data import Dictionary
+
+    try:
+        dictionary = Dictionary.load(path)
+    except Exception as e:  # fairseq raises bare ValueError/RuntimeError on bad lines
+        raise TokeniserError("--srcdict %s: not a fairseq dictionary (%s)" % (path, e)) from None
+    dictionary.add_symbol("<mask>")
+    return dictionary

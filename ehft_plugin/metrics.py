@@ -1,0 +1,154 @@
+"""The official GLUE/SuperGLUE dev metrics as pure functions, and their fairseq logging.
+
+Classification metrics are computed from a confusion matrix whose cells are
+logged as sums, so they are exact over the whole dev set and the same whether
+validation ran in one worker or many (sums reduce exactly). Correlations need
+every prediction: the criterion logs them as lists during validation, and the
+task marks such outputs as not summable so fairseq gathers them instead of
+adding lists element-wise.
+
+All values are logged as percentages (0-100), the scale of the leaderboards.
+"""
+
+from typing import Callable, Dict, Sequence
+
+import numpy as np
+from fairseq.logging.meters import Meter
+from scipy.stats import rankdata
+
+
+# ---- pure metric functions -------------------------------------------------
+
+def accuracy(cm: np.ndarray) -> float:
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else 0.0
+
+
+def f1_for_class(cm: np.ndarray, k: int) -> float:
+    """F1 of class k: 2tp / (2tp + fp + fn); 0 when the class never occurs (sklearn's default)."""
+    tp = cm[k, k]
+    fp = cm[:, k].sum() - tp
+    fn = cm[k, :].sum() - tp
+    denominator = 2 * tp + fp + fn
+    return float(2 * tp / denominator) if denominator else 0.0
+
+
+def f1(cm: np.ndarray, positive: int = 1) -> float:
+    return f1_for_class(cm, positive)
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    return float(np.mean([f1_for_class(cm, k) for k in range(cm.shape[0])]))
+
+
+def mcc(cm: np.ndarray) -> float:
+    """Matthews correlation for any number of classes (Gorodkin's R_K, as sklearn)."""
+    cm = cm.astype(np.float64)
+    s, c = cm.sum(), np.trace(cm)
+    t, p = cm.sum(axis=1), cm.sum(axis=0)
+    denominator = np.sqrt(s * s - p @ p) * np.sqrt(s * s - t @ t)
+    return float((c * s - t @ p) / denominator) if denominator else 0.0
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's r; 0 when either side is constant (no correlation is measurable)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    dx, dy = x - x.mean(), y - y.mean()
+    denominator = np.sqrt((dx @ dx) * (dy @ dy))
+    return float((dx @ dy) / denominator) if denominator else 0.0
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho: Pearson on average ranks (ties share a rank, as scipy)."""
+    return pearson(rankdata(x), rankdata(y))
+
+
+# ---- metric name -> function of the gathered statistics ---------------------
+
+def _mean(*fns):
+    return lambda stats: float(np.mean([fn(stats) for fn in fns]))
+
+
+_CM = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "macro_f1": macro_f1,
+    "mcc": mcc,
+}
+_CM["acc_f1"] = _mean(accuracy, f1)
+_CM["acc_macro_f1"] = _mean(accuracy, macro_f1)
+
+_CORRELATION = {
+    "pearson": lambda pt: pearson(*pt),
+    "spearman": lambda pt: spearman(*pt),
+}
+_CORRELATION["pearson_spearman"] = _mean(_CORRELATION["pearson"], _CORRELATION["spearman"])
+
+METRIC_NAMES = sorted(list(_CM) + list(_CORRELATION))
+
+
+# ---- fairseq logging --------------------------------------------------------
+
+CM_PREFIX = "_cm_"
+PREDICTIONS_KEY = "_predictions"
+TARGETS_KEY = "_targets"
+
+
+def needs_predictions(name: str) -> bool:
+    """Correlations need every prediction; they are computed on validation only."""
+    return name in _CORRELATION
+
+
+class ConcatMeter(Meter):
+    """Keeps every value it is given (dev-set predictions for correlations)."""
+
+    def __init__(self):
+        self.values = []
+
+    def reset(self):
+        self.values = []
+
+    def update(self, values):
+        self.values.extend(float(v) for v in values)
+
+    def state_dict(self):
+        return {"values": list(self.values)}
+
+    def load_state_dict(self, state_dict):
+        self.values = list(state_dict["values"])
+
+    @property
+    def smoothed_value(self) -> float:
+        return len(self.values)
+
+
+def confusion_matrix_logging(targets, predictions, num_classes: int) -> Dict[str, int]:
+    """Summable logging-output entries: one count per (target, prediction) cell."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(targets), np.asarray(predictions)), 1)
+    return {"%s%d_%d" % (CM_PREFIX, i, j): int(cm[i, j])
+            for i in range(num_classes) for j in range(num_classes)}
+
+
+def _confusion_matrix_from_meters(meters) -> np.ndarray:
+    cells = {k[len(CM_PREFIX):]: meters[k].sum for k in meters.keys() if k.startswith(CM_PREFIX)}
+    n = int(round(len(cells) ** 0.5))
+    cm = np.zeros((n, n), dtype=np.int64)
+    for key, count in cells.items():
+        i, j = map(int, key.split("_"))
+        cm[i, j] = int(count)
+    return cm
+
+
+def derived_metric(name: str) -> Callable:
+    """A fairseq `log_derived` function computing metric `name` (in %) from the meters."""
+    if name in _CM:
+        fn = _CM[name]
+        return lambda meters: round(100 * fn(_confusion_matrix_from_meters(meters)), 4)
+    if name in _CORRELATION:
+        fn = _CORRELATION[name]
+
+        return lambda meters: round(
+            100 * fn((meters[PREDICTIONS_KEY].values, meters[TARGETS_KEY].values)), 4
+        )
+    raise KeyError("unknown metric %r; expected one of: %s" % (name, ", ".join(METRIC_NAMES)))

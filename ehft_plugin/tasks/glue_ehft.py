@@ -1,0 +1,194 @@
+"""`--task glue_ehft`: GLUE and SuperGLUE data written by `ehft prepare`.
+
+Everything fairseq's `sentence_prediction` needs on the command line
+(--num-classes, --regression-target, --init-token, --separator-token) is read
+from the data directory's metadata instead, so one flag set fits every task.
+Inputs are built as RoBERTa expects: `<s> A </s> </s> B </s>` (and a third
+segment the same way for WiC); a ranking task (COPA) gets one such input per
+choice, scored by a one-output head and compared with a softmax.
+"""
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from fairseq import metrics
+from fairseq.data import (
+    ConcatSentencesDataset,
+    IdDataset,
+    NestedDictionaryDataset,
+    NumelDataset,
+    NumSamplesDataset,
+    OffsetTokensDataset,
+    PrependTokenDataset,
+    RawLabelDataset,
+    RightPadDataset,
+    SortDataset,
+    StripTokenDataset,
+    data_utils,
+)
+from fairseq.data.shorten_dataset import maybe_shorten_dataset
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II, MISSING, OmegaConf, open_dict
+
+from ..data.binarize import load_metadata
+from ..data.task_table import RANKING, REGRESSION
+from ..data.tokenisers import load_dictionary
+from ..metrics import PREDICTIONS_KEY, derived_metric, needs_predictions
+
+logger = logging.getLogger(__name__)
+
+SHORTEN_METHODS = ChoiceEnum(["none", "truncate", "random_crop"])
+
+
+@dataclass
+class GlueEhftConfig(FairseqDataclass):
+    data: str = field(default=MISSING, metadata={"help": "directory written by `ehft prepare`"})
+    max_positions: int = field(
+        default=512, metadata={"help": "longest input in tokens, <s> and </s> included (> 0)"}
+    )
+    shorten_method: SHORTEN_METHODS = field(
+        default="truncate",
+        metadata={"help": "what to do with inputs longer than --max-positions: truncate (keep the "
+                          "first tokens), random_crop, or none (fairseq then skips or refuses them)"},
+    )
+    shorten_data_split_list: str = field(
+        default="", metadata={"help": "comma-separated splits to shorten; empty = all"}
+    )
+    classification_head_name: str = field(
+        default="sentence_classification_head", metadata={"help": "name of the head to train"}
+    )
+    no_shuffle: bool = field(default=False, metadata={"help": "keep the file order of examples"})
+    seed: int = II("common.seed")
+
+
+@register_task("glue_ehft", dataclass=GlueEhftConfig)
+class GlueEhftTask(FairseqTask):
+    def __init__(self, cfg, dictionary, label_dictionary, meta):
+        super().__init__(cfg)
+        self.dictionary = dictionary
+        self.label_dictionary = label_dictionary
+        self.meta = meta
+        self.kind = meta["kind"]
+        self.num_classes = meta["num_classes"]
+        self.num_choices = meta["choices"]
+        self.metric_names = meta["metrics"]
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        meta = load_metadata(cfg.data)
+        dictionary = load_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
+        label_dictionary = None
+        if meta["kind"] != REGRESSION:
+            label_dictionary = load_dictionary(os.path.join(cfg.data, "label", "dict.txt"))
+        logger.info("task %s (%s): %d dictionary types, labels %s, metrics %s",
+                    meta["task"], meta["kind"], len(dictionary), meta["labels"], meta["metrics"])
+        return cls(cfg, dictionary, label_dictionary, meta)
+
+    # ---- data -----------------------------------------------------------------
+
+    def _stream(self, key, split, dictionary, combine):
+        path = os.path.join(self.cfg.data, key, split)
+        dataset = data_utils.load_indexed_dataset(path, dictionary, combine=combine)
+        if dataset is None:
+            raise FileNotFoundError("%s.{bin,idx} not found; prepared splits: %s"
+                                    % (path, ", ".join(self.meta["splits"])))
+        return dataset
+
+    def _join(self, streams):
+        # <s> A </s> then </s> B </s> for every further segment
+        parts = [PrependTokenDataset(streams[0], self.dictionary.bos())]
+        parts += [PrependTokenDataset(s, self.dictionary.eos()) for s in streams[1:]]
+        return ConcatSentencesDataset(*parts) if len(parts) > 1 else parts[0]
+
+    def _shorten(self, tokens, split):
+        too_long = int((tokens.sizes > self.max_positions()).sum())
+        if too_long:
+            logger.warning(
+                "%s: %d of %d inputs are longer than --max-positions %d (--shorten-method %s)",
+                split, too_long, len(tokens), self.max_positions(), self.cfg.shorten_method,
+            )
+        return maybe_shorten_dataset(tokens, split, self.cfg.shorten_data_split_list,
+                                     self.cfg.shorten_method, self.max_positions(), self.cfg.seed)
+
+    def _targets(self, split, combine):
+        if self.kind == REGRESSION:
+            path = os.path.join(self.cfg.data, "label", split + ".label")
+            if not os.path.exists(path):
+                return None
+            with open(path) as f:
+                return RawLabelDataset([float(line) for line in f])
+        labels = self._stream("label", split, self.label_dictionary, combine)
+        return OffsetTokensDataset(
+            StripTokenDataset(labels, id_to_strip=self.label_dictionary.eos()),
+            offset=-self.label_dictionary.nspecial,
+        )
+
+    def load_dataset(self, split, combine=False, **kwargs):
+        segments = self.meta["segments"]
+        streams = [self._stream("input%d" % i, split, self.dictionary, combine)
+                   for i in range(segments + self.num_choices)]
+        if self.num_choices:
+            candidates = [self._join(streams[:segments] + [c]) for c in streams[segments:]]
+        else:
+            candidates = [self._join(streams)]
+        candidates = [self._shorten(c, split) for c in candidates]
+
+        dataset = {
+            "id": IdDataset(),
+            "nsentences": NumSamplesDataset(),
+            "ntokens": NumelDataset(ConcatSentencesDataset(*candidates), reduce=True),
+        }
+        for i, tokens in enumerate(candidates):
+            key = "net_input%d" % (i + 1) if self.num_choices else "net_input"
+            dataset[key] = {
+                "src_tokens": RightPadDataset(tokens, pad_idx=self.dictionary.pad()),
+                "src_lengths": NumelDataset(tokens, reduce=False),
+            }
+        targets = self._targets(split, combine)
+        if targets is not None:
+            dataset["target"] = targets
+        sizes = np.max([c.sizes for c in candidates], axis=0)
+        dataset = NestedDictionaryDataset(dataset, sizes=[sizes])
+        if not self.cfg.no_shuffle:
+            with data_utils.numpy_seed(self.cfg.seed):
+                shuffle = np.random.permutation(len(dataset))
+            dataset = SortDataset(dataset, sort_order=[shuffle])
+        logger.info("loaded %s: %d examples", split, len(dataset))
+        self.datasets[split] = dataset
+        return dataset
+
+    # ---- model and metrics ----------------------------------------------------
+
+    def build_model(self, cfg, from_checkpoint=False):
+        from fairseq import models
+
+        # the model is built with the task's length limit, as sentence_prediction does
+        with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.ExitStack():
+            cfg.max_positions = self.cfg.max_positions
+        model = models.build_model(cfg, self, from_checkpoint)
+        outputs = 1 if self.kind in (RANKING, REGRESSION) else self.num_classes
+        model.register_classification_head(self.cfg.classification_head_name, num_classes=outputs)
+        return model
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        has_predictions = any(PREDICTIONS_KEY in log for log in logging_outputs)
+        for name in self.metric_names:
+            if needs_predictions(name) and not has_predictions:
+                continue
+            metrics.log_derived(name, derived_metric(name))
+
+    def max_positions(self):
+        return self.cfg.max_positions
+
+    @property
+    def source_dictionary(self):
+        return self.dictionary
+
+    @property
+    def target_dictionary(self):
+        return self.dictionary
