@@ -28,6 +28,20 @@ from ..metrics import (
 )
 
 
+def candidate_logits(model, sample, kind, num_candidates, head_name):
+    """Head outputs [batch, classes]; for ranking, one score per candidate input."""
+    if kind != RANKING:
+        logits, _ = model(**sample["net_input"], features_only=True,
+                          classification_head_name=head_name)
+        return logits
+    scores = [
+        model(**sample["net_input%d" % (i + 1)], features_only=True,
+              classification_head_name=head_name)[0]
+        for i in range(num_candidates)
+    ]
+    return torch.cat(scores, dim=1)
+
+
 @dataclass
 class SentencePredictionEhftConfig(FairseqDataclass):
     pass
@@ -47,20 +61,8 @@ class SentencePredictionEhftCriterion(FairseqCriterion):
         self.num_classes = task.num_choices if task.kind == RANKING else task.num_classes
         self.head_name = task.cfg.classification_head_name
 
-    def _logits(self, model, sample):
-        if self.kind != RANKING:
-            logits, _ = model(**sample["net_input"], features_only=True,
-                              classification_head_name=self.head_name)
-            return logits
-        scores = [
-            model(**sample["net_input%d" % (i + 1)], features_only=True,
-                  classification_head_name=self.head_name)[0]
-            for i in range(self.num_classes)
-        ]
-        return torch.cat(scores, dim=1)
-
     def forward(self, model, sample, reduce=True):
-        logits = self._logits(model, sample)
+        logits = candidate_logits(model, sample, self.kind, self.num_classes, self.head_name)
         targets = sample["target"].view(-1)
         sample_size = targets.numel()
         logging_output = {

@@ -66,14 +66,14 @@ class _UnknownCounter:
             logger.warning("%d of %d tokens mapped to <unk>", self.unknown, self.total)
 
 
-def _encode_split(examples, encode, dictionary, counter):
+def encode_examples(examples, encode, dictionary, consumer):
     """Token tensors per input stream: segments first, then ranking choices."""
     streams = []
     for ex in examples:
         texts = ex.segments + ex.choices
         streams.append([
             # multiprocessing_bpe_encoder strips each line before encoding
-            dictionary.encode_line(encode(t.strip()), add_if_not_exist=False, consumer=counter)
+            dictionary.encode_line(encode(t.strip()), add_if_not_exist=False, consumer=consumer)
             for t in texts
         ])
     return list(zip(*streams))
@@ -143,7 +143,7 @@ def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits):
         _write_label_dict(spec, label_dir, splits["train"])
     split_info = {}
     for split, examples in splits.items():
-        streams = _encode_split(examples, encode, dictionary, counter)
+        streams = encode_examples(examples, encode, dictionary, counter)
         for d, items in zip(stream_dirs, streams):
             _write_indexed(os.path.join(d, split), items, len(dictionary))
         _write_labels(spec, label_dir, split, examples)

@@ -116,7 +116,6 @@ def read_examples(spec: TaskSpec, path: str, split: str, labeled: bool = True) -
         rows = _tsv_rows(path, spec, headerless=split in spec.headerless_splits)
     else:
         rows = _jsonl_rows(path)
-    id_field = (spec.test_id_field or spec.id_field) if not labeled else spec.id_field
     examples = []
     for lineno, row in rows:
         segments = _segments(spec, row, path, lineno)
@@ -124,7 +123,7 @@ def read_examples(spec: TaskSpec, path: str, split: str, labeled: bool = True) -
         label = None
         if labeled:
             label = _parse_label(spec, _field(row, spec.label_field, path, lineno), path, lineno)
-        example_id = str(row.get(id_field, len(examples)))
+        example_id = str(row.get(spec.id_field, len(examples)))
         examples.append(Example(segments, choices, label, example_id, lineno))
     if not examples:
         raise RawDataError(path, 0, "no examples found; the %s split must not be empty" % split)

@@ -28,8 +28,6 @@ class TaskSpec:
     # fairseq split name -> raw file name; "train" and "valid" are required.
     # Extra validation subsets are named valid1, valid2, ... as fairseq expects.
     splits: Mapping[str, str]
-    # raw test files (prediction input), same naming as `splits`
-    test_splits: Mapping[str, str]
     text_fields: Tuple[str, ...]  # one encoder segment per field, in order
     label_field: Optional[str]
     kind: str = CLASSIFICATION
@@ -37,7 +35,6 @@ class TaskSpec:
     # official dev metrics (keys logged by fairseq); the first is the headline
     metrics: Tuple[str, ...] = ("accuracy",)
     id_field: str = "index"  # test-file column used in the submission
-    test_id_field: Optional[str] = None  # when the test file names it differently
     # TSV files without a header row get these column names
     headerless_columns: Tuple[str, ...] = ()
     headerless_splits: Tuple[str, ...] = ()
@@ -45,22 +42,12 @@ class TaskSpec:
     # builds the encoder segments from a raw row when they are not plain fields
     compose: Optional[Callable[[Mapping], Sequence[str]]] = None
     regression_range: Tuple[float, float] = (float("-inf"), float("inf"))
-    # the label value counted as "positive" by binary F1 (MRPC, QQP)
-    positive_label: Optional[str] = None
     notes: str = ""
 
     @property
     def num_classes(self) -> int:
         """Outputs of the classification head (1 for regression and ranking)."""
         return len(self.labels) if self.kind == CLASSIFICATION else 1
-
-    @property
-    def num_segments(self) -> int:
-        return len(self.text_fields)
-
-    @property
-    def valid_subsets(self) -> Tuple[str, ...]:
-        return tuple(s for s in self.splits if s.startswith("valid"))
 
 
 def _copa_segments(row: Mapping) -> Sequence[str]:
@@ -77,16 +64,14 @@ def _copa_question_is_valid(row: Mapping) -> Optional[str]:
 
 
 _GLUE_SPLITS = {"train": "train.tsv", "valid": "dev.tsv"}
-_GLUE_TEST = {"test": "test.tsv"}
 _SUPERGLUE_SPLITS = {"train": "train.jsonl", "valid": "val.jsonl"}
-_SUPERGLUE_TEST = {"test": "test.jsonl"}
 _BINARY = ("0", "1")
 
 TASKS = {
     spec.name: spec
     for spec in [
         TaskSpec(
-            "cola", "glue", "tsv", _GLUE_SPLITS, _GLUE_TEST, ("sentence",), "label",
+            "cola", "glue", "tsv", _GLUE_SPLITS, ("sentence",), "label",
             labels=_BINARY, metrics=("mcc", "accuracy"),
             # the official CoLA train/dev files have no header row
             headerless_columns=("source", "label", "author_label", "sentence"),
@@ -94,58 +79,57 @@ TASKS = {
             notes="1 = acceptable",
         ),
         TaskSpec(
-            "sst2", "glue", "tsv", _GLUE_SPLITS, _GLUE_TEST, ("sentence",), "label",
+            "sst2", "glue", "tsv", _GLUE_SPLITS, ("sentence",), "label",
             labels=_BINARY, notes="1 = positive",
         ),
         TaskSpec(
-            "mrpc", "glue", "tsv", _GLUE_SPLITS, _GLUE_TEST, ("#1 String", "#2 String"),
+            "mrpc", "glue", "tsv", _GLUE_SPLITS, ("#1 String", "#2 String"),
             "Quality", labels=_BINARY, metrics=("acc_f1", "f1", "accuracy"),
-            positive_label="1", notes="1 = paraphrase; header starts with a BOM",
+            notes="1 = paraphrase (the positive class of F1); header starts with a BOM",
         ),
         TaskSpec(
-            "stsb", "glue", "tsv", _GLUE_SPLITS, _GLUE_TEST, ("sentence1", "sentence2"),
+            "stsb", "glue", "tsv", _GLUE_SPLITS, ("sentence1", "sentence2"),
             "score", kind=REGRESSION, metrics=("pearson_spearman", "pearson", "spearman"),
             regression_range=(0.0, 5.0), notes="similarity score on a 0-5 scale",
         ),
         TaskSpec(
-            "qqp", "glue", "tsv", _GLUE_SPLITS, _GLUE_TEST, ("question1", "question2"),
+            "qqp", "glue", "tsv", _GLUE_SPLITS, ("question1", "question2"),
             "is_duplicate", labels=_BINARY, metrics=("acc_f1", "f1", "accuracy"),
-            id_field="id", positive_label="1", notes="1 = duplicate",
+            id_field="id", notes="1 = duplicate (the positive class of F1)",
         ),
         TaskSpec(
             "mnli", "glue", "tsv",
             {"train": "train.tsv", "valid": "dev_matched.tsv", "valid1": "dev_mismatched.tsv"},
-            {"test": "test_matched.tsv", "test1": "test_mismatched.tsv"},
             ("sentence1", "sentence2"), "gold_label",
             labels=("entailment", "neutral", "contradiction"),
             notes="valid = matched, valid1 = mismatched (--valid-subset valid,valid1)",
         ),
         TaskSpec(
-            "qnli", "glue", "tsv", _GLUE_SPLITS, _GLUE_TEST, ("question", "sentence"),
+            "qnli", "glue", "tsv", _GLUE_SPLITS, ("question", "sentence"),
             "label", labels=("entailment", "not_entailment"),
         ),
         TaskSpec(
-            "rte", "glue", "tsv", _GLUE_SPLITS, _GLUE_TEST, ("sentence1", "sentence2"),
+            "rte", "glue", "tsv", _GLUE_SPLITS, ("sentence1", "sentence2"),
             "label", labels=("entailment", "not_entailment"),
         ),
         TaskSpec(
-            "wnli", "glue", "tsv", _GLUE_SPLITS, _GLUE_TEST, ("sentence1", "sentence2"),
+            "wnli", "glue", "tsv", _GLUE_SPLITS, ("sentence1", "sentence2"),
             "label", labels=_BINARY,
         ),
         TaskSpec(
             # question first: fairseq truncation cuts the end, so a long passage
             # loses its tail instead of the question disappearing
-            "boolq", "superglue", "jsonl", _SUPERGLUE_SPLITS, _SUPERGLUE_TEST,
+            "boolq", "superglue", "jsonl", _SUPERGLUE_SPLITS,
             ("question", "passage"), "label", labels=(False, True), id_field="idx",
         ),
         TaskSpec(
-            "cb", "superglue", "jsonl", _SUPERGLUE_SPLITS, _SUPERGLUE_TEST,
+            "cb", "superglue", "jsonl", _SUPERGLUE_SPLITS,
             ("premise", "hypothesis"), "label",
             labels=("entailment", "contradiction", "neutral"),
             metrics=("acc_macro_f1", "accuracy", "macro_f1"), id_field="idx",
         ),
         TaskSpec(
-            "copa", "superglue", "jsonl", _SUPERGLUE_SPLITS, _SUPERGLUE_TEST,
+            "copa", "superglue", "jsonl", _SUPERGLUE_SPLITS,
             ("premise", "question"), "label", kind=RANKING, labels=(0, 1),
             choice_fields=("choice1", "choice2"), compose=_copa_segments, id_field="idx",
             notes="each choice scored as '<premise> because|so <choice>', softmax over choices",
@@ -153,11 +137,11 @@ TASKS = {
         TaskSpec(
             # the target word is a third segment so the encoder sees which word
             # the two contexts are about
-            "wic", "superglue", "jsonl", _SUPERGLUE_SPLITS, _SUPERGLUE_TEST,
+            "wic", "superglue", "jsonl", _SUPERGLUE_SPLITS,
             ("sentence1", "sentence2", "word"), "label", labels=(False, True), id_field="idx",
         ),
         TaskSpec(
-            "superglue-rte", "superglue", "jsonl", _SUPERGLUE_SPLITS, _SUPERGLUE_TEST,
+            "superglue-rte", "superglue", "jsonl", _SUPERGLUE_SPLITS,
             ("premise", "hypothesis"), "label", labels=("entailment", "not_entailment"),
             id_field="idx",
         ),

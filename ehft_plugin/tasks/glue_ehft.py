@@ -76,6 +76,7 @@ class GlueEhftTask(FairseqTask):
         self.num_classes = meta["num_classes"]
         self.num_choices = meta["choices"]
         self.metric_names = meta["metrics"]
+        self._warned_multiple = False
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -84,8 +85,9 @@ class GlueEhftTask(FairseqTask):
         label_dictionary = None
         if meta["kind"] != REGRESSION:
             label_dictionary = load_dictionary(os.path.join(cfg.data, "label", "dict.txt"))
-        logger.info("task %s (%s): %d dictionary types, labels %s, metrics %s",
-                    meta["task"], meta["kind"], len(dictionary), meta["labels"], meta["metrics"])
+        logger.info("task %s (%s): %d dictionary types, labels %s, metrics %s, splits %s",
+                    meta["task"], meta["kind"], len(dictionary), meta["labels"], meta["metrics"],
+                    ", ".join(meta["splits"]))
         return cls(cfg, dictionary, label_dictionary, meta)
 
     # ---- data -----------------------------------------------------------------
@@ -108,7 +110,7 @@ class GlueEhftTask(FairseqTask):
         too_long = int((tokens.sizes > self.max_positions()).sum())
         if too_long:
             logger.warning(
-                "%s: %d of %d inputs are longer than --max-positions %d (--shorten-method %s)",
+                "%s: %d of %d inputs are longer than --max-positions %d; --shorten-method %s",
                 split, too_long, len(tokens), self.max_positions(), self.cfg.shorten_method,
             )
         return maybe_shorten_dataset(tokens, split, self.cfg.shorten_data_split_list,
@@ -128,9 +130,15 @@ class GlueEhftTask(FairseqTask):
         )
 
     def load_dataset(self, split, combine=False, **kwargs):
-        segments = self.meta["segments"]
         streams = [self._stream("input%d" % i, split, self.dictionary, combine)
-                   for i in range(segments + self.num_choices)]
+                   for i in range(self.meta["segments"] + self.num_choices)]
+        dataset = self.build_dataset(split, streams, self._targets(split, combine))
+        self.datasets[split] = dataset
+        return dataset
+
+    def build_dataset(self, split, streams, targets=None):
+        """The model inputs from per-segment token datasets (binarised or built in memory)."""
+        segments = self.meta["segments"]
         if self.num_choices:
             candidates = [self._join(streams[:segments] + [c]) for c in streams[segments:]]
         else:
@@ -148,7 +156,6 @@ class GlueEhftTask(FairseqTask):
                 "src_tokens": RightPadDataset(tokens, pad_idx=self.dictionary.pad()),
                 "src_lengths": NumelDataset(tokens, reduce=False),
             }
-        targets = self._targets(split, combine)
         if targets is not None:
             dataset["target"] = targets
         sizes = np.max([c.sizes for c in candidates], axis=0)
@@ -158,8 +165,20 @@ class GlueEhftTask(FairseqTask):
                 shuffle = np.random.permutation(len(dataset))
             dataset = SortDataset(dataset, sort_order=[shuffle])
         logger.info("loaded %s: %d examples", split, len(dataset))
-        self.datasets[split] = dataset
         return dataset
+
+    def get_batch_iterator(self, dataset, **kwargs):
+        # fairseq main drops the last batch when its size is not a multiple of
+        # --required-batch-size-multiple (default 8): 5 of RTE's 277 dev examples
+        # would never be scored. Every example counts here, so batches are
+        # formed without that constraint.
+        multiple = kwargs.get("required_batch_size_multiple", 1)
+        if multiple != 1 and not self._warned_multiple:
+            logger.info("glue_ehft uses --required-batch-size-multiple 1 (asked: %d) so that no "
+                        "example is dropped from an epoch or a dev set", multiple)
+            self._warned_multiple = True
+        kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, **kwargs)
 
     # ---- model and metrics ----------------------------------------------------
 

@@ -1,0 +1,17 @@
+# `make demo` and `make test` set everything up first (idempotent), then run.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test clean
+
+setup:
+	@bash scripts/setup_env.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf demo-output .pytest_cache

@@ -1,0 +1,141 @@
+"""Predictions for raw GLUE/SuperGLUE files from a checkpoint trained with --task glue_ehft.
+
+    from ehft_plugin.predict import Predictor
+    predictor = Predictor("checkpoints/checkpoint_best.pt")
+    rows = predictor.predict_file("RTE/test.tsv")          # [(id, label), ...]
+    predictor.write_submission(rows, "RTE.tsv")
+
+The submission format follows the benchmark: GLUE `index<TAB>prediction` TSV
+with a header, SuperGLUE JSONL with `idx` and `label` (labels spelled as in the
+raw files: strings, booleans or choice numbers).
+"""
+
+import json
+import logging
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from . import metrics as metric_fns
+from .criterions.sentence_prediction_ehft import candidate_logits
+from .data.binarize import encode_examples
+from .data.readers import read_examples
+from .data.task_table import REGRESSION, get_task
+from .data.tokenisers import TokeniserSpec, build_encoder
+from .errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+
+class Predictor:
+    def __init__(self, checkpoint, data=None, batch_size=32, device="cpu"):
+        from fairseq import checkpoint_utils
+
+        from .tasks.glue_ehft import GlueEhftTask
+
+        if not os.path.isfile(checkpoint):
+            raise CheckpointError("%s: checkpoint not found" % checkpoint)
+        overrides = {"data": os.path.abspath(data)} if data else None
+        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [checkpoint], arg_overrides=overrides
+        )
+        if not isinstance(task, GlueEhftTask):
+            raise CheckpointError("%s was trained with --task %s; prediction needs --task glue_ehft"
+                                  % (checkpoint, type(task).__name__))
+        self.task, self.model = task, models[0].to(device).eval()
+        self.device, self.batch_size = device, batch_size
+        self.spec = get_task(task.meta["task"])
+        tokenizer = TokeniserSpec(**task.meta["tokenizer"])
+        self.encode = build_encoder(tokenizer.resolved(os.path.join(task.cfg.data, "tokenizer")))
+
+    def _outputs(self, examples):
+        """Model output per example, in file order: class/choice index or regression value."""
+        from fairseq.data import ListDataset
+
+        streams = encode_examples(examples, self.encode, self.task.dictionary, consumer=None)
+        datasets = [ListDataset(list(s), np.array([len(t) for t in s])) for s in streams]
+        dataset = self.task.build_dataset("predict", datasets)
+        batches = self.task.get_batch_iterator(
+            dataset, max_sentences=self.batch_size, ignore_invalid_inputs=False
+        ).next_epoch_itr(shuffle=False)
+        outputs = [None] * len(examples)
+        with torch.no_grad():
+            for sample in batches:
+                sample = _to_device(sample, self.device)
+                logits = candidate_logits(self.model, sample, self.task.kind,
+                                          self.task.num_choices or self.task.num_classes,
+                                          self.task.cfg.classification_head_name)
+                values = logits.view(-1) if self.task.kind == REGRESSION else logits.argmax(-1)
+                for i, value in zip(sample["id"].tolist(), values.tolist()):
+                    outputs[i] = value
+        return outputs
+
+    def predict_examples(self, examples):
+        """[(example id, prediction as written in a submission)]."""
+        outputs = self._outputs(examples)
+        if self.task.kind == REGRESSION:
+            low, high = self.spec.regression_range
+            return [(ex.example_id, float(min(max(v, low), high))) for ex, v in zip(examples, outputs)]
+        return [(ex.example_id, self.spec.labels[v]) for ex, v in zip(examples, outputs)]
+
+    def predict_file(self, path, labeled=False):
+        """Predictions for a raw file; with `labeled`, also the official metrics (in %)."""
+        examples = read_examples(self.spec, path, "test", labeled=labeled)
+        rows = self.predict_examples(examples)
+        if not labeled:
+            return rows, None
+        return rows, self.score(examples, rows)
+
+    def score(self, examples, rows):
+        targets = [ex.label for ex in examples]
+        if self.task.kind == REGRESSION:
+            stats = ([value for _, value in rows], targets)
+            found = {n: metric_fns.derived_metric(n) for n in self.task.metric_names}
+            meters = {metric_fns.PREDICTIONS_KEY: _Values(stats[0]),
+                      metric_fns.TARGETS_KEY: _Values(stats[1])}
+            return {n: fn(meters) for n, fn in found.items()}
+        predicted = [self.spec.labels.index(value) for _, value in rows]
+        counts = metric_fns.confusion_matrix_logging(targets, predicted, len(self.spec.labels))
+        meters = {k: _Sum(v) for k, v in counts.items()}
+        return {n: metric_fns.derived_metric(n)(meters) for n in self.task.metric_names}
+
+    def write_submission(self, rows, out_path):
+        """Write atomically: a failed run leaves no partial file."""
+        directory = os.path.dirname(os.path.abspath(out_path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".predict-", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                if self.spec.raw_format == "jsonl":
+                    for example_id, label in rows:
+                        f.write(json.dumps({"idx": int(example_id), "label": label}) + "\n")
+                else:
+                    f.write("index\tprediction\n")
+                    for example_id, label in rows:
+                        f.write("%s\t%s\n" % (example_id, _tsv_value(label)))
+            os.replace(tmp, out_path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def _tsv_value(label):
+    return "%.3f" % label if isinstance(label, float) else label
+
+
+class _Sum:
+    def __init__(self, value):
+        self.sum = value
+
+
+class _Values:
+    def __init__(self, values):
+        self.values = list(values)
+
+
+def _to_device(sample, device):
+    from fairseq import utils
+
+    return utils.move_to_cuda(sample) if device.startswith("cuda") else sample

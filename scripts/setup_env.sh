@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates (or brings up to date) the environment in .venv at the repository root.
+# Idempotent: a stamp records what was installed, so a second run does nothing.
+# Needs python3 (3.9+), a C compiler and Python headers (fairseq compiles
+# extensions), and access to PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.ehft-installed
+want=$(cat requirements/*.txt setup.py scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import fairseq, ehft_plugin" 2>/dev/null; then
+    echo "setup: $VENV is up to date"
+    exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+
+echo "setup: build requirements (torch CPU, numpy, cython)"
+pip install -q -r requirements/build.txt
+echo "setup: fairseq-fixed (compiles C++/Cython extensions the first time: a few minutes)"
+pip install -q --no-build-isolation --no-deps -r requirements/fairseq.txt
+echo "setup: runtime and test requirements"
+pip install -q -r requirements/runtime.txt -r requirements/test.txt
+echo "setup: ehft_plugin (editable)"
+pip install -q --no-build-isolation --no-deps -e .
+
+"$VENV/bin/python" -c "import fairseq, ehft_plugin; print('setup: fairseq', fairseq.__version__, '+ ehft_plugin', ehft_plugin.__version__)" 2>/dev/null
+echo "$want" > "$STAMP"

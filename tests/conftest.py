@@ -1,0 +1,103 @@
+"""Shared helpers: paths to the real data, a tiny RoBERTa, and CLI runners."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EHFT_SHARED_DATA", REPO.parent / "shared" / "data"))
+BIN = Path(sys.executable).parent  # fairseq-train and ehft live next to this python
+
+# 2 layers, 16 dims, 4 heads, no dropout: fast and deterministic
+TINY_ROBERTA = [
+    "--arch", "roberta_base", "--encoder-layers", "2", "--encoder-embed-dim", "16",
+    "--encoder-ffn-embed-dim", "32", "--encoder-attention-heads", "4",
+    "--dropout", "0", "--attention-dropout", "0", "--max-positions", "128",
+]
+
+
+def shared(*parts) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip("real data not found at %s (set EHFT_SHARED_DATA)" % path)
+    return path
+
+
+def gpt2_flags():
+    bpe = shared("bpe")
+    return ["--bpe", "gpt2", "--gpt2-encoder-json", str(bpe / "encoder.json"),
+            "--gpt2-vocab-bpe", str(bpe / "vocab.bpe"), "--srcdict", str(bpe / "dict.txt")]
+
+
+def gpt2_spec():
+    from ehft_plugin.data.tokenisers import TokeniserSpec
+
+    bpe = shared("bpe")
+    return TokeniserSpec(bpe="gpt2", srcdict=str(bpe / "dict.txt"),
+                         gpt2_encoder_json=str(bpe / "encoder.json"),
+                         gpt2_vocab_bpe=str(bpe / "vocab.bpe"))
+
+
+def subset(raw_dir: Path, out_dir: Path, rows: int, headerless=()) -> Path:
+    """Copy a raw task directory keeping the header and the first `rows` data rows."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in raw_dir.iterdir():
+        if f.suffix not in (".tsv", ".jsonl"):
+            continue
+        lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = 0 if f.suffix == ".jsonl" or f.name in headerless else 1
+        (out_dir / f.name).write_text("".join(lines[: keep + rows]), encoding="utf-8")
+    return out_dir
+
+
+def run(cmd, cwd=None, check=True, env=None):
+    """Run a console command; on failure show its output in the assertion."""
+    result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
+                            env=env)
+    if check and result.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s\n%s" % (
+            " ".join(map(str, cmd)), result.returncode, result.stdout[-3000:],
+            result.stderr[-5000:]))
+    return result
+
+
+def ehft(*args, **kwargs):
+    return run([BIN / "ehft", *args], **kwargs)
+
+
+def fairseq_train(data, save_dir, *extra, user_dir=None, updates=4, check=True, cwd=None):
+    """fairseq-train with the plugin and a tiny model; returns (result, valid records)."""
+    cmd = [
+        BIN / "fairseq-train", data, "--user-dir", user_dir or REPO / "ehft_plugin",
+        "--task", "glue_ehft", "--criterion", "sentence_prediction_ehft", *TINY_ROBERTA,
+        "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8", "--max-update", str(updates),
+        "--cpu", "--save-dir", save_dir, "--log-format", "json", "--log-interval", "1",
+        "--num-workers", "0", "--seed", "1", "--no-epoch-checkpoints", *extra,
+    ]
+    result = run(cmd, check=check, cwd=cwd)
+    return result, valid_records(result.stdout + result.stderr)
+
+
+_VALID_LINE = re.compile(r"\| (valid\d*) \| (\{.*\})\s*$")
+
+
+def valid_records(log: str):
+    """The JSON stats fairseq logs after each validation, with the subset name added."""
+    records = []
+    for line in log.splitlines():
+        match = _VALID_LINE.search(line)
+        if match:
+            records.append(dict(json.loads(match.group(2)), subset=match.group(1)))
+    return records
+
+
+@pytest.fixture
+def clean_tmp(tmp_path):
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
