@@ -2,7 +2,7 @@
 
     from ehft_plugin.predict import Predictor
     predictor = Predictor("checkpoints/checkpoint_best.pt")
-    rows = predictor.predict_file("RTE/test.tsv")          # [(id, label), ...]
+    rows, _ = predictor.predict_file("RTE/test.tsv")       # [(id, label), ...]
     predictor.write_submission(rows, "RTE.tsv")
 
 The submission format follows the benchmark: GLUE `index<TAB>prediction` TSV
@@ -73,32 +73,33 @@ class Predictor:
         return outputs
 
     def predict_examples(self, examples):
-        """[(example id, prediction as written in a submission)]."""
+        """[(example id, prediction as written in a submission)] and the raw model outputs."""
         outputs = self._outputs(examples)
         if self.task.kind == REGRESSION:
-            low, high = self.spec.regression_range
-            return [(ex.example_id, float(min(max(v, low), high))) for ex, v in zip(examples, outputs)]
-        return [(ex.example_id, self.spec.labels[v]) for ex, v in zip(examples, outputs)]
+            low, high = self.spec.regression_range  # submissions hold in-range scores
+            rows = [(ex.example_id, float(min(max(v, low), high)))
+                    for ex, v in zip(examples, outputs)]
+        else:
+            rows = [(ex.example_id, self.spec.labels[v]) for ex, v in zip(examples, outputs)]
+        return rows, outputs
 
     def predict_file(self, path, labeled=False):
         """Predictions for a raw file; with `labeled`, also the official metrics (in %)."""
-        examples = read_examples(self.spec, path, "test", labeled=labeled)
-        rows = self.predict_examples(examples)
-        if not labeled:
-            return rows, None
-        return rows, self.score(examples, rows)
+        # a labeled file is in the dev-file format (CoLA's has no header, its test file has)
+        examples = read_examples(self.spec, path, "valid" if labeled else "test", labeled=labeled)
+        rows, outputs = self.predict_examples(examples)
+        scores = self.score([ex.label for ex in examples], outputs) if labeled else None
+        return rows, scores
 
-    def score(self, examples, rows):
-        targets = [ex.label for ex in examples]
+    def score(self, targets, outputs):
+        """The task's official metrics (in %) of raw outputs, computed as during validation."""
         if self.task.kind == REGRESSION:
-            stats = ([value for _, value in rows], targets)
-            found = {n: metric_fns.derived_metric(n) for n in self.task.metric_names}
-            meters = {metric_fns.PREDICTIONS_KEY: _Values(stats[0]),
-                      metric_fns.TARGETS_KEY: _Values(stats[1])}
-            return {n: fn(meters) for n, fn in found.items()}
-        predicted = [self.spec.labels.index(value) for _, value in rows]
-        counts = metric_fns.confusion_matrix_logging(targets, predicted, len(self.spec.labels))
-        meters = {k: _Sum(v) for k, v in counts.items()}
+            meters = {metric_fns.PREDICTIONS_KEY: _Values(outputs),
+                      metric_fns.TARGETS_KEY: _Values(targets)}
+        else:
+            counts = metric_fns.confusion_matrix_logging(
+                [int(t) for t in targets], outputs, len(self.spec.labels))
+            meters = {k: _Sum(v) for k, v in counts.items()}
         return {n: metric_fns.derived_metric(n)(meters) for n in self.task.metric_names}
 
     def write_submission(self, rows, out_path):
