@@ -45,7 +45,9 @@ def _numpy_globals():
 
 ALLOWED_GLOBALS = [argparse.Namespace] + _numpy_globals()
 
-_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch words it as "Unsupported global: GLOBAL x.y" or, for blocked modules such
+# as os/posix, "Trying to load unsupported GLOBAL x.y whose module x is blocked"
+_UNSUPPORTED = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
 
 
 def allowed_names():
