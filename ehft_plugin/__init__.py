@@ -4,9 +4,14 @@ Importing the package (as fairseq's --user-dir does) registers the plugin's
 tasks and criterions and makes fairseq load checkpoints safely under torch >= 2.6.
 """
 
+import logging
+
 __version__ = "0.1.0"
 
-from . import safe_loading
+# fairseq announces at import that an unrelated speech task lacks tensorboardX
+logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
+
+from . import safe_loading  # noqa: E402
 
 safe_loading.install()
 

@@ -17,16 +17,25 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+LOG=$VENV/setup.log
+: > "$LOG"
+# pip's output goes to the log; it is shown only when a step fails
+pip() {
+    if ! "$VENV/bin/python" -m pip --disable-pip-version-check "$@" >> "$LOG" 2>&1; then
+        tail -n 40 "$LOG" >&2
+        echo "setup: pip $* failed (full log: $LOG)" >&2
+        exit 1
+    fi
+}
 
 echo "setup: build requirements (torch CPU, numpy, cython)"
-pip install -q -r requirements/build.txt
+pip install -r requirements/build.txt
 echo "setup: fairseq-fixed (compiles C++/Cython extensions the first time: a few minutes)"
-pip install -q --no-build-isolation --no-deps -r requirements/fairseq.txt
+pip install --no-build-isolation --no-deps -r requirements/fairseq.txt
 echo "setup: runtime and test requirements"
-pip install -q -r requirements/runtime.txt -r requirements/test.txt
+pip install -r requirements/runtime.txt -r requirements/test.txt
 echo "setup: ehft_plugin (editable)"
-pip install -q --no-build-isolation --no-deps -e .
+pip install --no-build-isolation --no-deps -e .
 
 "$VENV/bin/python" -c "import fairseq, ehft_plugin; print('setup: fairseq', fairseq.__version__, '+ ehft_plugin', ehft_plugin.__version__)" 2>/dev/null
 echo "$want" > "$STAMP"

@@ -1,5 +1,8 @@
 """The `ehft` command: one subcommand a module, each with `add_parser` and `run`."""
 
+DESCRIPTION = ("Efficient Head Finetuning for fairseq RoBERTa: prepare GLUE/SuperGLUE data for "
+               "--task glue_ehft, predict from finetuned checkpoints.")
+
 import argparse
 import importlib
 import logging
@@ -24,7 +27,7 @@ def import_user_dir(path):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="ehft", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ehft", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in SUBCOMMANDS.items():
         p = module.add_parser(sub, name)
