@@ -173,3 +173,31 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match=r"garbage.pt: cannot be read as a torch checkpoint"):
         _load(path)
+
+
+def test_rte_recipe_restores_a_checkpoint_and_trains(rte_bin, tmp_path):
+    stock = _stock_checkpoint(rte_bin, tmp_path / "stock")
+    tiny = [a for a in TINY_ROBERTA if a != "roberta_base" and a != "--arch"]
+    result = run(["bash", REPO / "examples" / "finetune_rte.sh", rte_bin, stock, "roberta_base",
+                  tmp_path / "ck", *tiny, "--max-update", "2", "--cpu", "--num-workers", "0"],
+                 env=dict(os.environ, PATH="%s:%s" % (BIN, os.environ["PATH"])))
+    log = result.stdout + result.stderr
+    assert "Loaded checkpoint %s" % stock in log
+    assert '"valid_accuracy"' in log
+
+
+def test_rte_recipe_refuses_missing_inputs(tmp_path):
+    result = run(["bash", REPO / "examples" / "finetune_rte.sh", tmp_path, tmp_path / "x.pt",
+                  "roberta_base", tmp_path / "ck"], check=False)
+    assert result.returncode == 2 and "not written by ehft prepare" in result.stderr
+
+
+def test_predict_refuses_missing_and_foreign_checkpoints(rte_bin, tmp_path):
+    args = ["--input", shared("glue/RTE/dev.tsv"), "--out", tmp_path / "p.tsv"]
+    missing = ehft("predict", "--checkpoint", tmp_path / "none.pt", *args, check=False)
+    assert missing.returncode == 2 and "none.pt: checkpoint not found" in missing.stderr
+    stock = _stock_checkpoint(rte_bin, tmp_path / "stock")
+    foreign = ehft("predict", "--checkpoint", stock, *args, check=False)
+    assert foreign.returncode == 2
+    assert "prediction needs --task glue_ehft" in foreign.stderr
+    assert not (tmp_path / "p.tsv").exists()
