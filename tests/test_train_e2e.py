@@ -162,3 +162,13 @@ def test_criterion_with_a_task_that_is_not_glue_ehft_is_a_clear_error():
 
     with pytest.raises(TypeError, match=r"needs a task that knows its kind \(--task glue_ehft"):
         SentencePredictionEhftCriterion(OtherTask())
+
+
+def test_a_clashing_task_name_fails_loudly():
+    probe = ("from fairseq.tasks import register_task, FairseqTask\n"
+             "@register_task('glue_ehft')\n"
+             "class Other(FairseqTask):\n    pass\n"
+             "import ehft_plugin\n")
+    result = run([BIN / "python", "-c", probe], check=False)
+    assert result.returncode != 0
+    assert "--task glue_ehft is already registered by __main__" in result.stderr

@@ -211,3 +211,10 @@ class GlueEhftTask(FairseqTask):
     @property
     def target_dictionary(self):
         return self.dictionary
+
+
+# fairseq's register_task returns an already registered class on a name clash
+# instead of failing: make a clash loud rather than train with someone else's task
+if GlueEhftTask.__module__ != __name__:
+    raise ImportError("--task glue_ehft is already registered by %s; ehft_plugin cannot register it"
+                      % GlueEhftTask.__module__)
