@@ -15,4 +15,4 @@ from . import safe_loading  # noqa: E402
 
 safe_loading.install()
 
-from . import criterions, tasks  # noqa: E402,F401  (registration)
+from . import criterions, models, tasks  # noqa: E402,F401  (registration)

@@ -1,0 +1,121 @@
+"""`--arch roberta_ehft_base|roberta_ehft_large`: fairseq's RoBERTa with a PEFT plan (`--peft`)
+and a choice of classification head (`--head-type`).
+
+Only `build_model`, `register_classification_head` and `upgrade_state_dict_named` change:
+the plan is applied right after fairseq builds the model, heads registered later are
+trainable, and a stock RoBERTa checkpoint (no PEFT keys) loads with the PEFT parameters
+created fresh.
+"""
+
+import logging
+
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.roberta.model import (
+    RobertaClassificationHead,
+    RobertaModel,
+    base_architecture,
+    roberta_large_architecture,
+)
+
+from ..errors import CheckpointError
+from ..peft.apply import apply_plan
+from ..peft.plan import SHORTHANDS, format_plan, parse_plan
+from ..peft.trainable import count_parameters, format_counts
+
+logger = logging.getLogger(__name__)
+
+HEAD_TYPES = ("fairseq", "ehft")
+
+
+@register_model("roberta_ehft")
+class RobertaEhftModel(RobertaModel):
+    @staticmethod
+    def add_args(parser):
+        RobertaModel.add_args(parser)
+        parser.add_argument(
+            "--peft", type=str, metavar="PLAN",
+            help="parameter-efficient plan by layer stratum, e.g. "
+                 "'0-3:frozen,4-8:bitfit,9-23:lora(r=64,alpha=128,targets=q+k+v+out)+bitfit(ffn)'"
+                 " or a shorthand: %s (default: full)" % ", ".join(SHORTHANDS))
+        parser.add_argument(
+            "--head-type", choices=HEAD_TYPES,
+            help="classification head: fairseq (dense-tanh-out, inner dim = hidden size) or "
+                 "ehft (hidden -> --head-inner-dim -> classes with ReLU, as in the EH-FT paper)")
+        parser.add_argument("--head-inner-dim", type=int, metavar="N",
+                            help="inner size of the ehft head (default 2048, > 0)")
+        parser.add_argument("--reset-classification-heads", action="store_true",
+                            help="a checkpoint head of another size is replaced by a new one "
+                                 "instead of being an error")
+
+    @classmethod
+    def build_model(cls, args, task):
+        model = super().build_model(args, task)
+        layers = model.encoder.sentence_encoder.layers
+        model.plan = parse_plan(args.peft, len(layers))
+        apply_plan(model, model.plan, layers)
+        logger.info("--peft %s", format_plan(model.plan))
+        return model
+
+    def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
+        if self.args.head_type != "ehft":
+            super().register_classification_head(name, num_classes, inner_dim, **kwargs)
+        else:
+            self.classification_heads[name] = RobertaClassificationHead(
+                input_dim=self.args.encoder_embed_dim,
+                inner_dim=inner_dim or self.args.head_inner_dim,
+                num_classes=num_classes,
+                activation_fn="relu",
+                pooler_dropout=self.args.pooler_dropout,
+            )
+        logger.info("classification head %r (%s, %d outputs)\n%s", name, self.args.head_type,
+                    num_classes, format_counts(count_parameters(self)))
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        prefix = name + "." if name != "" else ""
+        self._check_head_sizes(state_dict, prefix)
+        super().upgrade_state_dict_named(state_dict, name)
+        # PEFT parameters a stock checkpoint lacks start from their initial values
+        for key, value in self.state_dict().items():
+            if prefix + key not in state_dict and ("lora_" in key or ".prefix" in key):
+                state_dict[prefix + key] = value
+
+    def _check_head_sizes(self, state_dict, prefix):
+        if getattr(self.args, "reset_classification_heads", False):
+            return
+        for head_name, head in self.classification_heads.items():
+            key = "%sclassification_heads.%s.out_proj.weight" % (prefix, head_name)
+            dense = "%sclassification_heads.%s.dense.weight" % (prefix, head_name)
+            if key not in state_dict:
+                continue
+            saved = (tuple(state_dict[key].shape), tuple(state_dict[dense].shape))
+            current = (tuple(head.out_proj.weight.shape), tuple(head.dense.weight.shape))
+            if saved != current:
+                raise CheckpointError(
+                    "the checkpoint's head %r has out_proj %s and dense %s, the model's has %s "
+                    "and %s (other number of classes or head type); pass "
+                    "--reset-classification-heads to start a new head"
+                    % (head_name, saved[0], saved[1], current[0], current[1]))
+
+
+def _ehft_defaults(args):
+    args.peft = getattr(args, "peft", None) or "full"
+    args.head_type = getattr(args, "head_type", None) or "fairseq"
+    args.head_inner_dim = getattr(args, "head_inner_dim", None) or 2048
+
+
+@register_model_architecture("roberta_ehft", "roberta_ehft_base")
+def roberta_ehft_base(args):
+    _ehft_defaults(args)
+    base_architecture(args)
+
+
+@register_model_architecture("roberta_ehft", "roberta_ehft_large")
+def roberta_ehft_large(args):
+    _ehft_defaults(args)
+    roberta_large_architecture(args)
+
+
+# fairseq's register_model returns an existing class on a name clash instead of failing
+if RobertaEhftModel.__module__ != __name__:
+    raise ImportError("--arch roberta_ehft is already registered by %s"
+                      % RobertaEhftModel.__module__)

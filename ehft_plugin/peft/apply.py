@@ -1,0 +1,44 @@
+"""Apply a PEFT plan to a built fairseq RoBERTa, by layer index."""
+
+from .lora import LoRALinear
+from .plan import LoRA, Plan, Prefix
+from .trainable import MODULE_TARGETS, is_trainable
+
+_TARGET_MODULES = {target: path for path, target in MODULE_TARGETS.items()}
+
+
+def _get(module, path):
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _set(module, path, value):
+    parent, _, last = path.rpartition(".")
+    setattr(_get(module, parent) if parent else module, last, value)
+
+
+def add_lora(layer, lora: LoRA):
+    for target in lora.targets:
+        path = _TARGET_MODULES[target]
+        _set(layer, path, LoRALinear.wrap(_get(layer, path), lora.r, lora.alpha, lora.dropout))
+    if {"q", "k", "v", "out"} & set(lora.targets):
+        # fairseq's MultiheadAttention normally hands q_proj.weight & co. straight to
+        # F.multi_head_attention_forward, which would skip the LoRA path; this flag makes
+        # it use its own implementation that calls the projection modules.
+        layer.self_attn.skip_embed_dim_check = True
+
+
+def apply_plan(model, plan: Plan, layers) -> None:
+    """Add the plan's modules to `layers` (the encoder layers) and freeze what it does not train."""
+    if len(layers) != plan.num_layers:
+        raise ValueError("the plan is for %d layers, the model has %d"
+                         % (plan.num_layers, len(layers)))
+    for index, layer in enumerate(layers):
+        lora = plan.method(index, LoRA)
+        if lora is not None:
+            add_lora(layer, lora)
+        if plan.method(index, Prefix) is not None:
+            raise NotImplementedError("prefix-tuning is not available yet")
+    for name, p in model.named_parameters():
+        p.requires_grad = is_trainable(name, plan)

@@ -1,0 +1,71 @@
+"""LoRA (Hu et al. 2022, §4.1): h = W x + (alpha / r) * B A x, with A kaiming-uniform and B zero.
+
+`LoRALinear` subclasses `nn.Linear`, so the pretrained `weight` and `bias` keep their names
+and only `lora_A` / `lora_B` are new; B = 0 makes the layer the pretrained one at step 0.
+Merging is an explicit function, never a side effect of train()/eval().
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LoRALinear(nn.Linear):
+    def __init__(self, in_features, out_features, r, alpha, dropout=0.0, bias=True,
+                 device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device, dtype=dtype))
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    @classmethod
+    def wrap(cls, linear: nn.Linear, r, alpha, dropout=0.0) -> "LoRALinear":
+        """A LoRA layer sharing `linear`'s weight and bias tensors."""
+        lora = cls(linear.in_features, linear.out_features, r, alpha, dropout,
+                   bias=linear.bias is not None, device=linear.weight.device,
+                   dtype=linear.weight.dtype)
+        lora.weight = linear.weight
+        lora.bias = linear.bias
+        return lora
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def forward(self, x):
+        out = F.linear(x, self.weight, self.bias)
+        if self.merged:
+            return out
+        return out + F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
+
+    def extra_repr(self):
+        return super().extra_repr() + ", r=%d, alpha=%g, merged=%s" % (self.r, self.alpha,
+                                                                       self.merged)
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module) -> int:
+    """Fold B A into W in every LoRA layer (for export or faster inference); returns the count."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, LoRALinear) and not module.merged:
+            module.weight.add_(module.delta_weight().to(module.weight.dtype))
+            module.merged = True
+            count += 1
+    return count
+
+
+@torch.no_grad()
+def unmerge_lora(model: nn.Module) -> int:
+    """Undo `merge_lora`, so training can continue with separate A and B."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, LoRALinear) and module.merged:
+            module.weight.sub_(module.delta_weight().to(module.weight.dtype))
+            module.merged = False
+            count += 1
+    return count

@@ -1,0 +1,329 @@
+"""The PEFT plan: which parameter-efficient method each encoder layer gets.
+
+Grammar (`--peft`):
+
+    plan     := stratum ("," stratum)*  |  shorthand
+    stratum  := layers ":" method ("+" method)*
+    layers   := N | N "-" M | "emb"            (0-based, inclusive)
+    method   := frozen | full | bitfit[(targets)] | lora[(args)] | prefix[(args)]
+
+    bitfit(T)  or bitfit(targets=T)        T: '+'-joined targets (default all)
+    lora(r=8,alpha=16,dropout=0,targets=q+v)
+    prefix(len=16,mlp=0)                   mlp > 0: reparameterisation MLP hidden size
+
+Bias targets: q k v out fc1 fc2 attn_ln ffn_ln, and the groups attn (q+k+v+out+attn_ln),
+ffn (fc1+fc2+ffn_ln), all. LoRA targets: q k v out fc1 fc2, and attn (q+k+v+out), ffn, all.
+Every layer needs exactly one stratum; embeddings are frozen unless `emb:full` is given.
+
+Shorthands: full (plain finetuning, embeddings included), head (linear probing: only the
+head trains), bitfit, lora, prefix (that method on every layer), topk-K (top K layers full,
+the rest frozen; EH-FT paper Table 1), spafit-A-B-I / spafit-A-B-II (SPAFIT: layers 1..A
+frozen, A+1..B BitFit on all sub-layers, B+1..L LoRA r=64 alpha=128 on q,k,v (I) or
+q,k,v,out (II) plus BitFit on the feed-forward sub-layers; numbers are 1-based layer counts
+as in the SPAFIT paper).
+
+`parse_plan(text, num_layers)` is the only parser; `format_plan(plan)` writes the canonical
+explicit form, and `parse_plan(format_plan(p), n) == p`.
+"""
+
+import re
+from dataclasses import dataclass, fields
+from typing import Tuple
+
+from ..errors import EhftError
+
+BIAS_TARGETS = ("q", "k", "v", "out", "fc1", "fc2", "attn_ln", "ffn_ln")
+LORA_TARGETS = ("q", "k", "v", "out", "fc1", "fc2")
+_BIAS_GROUPS = {"attn": ("q", "k", "v", "out", "attn_ln"), "ffn": ("fc1", "fc2", "ffn_ln"),
+                "all": BIAS_TARGETS}
+_LORA_GROUPS = {"attn": ("q", "k", "v", "out"), "ffn": ("fc1", "fc2"), "all": LORA_TARGETS}
+
+
+class PlanError(EhftError, ValueError):
+    """A --peft value that does not describe a valid plan."""
+
+
+@dataclass(frozen=True)
+class Frozen:
+    name = "frozen"
+
+
+@dataclass(frozen=True)
+class Full:
+    name = "full"
+
+
+@dataclass(frozen=True)
+class BitFit:
+    """Ben Zaken et al. 2022: train bias terms only."""
+    targets: Tuple[str, ...] = BIAS_TARGETS
+    name = "bitfit"
+
+
+@dataclass(frozen=True)
+class LoRA:
+    """Hu et al. 2022: W + (alpha/r) * B A on the target projections."""
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: Tuple[str, ...] = ("q", "v")
+    name = "lora"
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """Li & Liang 2021: trainable key/value prefixes in every attention layer."""
+    len: int = 16
+    mlp: int = 0
+    name = "prefix"
+
+
+METHODS = {m.name: m for m in (Frozen, Full, BitFit, LoRA, Prefix)}
+
+
+@dataclass(frozen=True)
+class Stratum:
+    first: int
+    last: int
+    methods: Tuple
+
+    @property
+    def layers(self):
+        return range(self.first, self.last + 1)
+
+
+@dataclass(frozen=True)
+class Plan:
+    strata: Tuple[Stratum, ...]
+    num_layers: int
+    train_embeddings: bool = False
+
+    def methods_for_layer(self, layer: int) -> Tuple:
+        for stratum in self.strata:
+            if stratum.first <= layer <= stratum.last:
+                return stratum.methods
+        raise IndexError("layer %d is not in the plan" % layer)
+
+    def method(self, layer: int, kind):
+        """The method of type `kind` for `layer`, or None."""
+        return next((m for m in self.methods_for_layer(layer) if isinstance(m, kind)), None)
+
+
+# ---- parsing ------------------------------------------------------------------
+
+def _split_top_level(text: str, sep: str):
+    """Split on `sep` outside parentheses."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == sep and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [p.strip() for p in parts]
+
+
+def _targets(value: str, allowed, groups, method):
+    out = []
+    for name in value.split("+"):
+        name = name.strip()
+        if name in groups:
+            out.extend(groups[name])
+        elif name in allowed:
+            out.append(name)
+        else:
+            raise PlanError("unknown %s target %r; expected: %s" % (
+                method, name, ", ".join(list(allowed) + list(groups))))
+    return tuple(t for t in allowed if t in out)  # canonical order, no repeats
+
+
+def _number(method, key, value, kind):
+    try:
+        return kind(value)
+    except ValueError:
+        raise PlanError("%s(%s=%s): expected a number" % (method, key, value)) from None
+
+
+def _method(text: str):
+    match = re.fullmatch(r"([a-z_]+)\s*(?:\((.*)\))?", text.strip())
+    if not match:
+        raise PlanError("cannot read method %r; expected name or name(key=value,...)" % text)
+    name, args = match.group(1), match.group(2)
+    if name not in METHODS:
+        raise PlanError("unknown method %r; expected one of: %s" % (name, ", ".join(METHODS)))
+    cls = METHODS[name]
+    kwargs = {}
+    for arg in _split_top_level(args, ",") if args and args.strip() else []:
+        key, eq, value = arg.partition("=")
+        if not eq:  # bitfit(ffn): the positional argument is the target list
+            key, value = "targets", arg
+        key, value = key.strip(), value.strip()
+        known = [f.name for f in fields(cls)]
+        if key not in known:
+            raise PlanError("%s has no argument %r; expected: %s"
+                            % (name, key, ", ".join(known) or "none"))
+        if key == "targets":
+            allowed, groups = (BIAS_TARGETS, _BIAS_GROUPS) if cls is BitFit else (LORA_TARGETS,
+                                                                                   _LORA_GROUPS)
+            kwargs[key] = _targets(value, allowed, groups, name)
+        else:
+            kind = {f.name: f.type for f in fields(cls)}[key]
+            kwargs[key] = _number(name, key, value, {"int": int, "float": float}.get(kind, kind))
+    method = cls(**kwargs)
+    _check_method(method)
+    return method
+
+
+def _check_method(m):
+    if isinstance(m, LoRA):
+        if m.r <= 0:
+            raise PlanError("lora(r=%d): rank must be > 0" % m.r)
+        if not 0 <= m.dropout < 1:
+            raise PlanError("lora(dropout=%g): expected 0 <= dropout < 1" % m.dropout)
+        if not m.targets:
+            raise PlanError("lora needs at least one target")
+    if isinstance(m, Prefix):
+        if m.len <= 0:
+            raise PlanError("prefix(len=%d): prefix length must be > 0" % m.len)
+        if m.mlp < 0:
+            raise PlanError("prefix(mlp=%d): expected 0 (no MLP) or a hidden size" % m.mlp)
+    if isinstance(m, BitFit) and not m.targets:
+        raise PlanError("bitfit needs at least one target")
+
+
+def _layers(text: str, num_layers: int):
+    match = re.fullmatch(r"(\d+)(?:-(\d+))?", text.strip())
+    if not match:
+        raise PlanError("cannot read layers %r; expected N, N-M or emb" % text)
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    if first > last:
+        raise PlanError("layers %s: the first layer is after the last" % text)
+    if last >= num_layers:
+        raise PlanError("layers %s: layer %d is out of range; this model has layers 0-%d"
+                        % (text, last, num_layers - 1))
+    return first, last
+
+
+def _stratum_methods(text: str):
+    methods = tuple(_method(m) for m in _split_top_level(text, "+"))
+    kinds = [type(m) for m in methods]
+    if len(set(kinds)) != len(kinds):
+        raise PlanError("%r names a method twice" % text)
+    if len(methods) > 1 and (Frozen in kinds or Full in kinds):
+        raise PlanError("%r: frozen and full cannot be combined with other methods" % text)
+    return methods
+
+
+def _explicit(text: str, num_layers: int) -> Plan:
+    strata, train_embeddings = [], False
+    for part in _split_top_level(text, ","):
+        layers, colon, methods = part.partition(":")
+        if not colon:
+            raise PlanError("stratum %r: expected LAYERS:METHODS, e.g. 0-3:frozen" % part)
+        if layers.strip() == "emb":
+            if methods.strip() not in ("full", "frozen"):
+                raise PlanError("emb:%s: embeddings are either full or frozen" % methods.strip())
+            train_embeddings = methods.strip() == "full"
+            continue
+        first, last = _layers(layers, num_layers)
+        strata.append(Stratum(first, last, _stratum_methods(methods)))
+    strata.sort(key=lambda s: s.first)
+    covered = [0] * num_layers
+    for s in strata:
+        for layer in s.layers:
+            covered[layer] += 1
+    overlap = [i for i, c in enumerate(covered) if c > 1]
+    if overlap:
+        raise PlanError("layer %d is in more than one stratum" % overlap[0])
+    missing = [i for i, c in enumerate(covered) if c == 0]
+    if missing:
+        raise PlanError("layers %s have no method; every layer 0-%d needs one (N-M:frozen to "
+                        "freeze)" % (_ranges(missing), num_layers - 1))
+    return Plan(tuple(strata), num_layers, train_embeddings)
+
+
+def _ranges(layers):
+    out, start = [], layers[0]
+    for prev, cur in zip(layers, layers[1:] + [None]):
+        if cur != prev + 1:
+            out.append(str(start) if start == prev else "%d-%d" % (start, prev))
+            start = cur
+    return ",".join(out)
+
+
+def _shorthand(name: str, n: int):
+    every = lambda method: "0-%d:%s" % (n - 1, method)  # noqa: E731
+    simple = {"full": every("full") + ",emb:full", "head": every("frozen"),
+              "bitfit": every("bitfit"), "lora": every("lora"), "prefix": every("prefix")}
+    if name in simple:
+        return simple[name]
+    topk = re.fullmatch(r"topk-(\d+)", name)
+    if topk:
+        k = int(topk.group(1))
+        if not 1 <= k <= n:
+            raise PlanError("%s: K must be between 1 and %d" % (name, n))
+        return ("0-%d:frozen," % (n - k - 1) if k < n else "") + "%d-%d:full" % (n - k, n - 1)
+    spafit = re.fullmatch(r"spafit-(\d+)-(\d+)-(I|II)", name)
+    if spafit:
+        a, b, variant = int(spafit.group(1)), int(spafit.group(2)), spafit.group(3)
+        if not 0 <= a <= b <= n:
+            raise PlanError("%s: expected 0 <= A <= B <= %d layers" % (name, n))
+        lora_targets = "q+k+v" if variant == "I" else "q+k+v+out"
+        groups = [(0, a, "frozen"), (a, b, "bitfit(all)"),
+                  (b, n, "lora(r=64,alpha=128,targets=%s)+bitfit(ffn)" % lora_targets)]
+        return ",".join("%d-%d:%s" % (lo, hi - 1, m) for lo, hi, m in groups if hi > lo)
+    return None
+
+
+SHORTHANDS = ("full", "head", "bitfit", "lora", "prefix", "topk-K", "spafit-A-B-I",
+              "spafit-A-B-II")
+
+
+def parse_plan(text: str, num_layers: int) -> Plan:
+    """The plan for a model with `num_layers` encoder layers (pure: no model needed)."""
+    if num_layers <= 0:
+        raise PlanError("num_layers must be > 0")
+    text = (text or "").strip()
+    if not text:
+        raise PlanError("--peft is empty; expected a plan or one of: %s" % ", ".join(SHORTHANDS))
+    expanded = _shorthand(text, num_layers)
+    if expanded is None and ":" not in text:
+        raise PlanError("unknown --peft %r; expected LAYERS:METHODS strata or one of: %s"
+                        % (text, ", ".join(SHORTHANDS)))
+    return _explicit(expanded or text, num_layers)
+
+
+# ---- formatting -----------------------------------------------------------------
+
+def _format_targets(targets, allowed, groups):
+    for group in ("all", "attn", "ffn"):
+        if tuple(targets) == tuple(t for t in allowed if t in groups[group]):
+            return group
+    return "+".join(targets)
+
+
+def _format_method(m) -> str:
+    if isinstance(m, (Frozen, Full)):
+        return m.name
+    args = []
+    for f in fields(m):
+        value = getattr(m, f.name)
+        if f.name == "targets":
+            allowed, groups = (BIAS_TARGETS, _BIAS_GROUPS) if isinstance(m, BitFit) else (
+                LORA_TARGETS, _LORA_GROUPS)
+            value = _format_targets(value, allowed, groups)
+        args.append("%s=%s" % (f.name, "%g" % value if isinstance(value, float) else value))
+    return "%s(%s)" % (m.name, ",".join(args))
+
+
+def format_plan(plan: Plan) -> str:
+    """Canonical explicit form: every argument written out."""
+    parts = ["%s:%s" % ("%d-%d" % (s.first, s.last) if s.first != s.last else str(s.first),
+                        "+".join(_format_method(m) for m in s.methods)) for s in plan.strata]
+    if plan.train_embeddings:
+        parts.append("emb:full")
+    return ",".join(parts)
