@@ -22,7 +22,8 @@ PLANS = ["full", "head", "bitfit", "lora", "0-1:lora(r=4,alpha=8,targets=all)",
 def _plain_copy(model):
     """The same weights in a model without any PEFT module."""
     plain = tiny_model("full")
-    state = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
+    state = {k: v for k, v in model.state_dict().items()
+             if "lora_" not in k and ".prefix." not in k}
     plain.load_state_dict(state)
     return plain.eval()
 
@@ -68,7 +69,10 @@ def _train_steps(model, steps=3):
     return optimizer
 
 
-@pytest.mark.parametrize("peft", PLANS)
+PREFIX_PLANS = ["prefix", "0-1:prefix(len=4,mlp=8)+lora(r=2)+bitfit(ffn)"]
+
+
+@pytest.mark.parametrize("peft", PLANS + PREFIX_PLANS)
 def test_only_the_planned_parameters_change(peft):
     model = tiny_model(peft).train()
     _randomise_lora_b(model)  # so LoRA A gets gradient from the first step
@@ -144,3 +148,61 @@ def test_ehft_head_is_hidden_to_2048_to_classes_with_relu():
     fairseq_head = tiny_model("head").classification_heads["head"]
     assert fairseq_head.dense.out_features == 16
     assert fairseq_head.activation_fn(torch.tensor([-1.0])).item() == pytest.approx(-0.7616, 1e-3)
+
+
+# ---- prefix-tuning ----
+
+def _reference_attention(attn, x, padding):
+    """Li & Liang's attention over [prefix; sequence], written out step by step."""
+    T, B, C = x.shape
+    H, hd = attn.num_heads, attn.head_dim
+    pk, pv = attn.prefix()
+    out = torch.zeros(T, B, C)
+    for b in range(B):
+        keep = ~padding[b]
+        k = torch.cat([pk, attn.k_proj(x[:, b])[keep]])
+        v = torch.cat([pv, attn.v_proj(x[:, b])[keep]])
+        q = attn.q_proj(x[:, b])
+        for h in range(H):
+            s = slice(h * hd, (h + 1) * hd)
+            weights = torch.softmax(q[:, s] @ k[:, s].T / hd ** 0.5, dim=-1)
+            out[:, b, s] = weights @ v[:, s]
+    return attn.out_proj(out)
+
+
+@pytest.mark.parametrize("mlp", [0, 8])
+def test_prefix_attention_matches_the_written_out_definition(mlp):
+    from ehft_plugin.peft.prefix import PrefixSelfAttention
+
+    model = tiny_model("0-1:prefix(len=5,mlp=%d)" % mlp).eval()
+    attn = model.encoder.sentence_encoder.layers[0].self_attn
+    assert isinstance(attn, PrefixSelfAttention)
+    x = torch.randn(7, 3, 16)
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[1, 5:] = padding[2, 3:] = True
+    got, _ = attn(query=x, key=x, value=x, key_padding_mask=padding)
+    expected = _reference_attention(attn, x, padding)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_prefix_with_padded_pairs_gives_each_example_its_unpadded_result():
+    model = tiny_model("0-1:prefix(len=4)").eval()
+    tokens = tiny_batch(batch=4, length=12)  # example i has 2*i padding positions
+    batched = logits(model, tokens)
+    for i in range(4):
+        alone = logits(model, tokens[i:i + 1, :12 - 2 * i])
+        torch.testing.assert_close(batched[i:i + 1], alone, rtol=0, atol=1e-5)
+
+
+def test_prefix_changes_the_output_and_its_count_matches_the_closed_form():
+    d, length, hidden, layers = 16, 4, 8, 2
+    head = (d * d + d) + (d * 3 + 3)
+    direct = tiny_model("0-1:prefix(len=4)")
+    assert _trainable_total(direct) == layers * length * 2 * d + head
+    with_mlp = tiny_model("0-1:prefix(len=4,mlp=8)")
+    mlp = length * d + (d * hidden + hidden) + (hidden * 2 * d + 2 * d)
+    assert _trainable_total(with_mlp) == layers * mlp + head
+    # the one method that is not an identity at initialisation (see peft/prefix.py)
+    tokens = tiny_batch()
+    assert not torch.allclose(logits(direct.eval(), tokens),
+                              logits(_plain_copy(direct), tokens), atol=1e-6)

@@ -1,6 +1,7 @@
 """Apply a PEFT plan to a built fairseq RoBERTa, by layer index."""
 
 from .lora import LoRALinear
+from .prefix import PrefixSelfAttention
 from .plan import LoRA, Plan, Prefix
 from .trainable import MODULE_TARGETS, is_trainable
 
@@ -38,7 +39,8 @@ def apply_plan(model, plan: Plan, layers) -> None:
         lora = plan.method(index, LoRA)
         if lora is not None:
             add_lora(layer, lora)
-        if plan.method(index, Prefix) is not None:
-            raise NotImplementedError("prefix-tuning is not available yet")
+        prefix = plan.method(index, Prefix)
+        if prefix is not None:
+            layer.self_attn = PrefixSelfAttention(layer.self_attn, prefix.len, prefix.mlp)
     for name, p in model.named_parameters():
         p.requires_grad = is_trainable(name, plan)
