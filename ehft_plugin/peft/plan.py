@@ -241,8 +241,9 @@ def _explicit(text: str, num_layers: int) -> Plan:
         raise PlanError("layer %d is in more than one stratum" % overlap[0])
     missing = [i for i, c in enumerate(covered) if c == 0]
     if missing:
-        raise PlanError("layers %s have no method; every layer 0-%d needs one (N-M:frozen to "
-                        "freeze)" % (_ranges(missing), num_layers - 1))
+        raise PlanError("%s %s no method; every layer 0-%d needs one (N-M:frozen to freeze)"
+                        % ("layer" if len(missing) == 1 else "layers", _ranges(missing)
+                           + (" has" if len(missing) == 1 else " have"), num_layers - 1))
     return Plan(tuple(strata), num_layers, train_embeddings)
 
 
