@@ -1,4 +1,4 @@
-"""The `ehft` command: one subcommand a module, each with `add_parser` and `run`."""
+"""The `ehft` command: each subcommand is an `add_parser` and a `run` function."""
 
 DESCRIPTION = ("Efficient Head Finetuning for fairseq RoBERTa: prepare GLUE/SuperGLUE data for "
                "--task glue_ehft, predict from finetuned checkpoints.")
@@ -10,9 +10,16 @@ import os
 import sys
 
 from ..errors import EhftError
-from . import predict, prepare, user_dir
+from . import export, predict, prepare, user_dir
 
-SUBCOMMANDS = {"prepare": prepare, "predict": predict, "user-dir": user_dir}
+# name -> (add_parser, run)
+SUBCOMMANDS = {
+    "prepare": (prepare.add_parser, prepare.run),
+    "predict": (predict.add_parser, predict.run),
+    "export-adapter": (export.add_adapter_parser, export.run_adapter),
+    "export-merged": (export.add_merged_parser, export.run_merged),
+    "user-dir": (user_dir.add_parser, user_dir.run),
+}
 
 
 def import_user_dir(path):
@@ -29,10 +36,10 @@ def import_user_dir(path):
 def build_parser():
     parser = argparse.ArgumentParser(prog="ehft", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in SUBCOMMANDS.items():
-        p = module.add_parser(sub, name)
+    for name, (add_parser, run) in SUBCOMMANDS.items():
+        p = add_parser(sub, name)
         p.add_argument("--user-dir", help="a plugin package to import first (your own tasks)")
-        p.set_defaults(run=module.run)
+        p.set_defaults(run=run)
     return parser
 
 

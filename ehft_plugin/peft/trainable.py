@@ -27,6 +27,11 @@ def _split(name):
     return int(match.group(1)), module, param
 
 
+def layer_index(name: str):
+    """The encoder layer a parameter belongs to, or None."""
+    return _split(name)[0]
+
+
 def is_trainable(name: str, plan: Plan) -> bool:
     if name.startswith("classification_heads.") or ".classification_heads." in name:
         return True

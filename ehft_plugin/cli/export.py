@@ -1,0 +1,80 @@
+"""`ehft export-adapter` and `ehft export-merged`: small or stock-loadable files from a
+checkpoint trained with --arch roberta_ehft_*."""
+
+import json
+import os
+import shutil
+
+from ..errors import CheckpointError
+
+
+def _load(path):
+    import ehft_plugin  # noqa: F401  (safe loading)
+    from fairseq import checkpoint_utils
+
+    if not os.path.isfile(path):
+        raise CheckpointError("%s: checkpoint not found" % path)
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    model = state["cfg"]["model"]
+    if getattr(model, "peft", None) is None:
+        raise CheckpointError("%s was not trained with --arch roberta_ehft_* (no --peft plan)"
+                              % path)
+    return state, model
+
+
+def add_adapter_parser(sub, name):
+    p = sub.add_parser(name, help="save the trained PEFT parameters and head (safetensors)",
+                       description="Writes only what the --peft plan trained (LoRA, prefixes, "
+                                   "BitFit biases, full layers) and the classification heads.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="e.g. adapter.safetensors")
+    return p
+
+
+def run_adapter(args):
+    from ..checkpoints import extract, save_adapter
+    from ..peft.plan import parse_plan
+
+    state, model = _load(args.checkpoint)
+    plan = parse_plan(model.peft, model.encoder_layers)
+    tensors = extract(state["model"], plan)
+    save_adapter(tensors, args.out, plan, {"arch": model.arch, "head_type": model.head_type})
+    print(json.dumps({"out": args.out, "tensors": len(tensors),
+                      "parameters": sum(t.numel() for t in tensors.values())}))
+
+
+def add_merged_parser(sub, name):
+    p = sub.add_parser(name, help="export a checkpoint stock fairseq loads (LoRA merged)",
+                       description="Folds LoRA into the weights and writes OUT/model.pt with "
+                                   "the dictionaries, loadable with stock fairseq's "
+                                   "RobertaModel.from_pretrained(OUT) (--task "
+                                   "sentence_prediction). Prefix-tuning cannot be merged.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output directory")
+    return p
+
+
+def run_merged(args):
+    import torch
+
+    from ..checkpoints import stock_checkpoint
+    from ..data.binarize import load_metadata
+
+    state, _ = _load(args.checkpoint)
+    data = state["cfg"]["task"]["data"]
+    meta = load_metadata(data)
+    if meta["kind"] == "ranking":
+        raise CheckpointError("%s: ranking tasks (%s) have no stock fairseq equivalent"
+                              % (args.checkpoint, meta["task"]))
+    exported = stock_checkpoint(state, meta["num_classes"], meta["kind"] == "regression")
+    os.makedirs(args.out, exist_ok=True)
+    exported["cfg"]["task"]["data"] = os.path.abspath(args.out)
+    for sub in ("input0", "label"):
+        source = os.path.join(data, sub, "dict.txt")
+        if os.path.isfile(source):
+            os.makedirs(os.path.join(args.out, sub), exist_ok=True)
+            shutil.copyfile(source, os.path.join(args.out, sub, "dict.txt"))
+    tmp = os.path.join(args.out, "model.pt.tmp")
+    torch.save(exported, tmp)
+    os.replace(tmp, os.path.join(args.out, "model.pt"))
+    print(json.dumps({"out": os.path.join(args.out, "model.pt")}))
