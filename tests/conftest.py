@@ -56,6 +56,13 @@ def subset(raw_dir: Path, out_dir: Path, rows: int, headerless=()) -> Path:
     return out_dir
 
 
+def prepare_rte(directory: Path, rows: int) -> Path:
+    """`ehft prepare rte` on the first `rows` rows of the real RTE files; returns the data dir."""
+    raw = subset(shared("glue/RTE"), directory / "raw", rows=rows)
+    ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", directory / "bin", *gpt2_flags())
+    return directory / "bin"
+
+
 def run(cmd, cwd=None, check=True, env=None):
     """Run a console command; on failure show its output in the assertion."""
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,

@@ -10,16 +10,14 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, REPO, TINY_ROBERTA, ehft, fairseq_train, gpt2_flags, run, shared, subset
+from conftest import BIN, REPO, TINY_ROBERTA, ehft, fairseq_train, prepare_rte, run, shared
 
 from ehft_plugin.errors import CheckpointError
 
 
 @pytest.fixture
 def rte_bin(tmp_path):
-    raw = subset(shared("glue/RTE"), tmp_path / "raw", rows=64)
-    ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp_path / "bin", *gpt2_flags())
-    return tmp_path / "bin"
+    return prepare_rte(tmp_path, rows=64)
 
 
 def _loaded_updates(log):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import BIN, ehft, fairseq_train, gpt2_flags, run, shared, subset
+from conftest import BIN, ehft, fairseq_train, prepare_rte, run
 
 from ehft_plugin.checkpoints import load_adapter
 from ehft_plugin.errors import CheckpointError
@@ -15,10 +15,7 @@ from ehft_plugin.peft.plan import format_plan
 
 @pytest.fixture(scope="module")
 def rte_bin(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rte")
-    raw = subset(shared("glue/RTE"), tmp / "raw", rows=24)
-    ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp / "bin", *gpt2_flags())
-    return tmp / "bin"
+    return prepare_rte(tmp_path_factory.mktemp("rte"), rows=24)
 
 
 def _train(data, save_dir, peft, head_type="ehft"):

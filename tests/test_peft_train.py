@@ -2,17 +2,14 @@
 
 import pytest
 import torch
-from conftest import BIN, TINY_ROBERTA, ehft, fairseq_train, gpt2_flags, run, shared, subset
+from conftest import BIN, TINY_ROBERTA, fairseq_train, prepare_rte, run
 
 
 
 
 @pytest.fixture(scope="module")
 def rte_bin(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rte")
-    raw = subset(shared("glue/RTE"), tmp / "raw", rows=40)
-    ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp / "bin", *gpt2_flags())
-    return tmp / "bin"
+    return prepare_rte(tmp_path_factory.mktemp("rte"), rows=40)
 
 
 @pytest.fixture(scope="module")
