@@ -1,0 +1,37 @@
+"""EH-FT stage hand-over as pure functions on state dicts (EH-FT paper §2.2).
+
+Stage 1 trains a PEFT method and the head; then the backbone changes are thrown away and
+stage 2 starts from the original pretrained weights, bit for bit, plus stage 1's head
+(weights and biases). `extract_head` takes the head out of a stage-1 model state;
+`graft_head` puts it onto the original model state. Nothing else crosses over.
+"""
+
+from .errors import CheckpointError
+
+HEADS = "classification_heads."
+
+
+def extract_head(model_state, head_name):
+    """{key: tensor} of head `head_name`, keys as in the model state."""
+    prefix = HEADS + head_name + "."
+    head = {k: v for k, v in model_state.items() if k.startswith(prefix)}
+    if not head:
+        found = sorted({k[len(HEADS):].split(".")[0] for k in model_state if k.startswith(HEADS)})
+        raise CheckpointError("no classification head %r in the stage-1 checkpoint (heads: %s)"
+                              % (head_name, ", ".join(found) or "none"))
+    return head
+
+
+def graft_head(original_state, head):
+    """The original model state with every head removed and `head` added.
+
+    The backbone tensors are the original objects, untouched: stage 2 starts from exactly
+    the pretrained weights, including the biases BitFit changed in stage 1.
+    """
+    if not head or not all(k.startswith(HEADS) for k in head):
+        raise CheckpointError("the head to graft must hold classification_heads.* tensors only")
+    if not any(k.startswith("encoder.") for k in original_state):
+        raise CheckpointError("the original checkpoint holds no RoBERTa encoder weights")
+    grafted = {k: v for k, v in original_state.items() if not k.startswith(HEADS)}
+    grafted.update(head)
+    return grafted

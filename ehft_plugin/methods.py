@@ -1,0 +1,124 @@
+"""The method zoo: every `--method` name as a sequence of stages, defaults in one table.
+
+A stage is a PEFT plan (see peft/plan.py), a learning rate and a share of the total update
+budget. Two-stage methods hand over only the head (EH-FT paper §2.2): stage 2 starts from
+the original checkpoint's backbone.
+
+Defaults follow the EH-FT paper (§3.2): 5e-4 for BitFit, LoRA and linear probing, 5e-3 for
+prefix-tuning, LoRA r=32, prefix length 16, full finetuning at 1e-5 (RoBERTa-large), stage 1
+taking 10% of the updates.
+"""
+
+import re
+from dataclasses import dataclass, replace
+from typing import Tuple
+
+from .errors import EhftError
+from .peft.plan import PlanError, parse_plan
+
+FULL_FINETUNING_LR = 1e-5
+STAGE1_SHARE = 0.1
+
+# single-stage PEFT methods: name -> (plan, learning rate)
+PEFT_DEFAULTS = {
+    "lp": ("head", 5e-4),
+    "bitfit": ("bitfit", 5e-4),
+    "lora": ("0-{last}:lora(r=32,alpha=32,targets=q+v)", 5e-4),
+    "prefix": ("0-{last}:prefix(len=16)", 5e-3),
+}
+STRATA_LR = 5e-4  # spafit-* and explicit strata
+TOPK_LR = FULL_FINETUNING_LR  # top-K layers are finetuned fully
+
+
+class MethodError(EhftError, ValueError):
+    """An unknown or malformed --method."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # directory name of the stage
+    peft: str  # --peft plan
+    lr: float
+    share: float  # of the total updates
+    head_from: str = ""  # stage whose final head this stage starts from ("" = new head)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    stages: Tuple[Stage, ...]
+
+    @property
+    def two_stage(self):
+        return len(self.stages) == 2
+
+
+def _single(spec: str, num_layers: int):
+    """(plan, lr) of a single-stage method name, or None if it is not one."""
+    if spec in PEFT_DEFAULTS:
+        plan, lr = PEFT_DEFAULTS[spec]
+        return plan.format(last=num_layers - 1), lr
+    if re.fullmatch(r"topk-\d+", spec):
+        return spec, TOPK_LR
+    if spec.startswith("spafit-") or ":" in spec:
+        return spec, STRATA_LR
+    return None
+
+
+def resolve_method(name: str, num_layers: int, stage1_share: float = STAGE1_SHARE) -> Method:
+    """The stages of `--method name` for a model with `num_layers` encoder layers."""
+    if not 0 < stage1_share < 1:
+        raise MethodError("--stage1-ratio %g: expected a number strictly between 0 and 1"
+                          % stage1_share)
+    if name == "ft":
+        stages = (Stage("finetune", "full", FULL_FINETUNING_LR, 1.0),)
+    elif name == "lp-ft":  # Kumar et al. 2022: linear probing, then full finetuning
+        stages = _two_stage("head", PEFT_DEFAULTS["lp"][1], stage1_share)
+    elif name.startswith("ehft-"):
+        single = _single(name[len("ehft-"):], num_layers)
+        if single is None or name == "ehft-lp":
+            raise MethodError("unknown --method %r; EH-FT takes a PEFT method: ehft-bitfit, "
+                              "ehft-lora, ehft-prefix, ehft-spafit-A-B-I|II or ehft-<strata>"
+                              % name)
+        stages = _two_stage(single[0], single[1], stage1_share)
+    else:
+        single = _single(name, num_layers)
+        if single is None:
+            raise MethodError(
+                "unknown --method %r; expected one of: ft, lp, lp-ft, bitfit, lora, prefix, "
+                "topk-K, spafit-A-B-I|II, a strata spec such as '0-5:frozen,6-11:bitfit', "
+                "or ehft-<any of the PEFT methods>" % name)
+        stages = (Stage("finetune", single[0], single[1], 1.0),)
+    for stage in stages:
+        try:
+            parse_plan(stage.peft, num_layers)
+        except PlanError as e:
+            raise MethodError("--method %s: %s" % (name, e)) from None
+    return Method(name, stages)
+
+
+def _two_stage(peft, lr, share):
+    return (Stage("stage1", peft, lr, share),
+            Stage("stage2", "full", FULL_FINETUNING_LR, 1 - share, head_from="stage1"))
+
+
+def with_learning_rates(method: Method, stage1_lr=None, stage2_lr=None) -> Method:
+    """Override the table's learning rates (--lr-stage1 / --lr-stage2; single stages use the
+    stage-1 flag unless they are plain finetuning)."""
+    stages = []
+    for i, stage in enumerate(method.stages):
+        override = stage2_lr if (i == 1 or stage.peft == "full") else stage1_lr
+        stages.append(replace(stage, lr=override) if override else stage)
+    return replace(method, stages=tuple(stages))
+
+
+def split_updates(total: int, method: Method):
+    """Updates per stage: stage 1 gets round(share * total), stage 2 the rest (same total)."""
+    if total <= 0:
+        raise MethodError("--total-updates %d: expected > 0" % total)
+    if not method.two_stage:
+        return [total]
+    first = max(1, int(round(method.stages[0].share * total)))
+    if first >= total:
+        raise MethodError("--total-updates %d is too small to give both stages an update" % total)
+    return [first, total - first]
