@@ -21,29 +21,41 @@ def extract(model_state, plan):
     return {name: t for name, t in model_state.items() if is_trainable(name, plan)}
 
 
-def save_adapter(tensors, path, plan, extra=None):
+def save_tensors(tensors, path, metadata):
+    """Tensors as safetensors (written atomically), with string metadata."""
     from safetensors.torch import save_file
 
-    metadata = {"format": ADAPTER_FORMAT, "peft": format_plan(plan),
-                "num_layers": str(plan.num_layers), **(extra or {})}
     tmp = path + ".tmp"
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata)
     os.replace(tmp, path)
 
 
-def load_adapter(path):
-    """(tensors, plan, metadata); a file that is not an adapter is a CheckpointError."""
+def load_tensors(path, expected_format):
+    """(tensors, metadata); a file that is not of `expected_format` is a CheckpointError."""
     from safetensors import safe_open
 
+    if not os.path.isfile(path):
+        raise CheckpointError("%s: file not found" % path)
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError("%s: not a readable safetensors file (%s)" % (path, e)) from None
-    if metadata.get("format") != ADAPTER_FORMAT:
-        raise CheckpointError("%s: not an ehft adapter file (format %r, expected %r)"
-                              % (path, metadata.get("format"), ADAPTER_FORMAT))
+    if metadata.get("format") != expected_format:
+        raise CheckpointError("%s: not an %s file (format %r)"
+                              % (path, expected_format, metadata.get("format")))
+    return tensors, metadata
+
+
+def save_adapter(tensors, path, plan, extra=None):
+    save_tensors(tensors, path, {"format": ADAPTER_FORMAT, "peft": format_plan(plan),
+                                 "num_layers": str(plan.num_layers), **(extra or {})})
+
+
+def load_adapter(path):
+    """(tensors, plan, metadata)."""
+    tensors, metadata = load_tensors(path, ADAPTER_FORMAT)
     return tensors, parse_plan(metadata["peft"], int(metadata["num_layers"])), metadata
 
 

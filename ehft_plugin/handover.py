@@ -22,6 +22,11 @@ def extract_head(model_state, head_name):
     return head
 
 
+def strip_heads(model_state):
+    """The model state without classification heads: a new head is built on top of it."""
+    return {k: v for k, v in model_state.items() if not k.startswith(HEADS)}
+
+
 def graft_head(original_state, head):
     """The original model state with every head removed and `head` added.
 
@@ -30,8 +35,9 @@ def graft_head(original_state, head):
     """
     if not head or not all(k.startswith(HEADS) for k in head):
         raise CheckpointError("the head to graft must hold classification_heads.* tensors only")
-    if not any(k.startswith("encoder.") for k in original_state):
+    # releases from 2019 name the encoder "decoder.sentence_encoder"; fairseq renames on load
+    if not any(".sentence_encoder." in k for k in original_state):
         raise CheckpointError("the original checkpoint holds no RoBERTa encoder weights")
-    grafted = {k: v for k, v in original_state.items() if not k.startswith(HEADS)}
+    grafted = strip_heads(original_state)
     grafted.update(head)
     return grafted

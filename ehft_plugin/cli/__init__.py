@@ -10,11 +10,12 @@ import os
 import sys
 
 from ..errors import EhftError
-from . import export, predict, prepare, user_dir
+from . import export, predict, prepare, train, user_dir
 
 # name -> (add_parser, run)
 SUBCOMMANDS = {
     "prepare": (prepare.add_parser, prepare.run),
+    "train": (train.add_parser, train.run),
     "predict": (predict.add_parser, predict.run),
     "export-adapter": (export.add_adapter_parser, export.run_adapter),
     "export-merged": (export.add_merged_parser, export.run_merged),

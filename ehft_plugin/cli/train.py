@@ -1,0 +1,43 @@
+"""`ehft train`: a method from the zoo, one or two fairseq-train stages per seed."""
+
+import json
+
+from ..methods import STAGE1_SHARE
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(
+        name, help="train a method (ft, lp, lp-ft, bitfit, lora, prefix, topk-K, spafit-*, "
+                   "strata, ehft-*) for one or more seeds",
+        description="Runs the stages of --method with fairseq-train: EH-FT methods train the "
+                    "PEFT method and head for --stage1-ratio of --total-updates, then finetune "
+                    "fully from the original checkpoint with stage 1's head. Arguments after "
+                    "'--' go to every fairseq-train call.")
+    p.add_argument("--method", required=True)
+    p.add_argument("--data", required=True, help="directory written by `ehft prepare`")
+    p.add_argument("--checkpoint", required=True, help="pretrained RoBERTa model.pt")
+    p.add_argument("--save-dir", required=True, help="runs go to SAVE_DIR/TASK/METHOD/seedK")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1])
+    p.add_argument("--total-updates", type=int, required=True,
+                   help="updates of the whole method (both stages together), > 0")
+    p.add_argument("--stage1-ratio", type=float, default=STAGE1_SHARE,
+                   help="share of the updates for stage 1, in (0, 1) (default %g)" % STAGE1_SHARE)
+    p.add_argument("--lr-stage1", type=float, help="override the method table's stage-1 lr")
+    p.add_argument("--lr-stage2", type=float, help="override the full-finetuning lr")
+    p.add_argument("--arch", help="roberta_ehft_base or roberta_ehft_large (default: from the "
+                                  "checkpoint)")
+    p.add_argument("--head-type", choices=("ehft", "fairseq"), default="ehft")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--warmup-ratio", type=float, default=0.1,
+                   help="warmup share of each stage (linear decay after it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run directory that holds other files or settings")
+    p.add_argument("fairseq_args", nargs="*", help="after '--': extra fairseq-train arguments")
+    return p
+
+
+def run(args):
+    from ..launcher import train
+
+    for run_dir in train(args):
+        print(json.dumps({"run": run_dir}))

@@ -1,0 +1,240 @@
+"""`ehft train`: run a method's stages with fairseq-train, one run directory per seed.
+
+    <save-dir>/<task>/<method>/seed<k>/
+        run.json              the resolved configuration and every stage's command
+        stage1/ (or finetune/) fairseq save dir: checkpoints, train.log (JSON), done.json
+        stage1/head.safetensors   the hand-over: stage 1's final head, nothing else
+        stage2/start.pt       original checkpoint + that head (removed once the stage is done;
+                              also written, without head, for an original that holds one)
+
+A stage with done.json is not run again; an unfinished stage resumes from its own
+checkpoint_last.pt (fairseq's --finetune-from-model only applies to a first launch). The
+launcher builds argument lists and calls the pure hand-over functions; fairseq does the
+training.
+"""
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from .checkpoints import load_tensors, save_tensors
+from .data.binarize import load_metadata
+from .errors import CheckpointError, EhftError
+from .handover import extract_head, graft_head, strip_heads
+from .methods import resolve_method, split_updates, with_learning_rates
+
+logger = logging.getLogger(__name__)
+
+HEAD_FORMAT = "ehft-head/1"
+_ARCH = {"roberta_base": "roberta_ehft_base", "roberta_large": "roberta_ehft_large",
+         "roberta": "roberta_ehft_base"}
+_DIMS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
+         "encoder_attention_heads")
+
+
+def load_checkpoint(path):
+    import ehft_plugin  # noqa: F401  (safe loading)
+    from fairseq import checkpoint_utils
+
+    if not os.path.isfile(path):
+        raise CheckpointError("--checkpoint %s: file not found" % path)
+    try:
+        return checkpoint_utils.load_checkpoint_to_cpu(path)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError("--checkpoint %s: cannot be read (%s)" % (path, e)) from None
+
+
+def model_args(state):
+    args = state.get("args") or state["cfg"]["model"]
+    return {k: getattr(args, k) for k in _DIMS + ("arch",)}
+
+
+def check_fits_data(state, data, path):
+    """The checkpoint's vocabulary must be the data's dictionary (plus <mask>)."""
+    from .data.tokenisers import load_dictionary
+
+    dictionary = load_dictionary(os.path.join(data, "input0", "dict.txt"))
+    rows = state["model"]["encoder.sentence_encoder.embed_tokens.weight"].shape[0]
+    if rows != len(dictionary):
+        raise CheckpointError(
+            "--checkpoint %s has %d token embeddings but the dictionary of %s has %d entries: "
+            "the data was prepared with another dictionary (ehft prepare --srcdict)"
+            % (path, rows, data, len(dictionary)))
+
+
+def method_slug(name):
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name)
+
+
+def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metric):
+    warmup = int(round(opts.warmup_ratio * updates))
+    cmd = [
+        os.path.join(os.path.dirname(sys.executable), "fairseq-train"), opts.data,
+        "--user-dir", os.path.dirname(os.path.abspath(__file__)),
+        "--task", "glue_ehft", "--criterion", "sentence_prediction_ehft",
+        "--arch", arch, "--peft", stage.peft, "--head-type", opts.head_type,
+        "--finetune-from-model", start, "--save-dir", save_dir,
+        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06",
+        "--weight-decay", "0.1", "--lr", repr(stage.lr), "--lr-scheduler", "polynomial_decay",
+        "--warmup-updates", str(warmup), "--total-num-update", str(updates),
+        "--max-update", str(updates), "--max-epoch", "0", "--batch-size", str(opts.batch_size),
+        "--seed", str(seed), "--best-checkpoint-metric", metric,
+        "--maximize-best-checkpoint-metric", "--no-epoch-checkpoints",
+        "--log-format", "json", "--log-file", os.path.join(save_dir, "train.log"),
+    ]
+    for name in _DIMS:
+        cmd += ["--" + name.replace("_", "-"), str(dims[name])]
+    return cmd + list(opts.fairseq_args)
+
+
+def valid_records(log_path):
+    """fairseq's JSON validation stats from a --log-file, with the subset name added."""
+    records = []
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            for line in f:
+                try:  # the configuration dump also starts with "{" but is not JSON
+                    stats = json.loads(line) if line.startswith("{") else None
+                except ValueError:
+                    stats = None
+                if not isinstance(stats, dict):
+                    continue
+                subset = next((k.split("_")[0] for k in stats if re.match(r"valid\d*_", k)), None)
+                if subset:
+                    records.append(dict(stats, subset=subset))
+    return records
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
+def hand_over(stage1_dir, head_name):
+    """stage 1's final head -> stage1/head.safetensors (small: the head only)."""
+    state = load_checkpoint(os.path.join(stage1_dir, "checkpoint_last.pt"))
+    head = extract_head(state["model"], head_name)
+    path = os.path.join(stage1_dir, "head.safetensors")
+    save_tensors(head, path, {"format": HEAD_FORMAT, "head_name": head_name})
+    return path
+
+
+def stage_start(original_path, head_path, out_path):
+    """The checkpoint a stage starts from: the original backbone with stage 1's head grafted
+    on (`head_path`), or with no head at all so that a new one is built. When the original
+    holds no head and none is grafted, it is used as it is (no copy)."""
+    import torch
+
+    from .safe_loading import safe_load
+
+    # the file as saved (not fairseq's upgraded view of it), so the copy carries nothing new
+    state = safe_load(original_path, map_location="cpu")
+    if head_path:
+        head, _ = load_tensors(head_path, HEAD_FORMAT)
+        state["model"] = graft_head(state["model"], head)
+    elif any(k.startswith("classification_heads.") for k in state["model"]):
+        state["model"] = strip_heads(state["model"])
+    else:
+        return os.path.abspath(original_path)
+    tmp = out_path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def _trained_updates(stage_dir):
+    """Updates recorded in the stage's checkpoint_last.pt (0 if there is none)."""
+    from .safe_loading import safe_load
+
+    path = os.path.join(stage_dir, "checkpoint_last.pt")
+    if not os.path.isfile(path):
+        return 0
+    history = safe_load(path, map_location="cpu").get("optimizer_history") or [{}]
+    return history[-1].get("num_updates", 0)
+
+
+def _prepare_run_dir(run_dir, config, overwrite):
+    recorded = os.path.join(run_dir, "run.json")
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not os.path.isfile(recorded):
+            raise EhftError("%s holds files of something else; pass --overwrite to replace them"
+                            % run_dir)
+        else:
+            with open(recorded) as f:
+                previous = json.load(f)["config"]
+            if previous != config:
+                changed = sorted(k for k in set(config) | set(previous)
+                                 if config.get(k) != previous.get(k))
+                raise EhftError("%s holds a run with other settings (%s); pass --overwrite to "
+                                "start again" % (run_dir, ", ".join(changed)))
+    os.makedirs(run_dir, exist_ok=True)
+
+
+def run_seed(opts, method, seed, state_dims, arch, meta):
+    run_dir = os.path.join(opts.save_dir, meta["task"], method_slug(method.name), "seed%d" % seed)
+    updates = split_updates(opts.total_updates, method)
+    config = {"method": method.name, "data": os.path.abspath(opts.data),
+              "checkpoint": os.path.abspath(opts.checkpoint), "seed": seed,
+              "total_updates": opts.total_updates, "updates": updates, "arch": arch,
+              "head_type": opts.head_type, "batch_size": opts.batch_size,
+              "warmup_ratio": opts.warmup_ratio, "fairseq_args": list(opts.fairseq_args),
+              "stages": [{"name": s.name, "peft": s.peft, "lr": s.lr} for s in method.stages]}
+    _prepare_run_dir(run_dir, config, opts.overwrite)
+    commands = {}
+    metric = meta["metrics"][0]
+    for stage, n in zip(method.stages, updates):
+        stage_dir = os.path.join(run_dir, stage.name)
+        os.makedirs(stage_dir, exist_ok=True)
+        done = os.path.join(stage_dir, "done.json")
+        start = os.path.join(stage_dir, "start.pt")
+        if not os.path.isfile(done):
+            head = stage.head_from and os.path.join(run_dir, stage.head_from, "head.safetensors")
+            start = stage_start(opts.checkpoint, head, start)
+        cmd = stage_command(opts, stage, n, start, stage_dir, seed, arch, state_dims, metric)
+        commands[stage.name] = cmd
+        _write_json(os.path.join(run_dir, "run.json"), {"config": config, "commands": commands})
+        if os.path.isfile(done):
+            logger.info("%s: %s already done, skipped", run_dir, stage.name)
+            continue
+        if _trained_updates(stage_dir) >= n:
+            # fairseq finished but the launcher stopped before recording it; running fairseq
+            # again would take one more update past --max-update
+            logger.info("%s: %s already trained for %d updates", run_dir, stage.name, n)
+        else:
+            logger.info("%s: %s (%s, lr %g, %d updates)", run_dir, stage.name, stage.peft,
+                        stage.lr, n)
+            if subprocess.run(cmd).returncode != 0:
+                raise EhftError("%s of %s failed; see %s (relaunch to resume)"
+                                % (stage.name, run_dir, os.path.join(stage_dir, "train.log")))
+        if stage.name == "stage1":
+            hand_over(stage_dir, "sentence_classification_head")
+        records = valid_records(os.path.join(stage_dir, "train.log"))
+        _write_json(done, {"updates": n, "metric": metric, "valid": records})
+        if start.endswith("start.pt") and os.path.isfile(start):
+            os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
+    return run_dir
+
+
+def train(opts):
+    meta = load_metadata(opts.data)
+    state = load_checkpoint(opts.checkpoint)
+    check_fits_data(state, opts.data, opts.checkpoint)
+    dims = model_args(state)
+    arch = opts.arch or _ARCH.get(dims["arch"], dims["arch"])
+    if not arch.startswith("roberta_ehft"):
+        raise EhftError("cannot tell the architecture of %s (arch %r); pass --arch "
+                        "roberta_ehft_base or roberta_ehft_large" % (opts.checkpoint, dims["arch"]))
+    del state
+    method = resolve_method(opts.method, dims["encoder_layers"], opts.stage1_ratio)
+    method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
+    return [run_seed(opts, method, seed, dims, arch, meta) for seed in opts.seeds]

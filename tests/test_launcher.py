@@ -1,0 +1,179 @@
+"""`ehft train`: two stages, the hand-over, resuming, and refusing what would lose work."""
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+from conftest import BIN, TINY_ROBERTA, ehft, prepare_rte, run
+
+from ehft_plugin.launcher import HEAD_FORMAT, stage_start
+from ehft_plugin.checkpoints import load_tensors
+
+FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("launcher")
+    data = prepare_rte(tmp, rows=40)
+    # a stock 2-layer RoBERTa as "the pretrained checkpoint" (it carries a head: the launcher
+    # must not use it, each method starts with a new head or stage 1's)
+    run([BIN / "fairseq-train", data, "--task", "sentence_prediction", "--num-classes", "2",
+         "--init-token", "0", "--separator-token", "2", "--criterion", "sentence_prediction",
+         *TINY_ROBERTA, "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8",
+         "--max-update", "2", "--cpu", "--save-dir", tmp / "pretrained", "--num-workers", "0",
+         "--shorten-method", "truncate"])
+    checkpoint = tmp / "pretrained" / "checkpoint_last.pt"
+    args = ["--data", data, "--checkpoint", checkpoint, "--total-updates", "6",
+            "--batch-size", "8"]
+    result = ehft("train", "--method", "ehft-bitfit", "--save-dir", tmp / "runs", *args,
+                  *FAIRSEQ)
+    return {"tmp": tmp, "data": data, "checkpoint": checkpoint, "args": args,
+            "run": tmp / "runs" / "rte" / "ehft-bitfit" / "seed1",
+            "log": result.stdout + result.stderr}
+
+
+def test_run_directory_layout_and_budget(setup):
+    run_dir = setup["run"]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["config"]["updates"] == [1, 5]  # 10% / 90% of 6, same total as ft
+    assert record["config"]["stages"] == [{"name": "stage1", "peft": "bitfit", "lr": 5e-4},
+                                          {"name": "stage2", "peft": "full", "lr": 1e-5}]
+    assert "--peft" in record["commands"]["stage1"] and "--max-update" in record["commands"][
+        "stage2"]
+    for stage, updates in (("stage1", 1), ("stage2", 5)):
+        done = json.loads((run_dir / stage / "done.json").read_text())
+        assert done["updates"] == updates and "valid_accuracy" in done["valid"][-1]
+        assert (run_dir / stage / "checkpoint_last.pt").is_file()
+    assert not (run_dir / "stage2" / "start.pt").exists()  # rebuilt on demand, not kept
+
+
+def test_the_hand_over_file_holds_only_the_head(setup):
+    head, metadata = load_tensors(str(setup["run"] / "stage1" / "head.safetensors"), HEAD_FORMAT)
+    assert set(head) == {"classification_heads.sentence_classification_head.%s.%s" % (m, p)
+                         for m in ("dense", "out_proj") for p in ("weight", "bias")}
+    stage1 = torch.load(setup["run"] / "stage1" / "checkpoint_last.pt", weights_only=False)
+    for key, value in head.items():
+        assert torch.equal(value, stage1["model"][key])  # the final stage-1 head, all of it
+
+
+def test_stage2_starts_from_the_original_backbone_bit_for_bit_plus_the_stage1_head(setup,
+                                                                                     tmp_path):
+    start = stage_start(str(setup["checkpoint"]), str(setup["run"] / "stage1" /
+                                                      "head.safetensors"),
+                        str(tmp_path / "start.pt"))
+    started = torch.load(start, weights_only=False)["model"]
+    original = torch.load(setup["checkpoint"], weights_only=False)["model"]
+    stage1 = torch.load(setup["run"] / "stage1" / "checkpoint_last.pt", weights_only=False)
+    backbone = [k for k in original if not k.startswith("classification_heads.")]
+    bias = "encoder.sentence_encoder.layers.0.fc1.bias"
+    assert not torch.equal(stage1["model"][bias], original[bias])  # BitFit moved it...
+    for key in backbone:
+        assert torch.equal(started[key], original[key]), key  # ...stage 2 does not see that
+    for key in started:
+        if key.startswith("classification_heads."):
+            assert torch.equal(started[key], stage1["model"][key])
+    assert "Loaded checkpoint %s" % (setup["run"] / "stage2" / "start.pt") in setup["log"]
+
+
+def test_a_relaunch_skips_finished_stages_and_resumes_an_interrupted_one(setup, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(setup["tmp"] / "runs", runs)
+    run_dir = runs / "rte" / "ehft-bitfit" / "seed1"
+    # interrupt stage 2 after 3 of its 5 updates: its recorded command, stopped early
+    shutil.rmtree(run_dir / "stage2")
+    (run_dir / "stage2").mkdir()
+    stage_start(str(setup["checkpoint"]), str(run_dir / "stage1" / "head.safetensors"),
+                str(run_dir / "stage2" / "start.pt"))
+    command = json.loads((run_dir / "run.json").read_text())["commands"]["stage2"]
+    command = [c.replace(str(setup["run"]), str(run_dir)) for c in command]
+    command[command.index("--max-update") + 1] = "3"
+    run(command)
+    stage1_mtime = (run_dir / "stage1" / "checkpoint_last.pt").stat().st_mtime
+
+    result = ehft("train", "--method", "ehft-bitfit", "--save-dir", runs, *setup["args"],
+                  *FAIRSEQ)
+    log = result.stdout + result.stderr
+    assert "stage1 already done, skipped" in log
+    assert (run_dir / "stage1" / "checkpoint_last.pt").stat().st_mtime == stage1_mtime
+    # stage 2 continued from its own checkpoint, not from the original, to its full budget
+    assert re.search(r"Loaded checkpoint %s \(epoch \d+ @ 3 updates\)"
+                     % re.escape(str(run_dir / "stage2" / "checkpoint_last.pt")), log)
+    done = json.loads((run_dir / "stage2" / "done.json").read_text())
+    assert done["valid"][-1]["valid_num_updates"] == "5"
+
+
+def test_a_stage_trained_but_not_recorded_is_not_trained_again(setup, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(setup["tmp"] / "runs", runs)
+    run_dir = runs / "rte" / "ehft-bitfit" / "seed1"
+    (run_dir / "stage2" / "done.json").unlink()
+    mtime = (run_dir / "stage2" / "checkpoint_last.pt").stat().st_mtime
+    result = ehft("train", "--method", "ehft-bitfit", "--save-dir", runs, *setup["args"],
+                  *FAIRSEQ)
+    assert "stage2 already trained for 5 updates" in result.stderr
+    assert (run_dir / "stage2" / "checkpoint_last.pt").stat().st_mtime == mtime
+    assert (run_dir / "stage2" / "done.json").is_file()
+
+
+def test_a_run_directory_with_other_settings_or_files_is_refused(setup, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(setup["tmp"] / "runs", runs)
+    args = [a if a != "6" else "8" for a in setup["args"]]
+    result = ehft("train", "--method", "ehft-bitfit", "--save-dir", runs, *args, *FAIRSEQ,
+                  check=False)
+    assert result.returncode == 2
+    assert "holds a run with other settings (total_updates, updates); pass --overwrite" \
+        in result.stderr
+    assert (runs / "rte" / "ehft-bitfit" / "seed1" / "stage2" / "done.json").is_file()  # kept
+    other = tmp_path / "other" / "rte" / "ft" / "seed1"
+    other.mkdir(parents=True)
+    (other / "notes.txt").write_text("mine")
+    result = ehft("train", "--method", "ft", "--save-dir", tmp_path / "other", *setup["args"],
+                  *FAIRSEQ, check=False)
+    assert result.returncode == 2 and "holds files of something else" in result.stderr
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_a_corrupt_head_file_stops_stage2_with_a_clear_error(setup, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(setup["tmp"] / "runs", runs)
+    run_dir = runs / "rte" / "ehft-bitfit" / "seed1"
+    (run_dir / "stage2" / "done.json").unlink()
+    (run_dir / "stage1" / "head.safetensors").write_bytes(b"garbage")
+    result = ehft("train", "--method", "ehft-bitfit", "--save-dir", runs, *setup["args"],
+                  *FAIRSEQ, check=False)
+    assert result.returncode == 2
+    assert "head.safetensors: not a readable safetensors file" in result.stderr
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--method", "ehft-sgd"], "unknown --method 'ehft-sgd'"),
+    (["--method", "ehft-bitfit", "--stage1-ratio", "1.5"],
+     "--stage1-ratio 1.5: expected a number strictly between 0 and 1"),
+    (["--method", "ft", "--checkpoint", "/nonexistent/model.pt"],
+     "--checkpoint /nonexistent/model.pt: file not found"),
+])
+def test_bad_input_is_refused_before_anything_runs(setup, tmp_path, change, message):
+    args = list(setup["args"])
+    if "--checkpoint" in change:
+        i = args.index("--checkpoint")
+        del args[i:i + 2]
+    result = ehft("train", "--save-dir", tmp_path / "runs", *args, *change, check=False)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_for_another_dictionary_is_refused(setup, tmp_path):
+    state = torch.load(setup["checkpoint"], weights_only=False)
+    key = "encoder.sentence_encoder.embed_tokens.weight"
+    state["model"][key] = state["model"][key][:1000]
+    torch.save(state, tmp_path / "small-vocab.pt")
+    args = [a for a in setup["args"]]
+    args[args.index("--checkpoint") + 1] = tmp_path / "small-vocab.pt"
+    result = ehft("train", "--method", "ft", "--save-dir", tmp_path / "runs", *args,
+                  check=False)
+    assert result.returncode == 2
+    assert "has 1000 token embeddings but the dictionary of" in result.stderr
