@@ -162,7 +162,9 @@ def _trained_updates(stage_dir):
 
 
 def _prepare_run_dir(run_dir, config, overwrite):
+    """Refuse a directory holding something else; returns the commands recorded before."""
     recorded = os.path.join(run_dir, "run.json")
+    commands = {}
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         if overwrite:
             shutil.rmtree(run_dir)
@@ -171,13 +173,38 @@ def _prepare_run_dir(run_dir, config, overwrite):
                             % run_dir)
         else:
             with open(recorded) as f:
-                previous = json.load(f)["config"]
+                record = json.load(f)
+            previous, commands = record["config"], record.get("commands", {})
             if previous != config:
                 changed = sorted(k for k in set(config) | set(previous)
                                  if config.get(k) != previous.get(k))
                 raise EhftError("%s holds a run with other settings (%s); pass --overwrite to "
                                 "start again" % (run_dir, ", ".join(changed)))
     os.makedirs(run_dir, exist_ok=True)
+    return commands
+
+
+def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head):
+    """Run fairseq-train for the stage (unless it already reached its updates), then record it;
+    `gives_head`: a later stage starts from this stage's head."""
+    if _trained_updates(stage_dir) >= n:
+        # fairseq finished but the launcher stopped before recording it; running fairseq
+        # again would take one more update past --max-update
+        logger.info("%s: %s already trained for %d updates", run_dir, stage.name, n)
+    else:
+        logger.info("%s: %s (%s, lr %g, %d updates)", run_dir, stage.name, stage.peft,
+                    stage.lr, n)
+        if subprocess.run(cmd).returncode != 0:
+            raise EhftError("%s of %s failed; see %s (relaunch to resume)"
+                            % (stage.name, run_dir, os.path.join(stage_dir, "train.log")))
+    if gives_head:
+        hand_over(stage_dir, "sentence_classification_head")
+    records = valid_records(os.path.join(stage_dir, "train.log"))
+    _write_json(os.path.join(stage_dir, "done.json"),
+                {"updates": n, "metric": metric, "valid": records})
+    start = os.path.join(stage_dir, "start.pt")
+    if os.path.isfile(start):
+        os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
 
 
 def run_seed(opts, method, seed, state_dims, arch, meta):
@@ -189,39 +216,27 @@ def run_seed(opts, method, seed, state_dims, arch, meta):
               "head_type": opts.head_type, "batch_size": opts.batch_size,
               "warmup_ratio": opts.warmup_ratio, "fairseq_args": list(opts.fairseq_args),
               "stages": [{"name": s.name, "peft": s.peft, "lr": s.lr} for s in method.stages]}
-    _prepare_run_dir(run_dir, config, opts.overwrite)
+    previous = _prepare_run_dir(run_dir, config, opts.overwrite)
     commands = {}
     metric = meta["metrics"][0]
     for stage, n in zip(method.stages, updates):
         stage_dir = os.path.join(run_dir, stage.name)
         os.makedirs(stage_dir, exist_ok=True)
         done = os.path.join(stage_dir, "done.json")
-        start = os.path.join(stage_dir, "start.pt")
-        if not os.path.isfile(done):
+        if os.path.isfile(done) and stage.name in previous:
+            commands[stage.name] = previous[stage.name]  # as it was run
+        else:
             head = stage.head_from and os.path.join(run_dir, stage.head_from, "head.safetensors")
-            start = stage_start(opts.checkpoint, head, start)
-        cmd = stage_command(opts, stage, n, start, stage_dir, seed, arch, state_dims, metric)
-        commands[stage.name] = cmd
+            start = stage_start(opts.checkpoint, head, os.path.join(stage_dir, "start.pt"))
+            commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
+                                                 state_dims, metric)
+        cmd = commands[stage.name]
         _write_json(os.path.join(run_dir, "run.json"), {"config": config, "commands": commands})
         if os.path.isfile(done):
             logger.info("%s: %s already done, skipped", run_dir, stage.name)
             continue
-        if _trained_updates(stage_dir) >= n:
-            # fairseq finished but the launcher stopped before recording it; running fairseq
-            # again would take one more update past --max-update
-            logger.info("%s: %s already trained for %d updates", run_dir, stage.name, n)
-        else:
-            logger.info("%s: %s (%s, lr %g, %d updates)", run_dir, stage.name, stage.peft,
-                        stage.lr, n)
-            if subprocess.run(cmd).returncode != 0:
-                raise EhftError("%s of %s failed; see %s (relaunch to resume)"
-                                % (stage.name, run_dir, os.path.join(stage_dir, "train.log")))
-        if stage.name == "stage1":
-            hand_over(stage_dir, "sentence_classification_head")
-        records = valid_records(os.path.join(stage_dir, "train.log"))
-        _write_json(done, {"updates": n, "metric": metric, "valid": records})
-        if start.endswith("start.pt") and os.path.isfile(start):
-            os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
+        gives_head = any(later.head_from == stage.name for later in method.stages)
+        _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head)
     return run_dir
 
 
