@@ -17,6 +17,21 @@ from .peft.trainable import is_trainable, layer_index
 ADAPTER_FORMAT = "ehft-adapter/1"
 
 
+def load_checkpoint(path):
+    """A fairseq checkpoint as fairseq reads it (safely), or a CheckpointError naming it."""
+    import ehft_plugin  # noqa: F401  (safe loading)
+    from fairseq import checkpoint_utils
+
+    if not os.path.isfile(path):
+        raise CheckpointError("--checkpoint %s: file not found" % path)
+    try:
+        return checkpoint_utils.load_checkpoint_to_cpu(path)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError("--checkpoint %s: cannot be read (%s)" % (path, e)) from None
+
+
 def extract(model_state, plan):
     return {name: t for name, t in model_state.items() if is_trainable(name, plan)}
 

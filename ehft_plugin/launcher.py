@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 
-from .checkpoints import load_tensors, save_tensors
+from .checkpoints import load_checkpoint, load_tensors, save_tensors
 from .data.binarize import load_metadata
 from .errors import CheckpointError, EhftError
 from .handover import extract_head, graft_head, strip_heads
@@ -34,20 +34,6 @@ _ARCH = {"roberta_base": "roberta_ehft_base", "roberta_large": "roberta_ehft_lar
          "roberta": "roberta_ehft_base"}
 _DIMS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
          "encoder_attention_heads")
-
-
-def load_checkpoint(path):
-    import ehft_plugin  # noqa: F401  (safe loading)
-    from fairseq import checkpoint_utils
-
-    if not os.path.isfile(path):
-        raise CheckpointError("--checkpoint %s: file not found" % path)
-    try:
-        return checkpoint_utils.load_checkpoint_to_cpu(path)
-    except CheckpointError:
-        raise
-    except Exception as e:
-        raise CheckpointError("--checkpoint %s: cannot be read (%s)" % (path, e)) from None
 
 
 def model_args(state):

@@ -9,12 +9,9 @@ from ..errors import CheckpointError
 
 
 def _load(path):
-    import ehft_plugin  # noqa: F401  (safe loading)
-    from fairseq import checkpoint_utils
+    from ..checkpoints import load_checkpoint
 
-    if not os.path.isfile(path):
-        raise CheckpointError("%s: checkpoint not found" % path)
-    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    state = load_checkpoint(path)
     model = state["cfg"]["model"]
     if getattr(model, "peft", None) is None:
         raise CheckpointError("%s was not trained with --arch roberta_ehft_* (no --peft plan)"
