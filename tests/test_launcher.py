@@ -177,3 +177,20 @@ def test_a_checkpoint_for_another_dictionary_is_refused(setup, tmp_path):
                   check=False)
     assert result.returncode == 2
     assert "has 1000 token embeddings but the dictionary of" in result.stderr
+
+
+def test_single_stage_methods_start_with_a_new_head(setup, tmp_path):
+    result = ehft("train", "--method", "lora", "--save-dir", tmp_path / "runs", *setup["args"],
+                  "--seeds", "3", *FAIRSEQ)
+    run_dir = tmp_path / "runs" / "rte" / "lora" / "seed3"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["config"]["updates"] == [6]
+    assert record["config"]["stages"] == [
+        {"name": "finetune", "peft": "0-1:lora(r=32,alpha=32,targets=q+v)", "lr": 5e-4}]
+    assert "valid_accuracy" in json.loads((run_dir / "finetune" / "done.json").read_text())[
+        "valid"][-1]
+    assert not (run_dir / "finetune" / "head.safetensors").exists()  # nothing hands over
+    # the pretrained file carries a head: the stage started from a copy without it
+    assert "Loaded checkpoint %s" % (run_dir / "finetune" / "start.pt") in (
+        result.stdout + result.stderr)
+    assert not (run_dir / "finetune" / "start.pt").exists()
