@@ -26,6 +26,7 @@ from .data.binarize import load_metadata
 from .errors import CheckpointError, EhftError
 from .handover import extract_head, graft_head, strip_heads
 from .methods import resolve_method, split_updates, with_learning_rates
+from .recipes import get_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +227,22 @@ def run_seed(opts, method, seed, state_dims, arch, meta):
     return run_dir
 
 
+def apply_recipe(opts, task):
+    """Fill the options a --recipe sets, unless given on the command line; its fairseq
+    arguments go before the user's, so the user's win."""
+    defaults = {"total_updates": None, "batch_size": 32, "warmup_ratio": 0.1, "lr_stage2": None}
+    if opts.recipe:
+        recipe = get_recipe(opts.recipe, task)
+        defaults = {"total_updates": recipe.total_updates, "batch_size": recipe.batch_size,
+                    "warmup_ratio": recipe.warmup_ratio, "lr_stage2": recipe.lr}
+        opts.fairseq_args = list(recipe.fairseq_args) + list(opts.fairseq_args)
+    for key, value in defaults.items():
+        if getattr(opts, key) is None:
+            setattr(opts, key, value)
+    if opts.total_updates is None:
+        raise EhftError("--total-updates is required (or a --recipe that sets it)")
+
+
 def train(opts):
     meta = load_metadata(opts.data)
     state = load_checkpoint(opts.checkpoint)
@@ -236,6 +253,7 @@ def train(opts):
         raise EhftError("cannot tell the architecture of %s (arch %r); pass --arch "
                         "roberta_ehft_base or roberta_ehft_large" % (opts.checkpoint, dims["arch"]))
     del state
+    apply_recipe(opts, meta["task"])
     method = resolve_method(opts.method, dims["encoder_layers"], opts.stage1_ratio)
     method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
     return [run_seed(opts, method, seed, dims, arch, meta) for seed in opts.seeds]

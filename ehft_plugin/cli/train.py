@@ -3,6 +3,7 @@
 import json
 
 from ..methods import STAGE1_SHARE
+from ..recipes import RECIPES
 
 
 def add_parser(sub, name):
@@ -18,18 +19,23 @@ def add_parser(sub, name):
     p.add_argument("--checkpoint", required=True, help="pretrained RoBERTa model.pt")
     p.add_argument("--save-dir", required=True, help="runs go to SAVE_DIR/TASK/METHOD/seedK")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
-    p.add_argument("--total-updates", type=int, required=True,
+    p.add_argument("--total-updates", type=int,
                    help="updates of the whole method (both stages together), > 0")
+    p.add_argument("--recipe", choices=RECIPES,
+                   help="published settings for the task: fairseq = fairseq's RoBERTa GLUE "
+                        "recipe (lr, batch size, updates, warmup, dropout, max tokens); "
+                        "explicit flags override it")
     p.add_argument("--stage1-ratio", type=float, default=STAGE1_SHARE,
                    help="share of the updates for stage 1, in (0, 1) (default %g)" % STAGE1_SHARE)
     p.add_argument("--lr-stage1", type=float, help="override the method table's stage-1 lr")
-    p.add_argument("--lr-stage2", type=float, help="override the full-finetuning lr")
+    p.add_argument("--lr-stage2", type=float, help="override the full-finetuning lr (default "
+                                                   "1e-5, or the recipe's)")
     p.add_argument("--arch", help="roberta_ehft_base or roberta_ehft_large (default: from the "
                                   "checkpoint)")
     p.add_argument("--head-type", choices=("ehft", "fairseq"), default="ehft")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--warmup-ratio", type=float, default=0.1,
-                   help="warmup share of each stage (linear decay after it)")
+    p.add_argument("--batch-size", type=int, help="sentences per batch (default 32)")
+    p.add_argument("--warmup-ratio", type=float,
+                   help="warmup share of each stage, linear decay after it (default 0.1)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run directory that holds other files or settings")
     p.add_argument("fairseq_args", nargs="*", help="after '--': extra fairseq-train arguments")
