@@ -37,9 +37,27 @@ _DIMS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
          "encoder_attention_heads")
 
 
+def read_original(path):
+    """The pretrained checkpoint as saved (not fairseq's upgraded view of it), read once:
+    its sizes, its vocabulary and the stage starts all come from this one read."""
+    from .safe_loading import safe_load
+
+    if not os.path.isfile(path):
+        raise CheckpointError("--checkpoint %s: file not found" % path)
+    try:
+        return safe_load(path, map_location="cpu")
+    except CheckpointError:
+        raise
+    except Exception as e:  # a truncated file fails inside torch's zip reader
+        raise CheckpointError("--checkpoint %s: cannot be read (%s)" % (path, e)) from None
+
+
 def model_args(state):
+    """Model sizes and arch from `args` (older checkpoints) or `cfg.model` (a Namespace, or a
+    plain dict in exported checkpoints)."""
     args = state.get("args") or state["cfg"]["model"]
-    return {k: getattr(args, k) for k in _DIMS + ("arch",)}
+    values = args if isinstance(args, dict) else vars(args)
+    return {k: values[k] for k in _DIMS + ("arch",)}
 
 
 def check_fits_data(state, data, path):
@@ -47,7 +65,9 @@ def check_fits_data(state, data, path):
     from .data.tokenisers import load_dictionary
 
     dictionary = load_dictionary(os.path.join(data, "input0", "dict.txt"))
-    rows = state["model"]["encoder.sentence_encoder.embed_tokens.weight"].shape[0]
+    # 2019 releases name the encoder "decoder.sentence_encoder"; fairseq renames it on load
+    [rows] = [v.shape[0] for k, v in state["model"].items()
+              if k.endswith(".sentence_encoder.embed_tokens.weight")]
     if rows != len(dictionary):
         raise CheckpointError(
             "--checkpoint %s has %d token embeddings but the dictionary of %s has %d entries: "
@@ -114,21 +134,19 @@ def hand_over(stage1_dir, head_name):
     return path
 
 
-def stage_start(original_path, head_path, out_path):
-    """The checkpoint a stage starts from: the original backbone with stage 1's head grafted
-    on (`head_path`), or with no head at all so that a new one is built. When the original
-    holds no head and none is grafted, it is used as it is (no copy)."""
+def stage_start(original, original_path, head_path, out_path):
+    """The checkpoint a stage starts from: the original backbone (`original`, the state read
+    from `original_path`) with stage 1's head grafted on (`head_path`), or with no head at all
+    so that a new one is built. When the original holds no head and none is grafted, its file
+    is used as it is (no copy)."""
     import torch
 
-    from .safe_loading import safe_load
-
-    # the file as saved (not fairseq's upgraded view of it), so the copy carries nothing new
-    state = safe_load(original_path, map_location="cpu")
+    state = dict(original)  # the caller's state is shared by every stage and seed
     if head_path:
         head, _ = load_tensors(head_path, HEAD_FORMAT)
-        state["model"] = graft_head(state["model"], head)
-    elif any(k.startswith("classification_heads.") for k in state["model"]):
-        state["model"] = strip_heads(state["model"])
+        state["model"] = graft_head(original["model"], head)
+    elif any(k.startswith("classification_heads.") for k in original["model"]):
+        state["model"] = strip_heads(original["model"])
     else:
         return os.path.abspath(original_path)
     tmp = out_path + ".tmp"
@@ -194,7 +212,7 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head):
         os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
 
 
-def run_seed(opts, method, seed, state_dims, arch, meta):
+def run_seed(opts, method, seed, original, state_dims, arch, meta):
     run_dir = os.path.join(opts.save_dir, meta["task"], method_slug(method.name), "seed%d" % seed)
     updates = split_updates(opts.total_updates, method)
     config = {"method": method.name, "data": os.path.abspath(opts.data),
@@ -214,7 +232,8 @@ def run_seed(opts, method, seed, state_dims, arch, meta):
             commands[stage.name] = previous[stage.name]  # as it was run
         else:
             head = stage.head_from and os.path.join(run_dir, stage.head_from, "head.safetensors")
-            start = stage_start(opts.checkpoint, head, os.path.join(stage_dir, "start.pt"))
+            start = stage_start(original, opts.checkpoint, head,
+                                os.path.join(stage_dir, "start.pt"))
             commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
                                                  state_dims, metric)
         cmd = commands[stage.name]
@@ -245,15 +264,14 @@ def apply_recipe(opts, task):
 
 def train(opts):
     meta = load_metadata(opts.data)
-    state = load_checkpoint(opts.checkpoint)
-    check_fits_data(state, opts.data, opts.checkpoint)
-    dims = model_args(state)
+    original = read_original(opts.checkpoint)
+    check_fits_data(original, opts.data, opts.checkpoint)
+    dims = model_args(original)
     arch = opts.arch or _ARCH.get(dims["arch"], dims["arch"])
     if not arch.startswith("roberta_ehft"):
         raise EhftError("cannot tell the architecture of %s (arch %r); pass --arch "
                         "roberta_ehft_base or roberta_ehft_large" % (opts.checkpoint, dims["arch"]))
-    del state
     apply_recipe(opts, meta["task"])
     method = resolve_method(opts.method, dims["encoder_layers"], opts.stage1_ratio)
     method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
-    return [run_seed(opts, method, seed, dims, arch, meta) for seed in opts.seeds]
+    return [run_seed(opts, method, seed, original, dims, arch, meta) for seed in opts.seeds]

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import BIN, TINY_ROBERTA, ehft, prepare_rte, run
+from conftest import ehft, prepare_rte, run, stock_checkpoint
 
-from ehft_plugin.launcher import HEAD_FORMAT, stage_start
+from ehft_plugin.launcher import HEAD_FORMAT, read_original, stage_start
 from ehft_plugin.checkpoints import load_tensors
 
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0"]
@@ -20,12 +20,7 @@ def setup(tmp_path_factory):
     data = prepare_rte(tmp, rows=40)
     # a stock 2-layer RoBERTa as "the pretrained checkpoint" (it carries a head: the launcher
     # must not use it, each method starts with a new head or stage 1's)
-    run([BIN / "fairseq-train", data, "--task", "sentence_prediction", "--num-classes", "2",
-         "--init-token", "0", "--separator-token", "2", "--criterion", "sentence_prediction",
-         *TINY_ROBERTA, "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8",
-         "--max-update", "2", "--cpu", "--save-dir", tmp / "pretrained", "--num-workers", "0",
-         "--shorten-method", "truncate"])
-    checkpoint = tmp / "pretrained" / "checkpoint_last.pt"
+    checkpoint = stock_checkpoint(data, tmp / "pretrained")
     args = ["--data", data, "--checkpoint", checkpoint, "--total-updates", "6",
             "--batch-size", "8"]
     result = ehft("train", "--method", "ehft-bitfit", "--save-dir", tmp / "runs", *args,
@@ -61,8 +56,8 @@ def test_the_hand_over_file_holds_only_the_head(setup):
 
 def test_stage2_starts_from_the_original_backbone_bit_for_bit_plus_the_stage1_head(setup,
                                                                                      tmp_path):
-    start = stage_start(str(setup["checkpoint"]), str(setup["run"] / "stage1" /
-                                                      "head.safetensors"),
+    start = stage_start(read_original(str(setup["checkpoint"])), str(setup["checkpoint"]),
+                        str(setup["run"] / "stage1" / "head.safetensors"),
                         str(tmp_path / "start.pt"))
     started = torch.load(start, weights_only=False)["model"]
     original = torch.load(setup["checkpoint"], weights_only=False)["model"]
@@ -85,8 +80,8 @@ def test_a_relaunch_skips_finished_stages_and_resumes_an_interrupted_one(setup, 
     # interrupt stage 2 after 3 of its 5 updates: its recorded command, stopped early
     shutil.rmtree(run_dir / "stage2")
     (run_dir / "stage2").mkdir()
-    stage_start(str(setup["checkpoint"]), str(run_dir / "stage1" / "head.safetensors"),
-                str(run_dir / "stage2" / "start.pt"))
+    stage_start(read_original(str(setup["checkpoint"])), str(setup["checkpoint"]),
+                str(run_dir / "stage1" / "head.safetensors"), str(run_dir / "stage2" / "start.pt"))
     command = json.loads((run_dir / "run.json").read_text())["commands"]["stage2"]
     command = [c.replace(str(setup["run"]), str(run_dir)) for c in command]
     command[command.index("--max-update") + 1] = "3"
@@ -194,3 +189,13 @@ def test_single_stage_methods_start_with_a_new_head(setup, tmp_path):
     assert "Loaded checkpoint %s" % (run_dir / "finetune" / "start.pt") in (
         result.stdout + result.stderr)
     assert not (run_dir / "finetune" / "start.pt").exists()
+
+
+def test_2019_releases_with_decoder_keys_are_read(setup, tmp_path):
+    from ehft_plugin.launcher import check_fits_data, model_args
+
+    state = read_original(str(setup["checkpoint"]))
+    state["model"] = {k.replace("encoder.sentence_encoder.", "decoder.sentence_encoder."): v
+                      for k, v in state["model"].items()}
+    check_fits_data(state, str(setup["data"]), "old.pt")  # no KeyError, sizes agree
+    assert model_args(state)["encoder_layers"] == 2
