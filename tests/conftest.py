@@ -63,6 +63,17 @@ def prepare_rte(directory: Path, rows: int) -> Path:
     return directory / "bin"
 
 
+def stock_checkpoint(data, save_dir: Path) -> Path:
+    """A tiny RoBERTa (--arch roberta_base, 2 layers) finetuned 2 updates by stock fairseq
+    (--task sentence_prediction, no plugin); it carries a 2-class head."""
+    run([BIN / "fairseq-train", data, "--task", "sentence_prediction", "--num-classes", "2",
+         "--init-token", "0", "--separator-token", "2", "--criterion", "sentence_prediction",
+         *TINY_ROBERTA, "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8",
+         "--max-update", "2", "--cpu", "--save-dir", save_dir, "--num-workers", "0",
+         "--shorten-method", "truncate"])
+    return save_dir / "checkpoint_last.pt"
+
+
 def run(cmd, cwd=None, check=True, env=None):
     """Run a console command; on failure show its output in the assertion."""
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,

@@ -10,7 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, REPO, TINY_ROBERTA, ehft, fairseq_train, prepare_rte, run, shared
+from conftest import (BIN, REPO, TINY_ROBERTA, ehft, fairseq_train, prepare_rte, run, shared,
+                      stock_checkpoint)
 
 from ehft_plugin.errors import CheckpointError
 
@@ -57,18 +58,8 @@ def test_a_finished_run_continues_with_a_larger_budget(rte_bin, tmp_path):
     assert _loaded_updates(result.stdout + result.stderr) == 3
 
 
-def _stock_checkpoint(data, save_dir):
-    """A checkpoint saved by stock fairseq (--task sentence_prediction, no plugin)."""
-    run([BIN / "fairseq-train", data, "--task", "sentence_prediction", "--num-classes", "2",
-         "--init-token", "0", "--separator-token", "2", "--criterion", "sentence_prediction",
-         *TINY_ROBERTA, "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8",
-         "--max-update", "2", "--cpu", "--save-dir", save_dir, "--num-workers", "0",
-         "--shorten-method", "truncate"])
-    return save_dir / "checkpoint_last.pt"
-
-
 def test_checkpoint_saved_by_stock_fairseq_loads_with_the_plugin(rte_bin, tmp_path):
-    stock = _stock_checkpoint(rte_bin, tmp_path / "stock")  # our data also fits stock fairseq
+    stock = stock_checkpoint(rte_bin, tmp_path / "stock")  # our data also fits stock fairseq
     probe = "from fairseq import checkpoint_utils; checkpoint_utils.load_checkpoint_to_cpu(%r)"
     # the problem being solved: stock fairseq-fixed cannot read its own checkpoint
     without = run([BIN / "python", "-c", probe % str(stock)], check=False)
@@ -174,7 +165,7 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_rte_recipe_restores_a_checkpoint_and_trains(rte_bin, tmp_path):
-    stock = _stock_checkpoint(rte_bin, tmp_path / "stock")
+    stock = stock_checkpoint(rte_bin, tmp_path / "stock")
     tiny = [a for a in TINY_ROBERTA if a != "roberta_base" and a != "--arch"]
     result = run(["bash", REPO / "examples" / "finetune_rte.sh", rte_bin, stock, "roberta_base",
                   tmp_path / "ck", *tiny, "--max-update", "2", "--cpu", "--num-workers", "0"],
@@ -194,7 +185,7 @@ def test_predict_refuses_missing_and_foreign_checkpoints(rte_bin, tmp_path):
     args = ["--input", shared("glue/RTE/dev.tsv"), "--out", tmp_path / "p.tsv"]
     missing = ehft("predict", "--checkpoint", tmp_path / "none.pt", *args, check=False)
     assert missing.returncode == 2 and "none.pt: checkpoint not found" in missing.stderr
-    stock = _stock_checkpoint(rte_bin, tmp_path / "stock")
+    stock = stock_checkpoint(rte_bin, tmp_path / "stock")
     foreign = ehft("predict", "--checkpoint", stock, *args, check=False)
     assert foreign.returncode == 2
     assert "prediction needs --task glue_ehft" in foreign.stderr

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from conftest import BIN, TINY_ROBERTA, fairseq_train, prepare_rte, run
+import conftest
+from conftest import fairseq_train, prepare_rte
 
 
 
@@ -14,14 +15,7 @@ def rte_bin(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stock_checkpoint(rte_bin, tmp_path_factory):
-    """A 2-layer RoBERTa saved by stock fairseq (--arch roberta_base, no plugin)."""
-    save_dir = tmp_path_factory.mktemp("stock")
-    run([BIN / "fairseq-train", rte_bin, "--task", "sentence_prediction", "--num-classes", "2",
-         "--init-token", "0", "--separator-token", "2", "--criterion", "sentence_prediction",
-         *TINY_ROBERTA, "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8",
-         "--max-update", "2", "--cpu", "--save-dir", save_dir, "--num-workers", "0",
-         "--shorten-method", "truncate"])
-    return save_dir / "checkpoint_last.pt"
+    return conftest.stock_checkpoint(rte_bin, tmp_path_factory.mktemp("stock"))
 
 
 def _state(path):
