@@ -3,10 +3,13 @@
 Stage 1 trains a PEFT method and the head; then the backbone changes are thrown away and
 stage 2 starts from the original pretrained weights, bit for bit, plus stage 1's head
 (weights and biases). `extract_head` takes the head out of a stage-1 model state;
-`graft_head` puts it onto the original model state. Nothing else crosses over.
+`graft_head` puts it onto the original model state. Nothing else crosses over, except in
+the -reserve variants (paper Table 3): `extract_peft` takes what the stage-1 plan trained
+besides the head, and `graft_params` lays it over the original state.
 """
 
 from .errors import CheckpointError
+from .peft.trainable import is_trainable
 
 HEADS = "classification_heads."
 
@@ -40,4 +43,28 @@ def graft_head(original_state, head):
         raise CheckpointError("the original checkpoint holds no RoBERTa encoder weights")
     grafted = strip_heads(original_state)
     grafted.update(head)
+    return grafted
+
+
+def extract_peft(model_state, plan):
+    """{key: tensor} of the backbone parameters `plan` trains (BitFit biases, LoRA, prefixes,
+    full layers), heads left out."""
+    return {k: v for k, v in model_state.items()
+            if not k.startswith(HEADS) and is_trainable(k, plan)}
+
+
+def graft_params(model_state, params):
+    """`model_state` with `params` replacing or adding entries. Keys come from a fairseq model
+    of today ("encoder.sentence_encoder."); an original from 2019 names the encoder
+    "decoder.sentence_encoder." and gets them under its own names, so that fairseq's rename on
+    load sees one consistent set."""
+    old_names = any(k.startswith("decoder.sentence_encoder.") for k in model_state)
+    grafted = dict(model_state)
+    for key, value in params.items():
+        if old_names and key.startswith("encoder.sentence_encoder."):
+            key = "decoder." + key[len("encoder."):]
+        if key in grafted and grafted[key].shape != value.shape:
+            raise CheckpointError("cannot carry %s over: shape %s in stage 1, %s in the original"
+                                  % (key, tuple(value.shape), tuple(grafted[key].shape)))
+        grafted[key] = value
     return grafted

@@ -4,6 +4,7 @@
         run.json              the resolved configuration and every stage's command
         stage1/ (or finetune/) fairseq save dir: checkpoints, train.log (JSON), done.json
         stage1/head.safetensors   the hand-over: stage 1's final head, nothing else
+        stage1/peft.safetensors   -reserve variants only: stage 1's PEFT parameters
         stage2/start.pt       original checkpoint + that head (removed once the stage is done;
                               also written, without head, for an original that holds one)
 
@@ -15,17 +16,19 @@ training.
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 
-from .checkpoints import load_checkpoint, load_tensors, save_tensors
+from .checkpoints import load_adapter, load_checkpoint, load_tensors, save_adapter, save_tensors
 from .data.binarize import load_metadata
 from .errors import CheckpointError, EhftError
-from .handover import extract_head, graft_head, strip_heads
-from .methods import resolve_method, split_updates, with_learning_rates
+from .handover import extract_head, extract_peft, graft_head, graft_params, strip_heads
+from .methods import MethodError, resolve_method, split_updates, with_learning_rates
+from .peft.plan import parse_plan
 from .recipes import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -125,26 +128,34 @@ def _write_json(path, value):
     os.replace(tmp, path)
 
 
-def hand_over(stage1_dir, head_name):
-    """stage 1's final head -> stage1/head.safetensors (small: the head only)."""
+def hand_over(stage1_dir, head_name, reserve_plan=None):
+    """stage 1's final head -> stage1/head.safetensors (small: the head only); with
+    `reserve_plan` (the stage-1 plan of a -reserve variant) also what that plan trained in
+    the backbone -> stage1/peft.safetensors."""
     state = load_checkpoint(os.path.join(stage1_dir, "checkpoint_last.pt"))
     head = extract_head(state["model"], head_name)
     path = os.path.join(stage1_dir, "head.safetensors")
     save_tensors(head, path, {"format": HEAD_FORMAT, "head_name": head_name})
+    if reserve_plan is not None:
+        save_adapter(extract_peft(state["model"], reserve_plan),
+                     os.path.join(stage1_dir, "peft.safetensors"), reserve_plan)
     return path
 
 
-def stage_start(original, original_path, head_path, out_path):
+def stage_start(original, original_path, head_path, out_path, peft_path=None):
     """The checkpoint a stage starts from: the original backbone (`original`, the state read
     from `original_path`) with stage 1's head grafted on (`head_path`), or with no head at all
-    so that a new one is built. When the original holds no head and none is grafted, its file
-    is used as it is (no copy)."""
+    so that a new one is built; `peft_path` (-reserve variants) lays stage 1's PEFT
+    parameters over it. When the original holds no head and nothing is grafted, its file is
+    used as it is (no copy)."""
     import torch
 
     state = dict(original)  # the caller's state is shared by every stage and seed
     if head_path:
         head, _ = load_tensors(head_path, HEAD_FORMAT)
         state["model"] = graft_head(original["model"], head)
+        if peft_path:
+            state["model"] = graft_params(state["model"], load_adapter(peft_path)[0])
     elif any(k.startswith("classification_heads.") for k in original["model"]):
         state["model"] = strip_heads(original["model"])
     else:
@@ -189,9 +200,10 @@ def _prepare_run_dir(run_dir, config, overwrite):
     return commands
 
 
-def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head):
+def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_plan):
     """Run fairseq-train for the stage (unless it already reached its updates), then record it;
-    `gives_head`: a later stage starts from this stage's head."""
+    `gives_head`: a later stage starts from this stage's head (and, with `reserve_plan`, from
+    its PEFT parameters)."""
     if _trained_updates(stage_dir) >= n:
         # fairseq finished but the launcher stopped before recording it; running fairseq
         # again would take one more update past --max-update
@@ -203,7 +215,7 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head):
             raise EhftError("%s of %s failed; see %s (relaunch to resume)"
                             % (stage.name, run_dir, os.path.join(stage_dir, "train.log")))
     if gives_head:
-        hand_over(stage_dir, "sentence_classification_head")
+        hand_over(stage_dir, "sentence_classification_head", reserve_plan)
     records = valid_records(os.path.join(stage_dir, "train.log"))
     _write_json(os.path.join(stage_dir, "done.json"),
                 {"updates": n, "metric": metric, "valid": records})
@@ -218,9 +230,13 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta):
     config = {"method": method.name, "data": os.path.abspath(opts.data),
               "checkpoint": os.path.abspath(opts.checkpoint), "seed": seed,
               "total_updates": opts.total_updates, "updates": updates, "arch": arch,
+              **({"total_epochs": opts.total_epochs} if getattr(opts, "total_epochs", None)
+                 is not None else {}),
               "head_type": opts.head_type, "batch_size": opts.batch_size,
               "warmup_ratio": opts.warmup_ratio, "fairseq_args": list(opts.fairseq_args),
-              "stages": [{"name": s.name, "peft": s.peft, "lr": s.lr} for s in method.stages]}
+              "stages": [dict({"name": s.name, "peft": s.peft, "lr": s.lr},
+                              **({"reserve": True} if s.reserve else {}))
+                         for s in method.stages]}
     previous = _prepare_run_dir(run_dir, config, opts.overwrite)
     commands = {}
     metric = meta["metrics"][0]
@@ -232,34 +248,57 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta):
             commands[stage.name] = previous[stage.name]  # as it was run
         else:
             head = stage.head_from and os.path.join(run_dir, stage.head_from, "head.safetensors")
+            peft = stage.reserve and os.path.join(run_dir, stage.head_from, "peft.safetensors")
             start = stage_start(original, opts.checkpoint, head,
-                                os.path.join(stage_dir, "start.pt"))
+                                os.path.join(stage_dir, "start.pt"), peft)
             commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
                                                  state_dims, metric)
         cmd = commands[stage.name]
-        _write_json(os.path.join(run_dir, "run.json"), {"config": config, "commands": commands})
+        _write_json(os.path.join(run_dir, "run.json"),
+                    {"task": meta["task"], "config": config, "commands": commands})
         if os.path.isfile(done):
             logger.info("%s: %s already done, skipped", run_dir, stage.name)
             continue
         gives_head = any(later.head_from == stage.name for later in method.stages)
-        _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head)
+        reserve = any(later.head_from == stage.name and later.reserve for later in method.stages)
+        _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head,
+                     parse_plan(stage.peft, state_dims["encoder_layers"]) if reserve else None)
     return run_dir
 
 
-def apply_recipe(opts, task):
+def apply_recipe(opts, meta):
     """Fill the options a --recipe sets, unless given on the command line; its fairseq
-    arguments go before the user's, so the user's win."""
+    arguments go before the user's, so the user's win. --total-epochs becomes updates."""
+    if opts.total_updates is not None and getattr(opts, "total_epochs", None) is not None:
+        raise MethodError("give --total-updates or --total-epochs, not both")
     defaults = {"total_updates": None, "batch_size": 32, "warmup_ratio": 0.1, "lr_stage2": None}
     if opts.recipe:
-        recipe = get_recipe(opts.recipe, task)
+        recipe = get_recipe(opts.recipe, meta["task"])
         defaults = {"total_updates": recipe.total_updates, "batch_size": recipe.batch_size,
                     "warmup_ratio": recipe.warmup_ratio, "lr_stage2": recipe.lr}
         opts.fairseq_args = list(recipe.fairseq_args) + list(opts.fairseq_args)
+    if getattr(opts, "total_epochs", None) is not None:
+        defaults["total_updates"] = None  # the epochs decide, not the recipe's updates
     for key, value in defaults.items():
         if getattr(opts, key) is None:
             setattr(opts, key, value)
+    if getattr(opts, "total_epochs", None) is not None:
+        opts.total_updates = epochs_to_updates(opts.total_epochs, meta, opts.batch_size)
     if opts.total_updates is None:
-        raise EhftError("--total-updates is required (or a --recipe that sets it)")
+        raise EhftError("--total-updates or --total-epochs is required (or a --recipe that "
+                        "sets the updates)")
+
+
+def epochs_to_updates(epochs, meta, batch_size):
+    """Updates in `epochs` passes over the training set: ceil(examples / batch size) a pass
+    (glue_ehft keeps the last, smaller batch). With --max-tokens limiting batches, fairseq makes
+    more, smaller batches, so the same updates then cover less than `epochs` passes."""
+    if not epochs > 0:
+        raise MethodError("--total-epochs %g: expected > 0" % epochs)
+    if batch_size <= 0:
+        raise MethodError("--batch-size %d: expected > 0" % batch_size)
+    per_epoch = -(-meta["splits"]["train"]["examples"] // batch_size)
+    return max(1, int(math.ceil(epochs * per_epoch - 1e-9)))
 
 
 def train(opts):
@@ -271,7 +310,7 @@ def train(opts):
     if not arch.startswith("roberta_ehft"):
         raise EhftError("cannot tell the architecture of %s (arch %r); pass --arch "
                         "roberta_ehft_base or roberta_ehft_large" % (opts.checkpoint, dims["arch"]))
-    apply_recipe(opts, meta["task"])
+    apply_recipe(opts, meta)
     method = resolve_method(opts.method, dims["encoder_layers"], opts.stage1_ratio)
     method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
     return [run_seed(opts, method, seed, original, dims, arch, meta) for seed in opts.seeds]

@@ -2,7 +2,8 @@
 
 A stage is a PEFT plan (see peft/plan.py), a learning rate and a share of the total update
 budget. Two-stage methods hand over only the head (EH-FT paper §2.2): stage 2 starts from
-the original checkpoint's backbone.
+the original checkpoint's backbone. The -reserve variants (Table 3) hand over the head and
+stage 1's PEFT parameters, and stage 2 trains everything, those modules included.
 
 Defaults follow the EH-FT paper (§3.2): 5e-4 for BitFit, LoRA and linear probing, 5e-3 for
 prefix-tuning, LoRA r=32, prefix length 16, full finetuning at 1e-5 (RoBERTa-large), stage 1
@@ -14,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Tuple
 
 from .errors import EhftError
-from .peft.plan import PlanError, parse_plan
+from .peft.plan import Full, LoRA, Plan, PlanError, Prefix, Stratum, format_plan, parse_plan
 
 FULL_FINETUNING_LR = 1e-5
 STAGE1_SHARE = 0.1
@@ -26,6 +27,7 @@ PEFT_DEFAULTS = {
     "lora": ("0-{last}:lora(r=32,alpha=32,targets=q+v)", 5e-4),
     "prefix": ("0-{last}:prefix(len=16)", 5e-3),
 }
+RESERVE = "-reserve"
 STRATA_LR = 5e-4  # spafit-* and explicit strata
 TOPK_LR = FULL_FINETUNING_LR  # top-K layers are finetuned fully
 
@@ -41,6 +43,7 @@ class Stage:
     lr: float
     share: float  # of the total updates
     head_from: str = ""  # stage whose final head this stage starts from ("" = new head)
+    reserve: bool = False  # also start from that stage's PEFT parameters (-reserve variants)
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,16 @@ def resolve_method(name: str, num_layers: int, stage1_share: float = STAGE1_SHAR
     elif name == "lp-ft":  # Kumar et al. 2022: linear probing, then full finetuning
         stages = _two_stage("head", PEFT_DEFAULTS["lp"][1], stage1_share)
     elif name.startswith("ehft-"):
-        single = _single(name[len("ehft-"):], num_layers)
-        if single is None or name == "ehft-lp":
+        reserve = name.endswith(RESERVE)
+        peft = name[len("ehft-"):len(name) - len(RESERVE) if reserve else None]
+        single = _single(peft, num_layers)
+        if single is None or peft == "lp":
             raise MethodError("unknown --method %r; EH-FT takes a PEFT method: ehft-bitfit, "
-                              "ehft-lora, ehft-prefix, ehft-spafit-A-B-I|II or ehft-<strata>"
-                              % name)
+                              "ehft-lora, ehft-prefix, ehft-spafit-A-B-I|II or ehft-<strata>, "
+                              "each optionally with -reserve" % name)
         stages = _two_stage(single[0], single[1], stage1_share)
+        if reserve:
+            stages = _reserving(stages, num_layers, name)
     else:
         single = _single(name, num_layers)
         if single is None:
@@ -100,6 +107,24 @@ def resolve_method(name: str, num_layers: int, stage1_share: float = STAGE1_SHAR
 def _two_stage(peft, lr, share):
     return (Stage("stage1", peft, lr, share),
             Stage("stage2", "full", FULL_FINETUNING_LR, 1 - share, head_from="stage1"))
+
+
+def _reserving(stages, num_layers, name):
+    first, second = stages
+    try:
+        kept = reserve_plan(parse_plan(first.peft, num_layers))
+    except PlanError as e:
+        raise MethodError("--method %s: %s" % (name, e)) from None
+    return first, replace(second, peft=format_plan(kept), reserve=True)
+
+
+def reserve_plan(plan: Plan) -> Plan:
+    """Stage 2 of a -reserve variant (EH-FT paper Table 3): full finetuning that keeps stage
+    1's LoRA and prefix modules (they go on training); BitFit needs no module, its biases
+    are simply carried over."""
+    strata = tuple(Stratum(s.first, s.last, (Full(),) + tuple(
+        m for m in s.methods if isinstance(m, (LoRA, Prefix)))) for s in plan.strata)
+    return Plan(strata, plan.num_layers, train_embeddings=True)
 
 
 def with_learning_rates(method: Method, stage1_lr=None, stage2_lr=None) -> Method:

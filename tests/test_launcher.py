@@ -199,3 +199,59 @@ def test_2019_releases_with_decoder_keys_are_read(setup, tmp_path):
                       for k, v in state["model"].items()}
     check_fits_data(state, str(setup["data"]), "old.pt")  # no KeyError, sizes agree
     assert model_args(state)["encoder_layers"] == 2
+
+
+def test_reserve_stage2_starts_from_stage1_peft_parameters_and_trains_them(setup, tmp_path):
+    from ehft_plugin.checkpoints import load_adapter
+
+    ehft("train", "--method", "ehft-lora-reserve", "--save-dir", tmp_path / "runs",
+         *setup["args"], *FAIRSEQ)
+    run_dir = tmp_path / "runs" / "rte" / "ehft-lora-reserve" / "seed1"
+    peft, plan, _ = load_adapter(str(run_dir / "stage1" / "peft.safetensors"))
+    assert peft and all(k.rsplit(".", 1)[-1] in ("lora_A", "lora_B") for k in peft)
+    stage1 = torch.load(run_dir / "stage1" / "checkpoint_last.pt", weights_only=False)["model"]
+    for key, value in peft.items():
+        assert torch.equal(value, stage1[key])
+    start = torch.load(stage_start(read_original(str(setup["checkpoint"])),
+                                   str(setup["checkpoint"]),
+                                   str(run_dir / "stage1" / "head.safetensors"),
+                                   str(tmp_path / "start.pt"),
+                                   str(run_dir / "stage1" / "peft.safetensors")),
+                       weights_only=False)["model"]
+    original = torch.load(setup["checkpoint"], weights_only=False)["model"]
+    for key, value in start.items():
+        expected = peft.get(key, stage1[key] if key.startswith("classification_heads.")
+                            else original.get(key))
+        assert torch.equal(value, expected), key
+    stage2 = torch.load(run_dir / "stage2" / "checkpoint_last.pt", weights_only=False)["model"]
+    lora_b = next(k for k in peft if k.endswith("lora_B"))
+    assert not torch.equal(stage2[lora_b], peft[lora_b])  # the modules go on training...
+    weight = "encoder.sentence_encoder.layers.0.fc1.weight"
+    assert not torch.equal(stage2[weight], original[weight])  # ...with the whole backbone
+
+
+@pytest.mark.parametrize("method", [
+    # ehft-bitfit, lora and ehft-lora-reserve run in the tests above
+    "ft", "lp", "lp-ft", "bitfit", "prefix", "topk-1", "spafit-1-1-II", "ehft-prefix",
+    "ehft-spafit-0-1-I", "ehft-bitfit-reserve", "ehft-prefix-reserve"])
+def test_every_method_runs_end_to_end(setup, tmp_path, method):
+    ehft("train", "--method", method, "--save-dir", tmp_path, *setup["args"], *FAIRSEQ)
+    [run_dir] = (tmp_path / "rte").iterdir()
+    record = json.loads((run_dir / "seed1" / "run.json").read_text())
+    assert record["config"]["method"] == method
+    updates = 0
+    for stage in record["config"]["stages"]:
+        done = json.loads((run_dir / "seed1" / stage["name"] / "done.json").read_text())
+        assert "valid_accuracy" in done["valid"][-1]
+        updates += int(done["valid"][-1]["valid_num_updates"])
+    assert updates == 6  # every method gets the same total
+
+
+def test_report_reads_real_run_directories(setup, tmp_path):
+    ehft("report", setup["tmp"] / "runs", "--out", tmp_path / "results.md")
+    done = json.loads((setup["run"] / "stage2" / "done.json").read_text())
+    accuracy = max(float(r["valid_accuracy"]) for r in done["valid"])
+    row = "| ehft-bitfit | %.2f ±— (1) | %.2f |" % (accuracy, accuracy)
+    assert row in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "results-curves-rte.png").is_file()
+    assert json.loads((setup["run"] / "run.json").read_text())["task"] == "rte"

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from ehft_plugin.errors import CheckpointError
-from ehft_plugin.handover import extract_head, graft_head
+from ehft_plugin.handover import extract_head, extract_peft, graft_head, graft_params
 from ehft_plugin.methods import (MethodError, resolve_method, split_updates,
                                  with_learning_rates)
+from ehft_plugin.peft.plan import parse_plan
 
 
 @pytest.mark.parametrize("name,stages", [
@@ -28,6 +29,24 @@ from ehft_plugin.methods import (MethodError, resolve_method, split_updates,
 def test_method_table(name, stages):
     method = resolve_method(name, 12)
     assert [(s.name, s.peft, s.lr, s.share, s.head_from) for s in method.stages] == stages
+    assert not any(s.reserve for s in method.stages)
+
+
+@pytest.mark.parametrize("name,stage2", [
+    # BitFit needs no module in stage 2: its biases are carried over as values
+    ("ehft-bitfit-reserve", "0-11:full,emb:full"),
+    ("ehft-lora-reserve", "0-11:full+lora(r=32,alpha=32,dropout=0,targets=q+v),emb:full"),
+    ("ehft-prefix-reserve", "0-11:full+prefix(len=16,mlp=0),emb:full"),
+    ("ehft-spafit-4-9-I-reserve",
+     "0-3:full,4-8:full,9-11:full+lora(r=64,alpha=128,dropout=0,targets=q+k+v),emb:full"),
+])
+def test_reserve_variants_keep_the_peft_modules_training_in_stage2(name, stage2):
+    plain = resolve_method(name[:-len("-reserve")], 12)
+    method = resolve_method(name, 12)
+    assert method.stages[0] == plain.stages[0]
+    assert method.stages[1].reserve and method.stages[1].head_from == "stage1"
+    assert method.stages[1].peft == stage2 and method.stages[1].lr == 1e-5
+    parse_plan(stage2, 12)  # a plan fairseq-train accepts
 
 
 def test_same_total_updates_for_every_method():
@@ -45,6 +64,8 @@ def test_learning_rates_can_be_overridden_per_stage():
 
 @pytest.mark.parametrize("name,share,message", [
     ("ehft-bitfitt", 0.1, r"unknown --method 'ehft-bitfitt'; EH-FT takes a PEFT method"),
+    ("ehft-lp-reserve", 0.1, r"unknown --method 'ehft-lp-reserve'"),
+    ("bitfit-reserve", 0.1, r"unknown --method 'bitfit-reserve'"),
     ("sgd", 0.1, r"unknown --method 'sgd'; expected one of: ft, lp, lp-ft"),
     ("ehft-bitfit", 0.0, r"--stage1-ratio 0: expected a number strictly between 0 and 1"),
     ("ehft-bitfit", 1.0, r"strictly between 0 and 1"),
@@ -95,3 +116,23 @@ def test_a_missing_head_is_an_error_not_a_random_head():
         extract_head(_state(0), "x")
     with pytest.raises(CheckpointError, match=r"classification_heads\.\* tensors only"):
         graft_head(_state(0), {})
+
+
+def test_reserve_hands_over_what_stage1_trained_and_nothing_else():
+    original, stage1 = _state(0), _state(1)
+    stage1["encoder.sentence_encoder.layers.0.self_attn.q_proj.lora_A"] = torch.ones(2, 4)
+    peft = extract_peft(stage1, parse_plan("0:lora(r=2,targets=q)+bitfit(fc1)", 1))
+    assert set(peft) == {"encoder.sentence_encoder.layers.0.self_attn.q_proj.lora_A",
+                         "encoder.sentence_encoder.layers.0.fc1.bias"}  # no head, no weights
+    start = graft_params(graft_head(original, extract_head(stage1, "h")), peft)
+    assert torch.equal(start["encoder.sentence_encoder.layers.0.fc1.bias"],
+                       stage1["encoder.sentence_encoder.layers.0.fc1.bias"])
+    assert start["encoder.sentence_encoder.layers.0.fc1.weight"] is original[
+        "encoder.sentence_encoder.layers.0.fc1.weight"]
+    # a 2019 original names the encoder "decoder.": the carried keys follow its names
+    old = {k.replace("encoder.", "decoder.", 1): v for k, v in original.items()}
+    grafted = graft_params(old, peft)
+    assert "decoder.sentence_encoder.layers.0.self_attn.q_proj.lora_A" in grafted
+    assert not any(k.startswith("encoder.") for k in grafted)
+    with pytest.raises(CheckpointError, match=r"cannot carry .*fc1.bias over: shape \(3,\)"):
+        graft_params(original, {"encoder.sentence_encoder.layers.0.fc1.bias": torch.ones(3)})

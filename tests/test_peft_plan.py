@@ -25,6 +25,8 @@ from ehft_plugin.peft.plan import BitFit, Frozen, Full, LoRA, PlanError, format_
      "0:full,1:bitfit(targets=q+fc1),2-3:lora(r=4,alpha=8,dropout=0.1,targets=ffn),emb:full"),
     ("0-1:prefix(len=8,mlp=64)+lora(r=2)", 2,
      "0-1:prefix(len=8,mlp=64)+lora(r=2,alpha=16,dropout=0,targets=q+v)"),
+    ("0-1:full+lora(r=2),emb:full", 2,  # -reserve stage 2: the layer and its modules train
+     "0-1:full+lora(r=2,alpha=16,dropout=0,targets=q+v),emb:full"),
 ])
 def test_plans_round_trip_through_their_canonical_form(text, layers, canonical):
     plan = parse_plan(text, layers)
@@ -60,7 +62,8 @@ def test_the_issue_example_means_what_it_says():
                                r"attn_ln, ffn_ln, attn, ffn, all"),
     ("0-11:lora(rank=4)", r"lora has no argument 'rank'; expected: r, alpha, dropout, targets"),
     ("0-11:lora(r=two)", r"lora\(r=two\): expected a number"),
-    ("0-11:frozen+bitfit", r"frozen and full cannot be combined"),
+    ("0-11:frozen+bitfit", r"frozen cannot be combined with other methods"),
+    ("0-11:full+bitfit", r"full already trains every bias; bitfit adds nothing"),
     ("0-11:lora+lora", r"names a method twice"),
     ("0-11", r"unknown --peft '0-11'"),
     ("lorra", r"unknown --peft 'lorra'; expected LAYERS:METHODS strata or one of: full, head, "

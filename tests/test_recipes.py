@@ -37,7 +37,7 @@ def test_table_matches_the_yaml_fairseq_ships(task):
 def _command(task, *flags):
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s", *flags])
-    apply_recipe(opts, task)
+    apply_recipe(opts, {"task": task})
     method = with_learning_rates(resolve_method(opts.method, 24), opts.lr_stage1, opts.lr_stage2)
     [updates] = split_updates(opts.total_updates, method)
     dims = {"encoder_layers": 24, "encoder_embed_dim": 1024, "encoder_ffn_embed_dim": 4096,
@@ -78,5 +78,35 @@ def test_tasks_without_a_fairseq_recipe_are_named():
 def test_without_a_recipe_total_updates_is_required():
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s"])
-    with pytest.raises(EhftError, match=r"--total-updates is required"):
-        apply_recipe(opts, "rte")
+    with pytest.raises(EhftError, match=r"--total-updates or --total-epochs is required"):
+        apply_recipe(opts, {"task": "rte"})
+
+
+RTE_META = {"task": "rte", "splits": {"train": {"examples": 2490}}}
+
+
+@pytest.mark.parametrize("flags,updates", [
+    (["--total-epochs", "10"], 10 * 78),  # ceil(2490 / 32) = 78 updates an epoch
+    (["--total-epochs", "2.5", "--batch-size", "16"], 390),  # 156 an epoch
+    (["--total-epochs", "1", "--recipe", "fairseq"], 156),  # epochs win over the recipe's 2036
+    (["--recipe", "fairseq"], 2036),
+])
+def test_an_epoch_budget_becomes_updates_from_the_training_set_size(flags, updates):
+    opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
+                                      "c.pt", "--save-dir", "s", *flags])
+    apply_recipe(opts, RTE_META)
+    assert opts.total_updates == updates
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--total-epochs", "0"], r"--total-epochs 0: expected > 0"),
+    (["--total-epochs", "-1"], r"--total-epochs -1: expected > 0"),
+    (["--total-epochs", "1", "--total-updates", "5"],
+     r"give --total-updates or --total-epochs, not both"),
+    (["--total-epochs", "1", "--batch-size", "0"], r"--batch-size 0: expected > 0"),
+])
+def test_bad_epoch_budgets_are_refused(flags, message):
+    opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
+                                      "c.pt", "--save-dir", "s", *flags])
+    with pytest.raises(EhftError, match=message):
+        apply_recipe(opts, RTE_META)

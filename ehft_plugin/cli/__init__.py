@@ -1,7 +1,7 @@
 """The `ehft` command: each subcommand is an `add_parser` and a `run` function."""
 
 DESCRIPTION = ("Efficient Head Finetuning for fairseq RoBERTa: prepare GLUE/SuperGLUE data for "
-               "--task glue_ehft, predict from finetuned checkpoints.")
+               "--task glue_ehft, train EH-FT and the other methods, report, predict, export.")
 
 import argparse
 import importlib
@@ -10,12 +10,13 @@ import os
 import sys
 
 from ..errors import EhftError
-from . import export, predict, prepare, train, user_dir
+from . import export, predict, prepare, report, train, user_dir
 
 # name -> (add_parser, run)
 SUBCOMMANDS = {
     "prepare": (prepare.add_parser, prepare.run),
     "train": (train.add_parser, train.run),
+    "report": (report.add_parser, report.run),
     "predict": (predict.add_parser, predict.run),
     "export-adapter": (export.add_adapter_parser, export.run_adapter),
     "export-merged": (export.add_merged_parser, export.run_merged),

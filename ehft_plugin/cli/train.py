@@ -21,6 +21,9 @@ def add_parser(sub, name):
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--total-updates", type=int,
                    help="updates of the whole method (both stages together), > 0")
+    p.add_argument("--total-epochs", type=float,
+                   help="the budget in passes over the training set instead: "
+                        "ceil(train examples / batch size) updates a pass, > 0")
     p.add_argument("--recipe", choices=RECIPES,
                    help="published settings for the task: fairseq = fairseq's RoBERTa GLUE "
                         "recipe (lr, batch size, updates, warmup, dropout, max tokens); "

@@ -14,6 +14,8 @@ Grammar (`--peft`):
 Bias targets: q k v out fc1 fc2 attn_ln ffn_ln, and the groups attn (q+k+v+out+attn_ln),
 ffn (fc1+fc2+ffn_ln), all. LoRA targets: q k v out fc1 fc2, and attn (q+k+v+out), ffn, all.
 Every layer needs exactly one stratum; embeddings are frozen unless `emb:full` is given.
+`full+lora(...)` / `full+prefix(...)` train the whole layer together with those modules (the
+stage 2 of EH-FT's -reserve variants).
 
 Shorthands: full (plain finetuning, embeddings included), head (linear probing: only the
 head trains), bitfit, lora, prefix (that method on every layer), topk-K (top K layers full,
@@ -213,8 +215,10 @@ def _stratum_methods(text: str):
     kinds = [type(m) for m in methods]
     if len(set(kinds)) != len(kinds):
         raise PlanError("%r names a method twice" % text)
-    if len(methods) > 1 and (Frozen in kinds or Full in kinds):
-        raise PlanError("%r: frozen and full cannot be combined with other methods" % text)
+    if len(methods) > 1 and Frozen in kinds:
+        raise PlanError("%r: frozen cannot be combined with other methods" % text)
+    if Full in kinds and BitFit in kinds:
+        raise PlanError("%r: full already trains every bias; bitfit adds nothing" % text)
     return methods
 
 

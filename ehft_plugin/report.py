@@ -1,0 +1,396 @@
+"""`ehft report`: dev results of finished runs, mean ± std over seeds per method × task.
+
+Input: the run directories `ehft train` writes (SAVE_DIR/TASK/METHOD/seedK/run.json and each
+stage's done.json, which holds fairseq's validation records). One run gives one number per
+task column: the validation of its last stage chosen by `select` ("best": the record with
+the best headline metric, i.e. fairseq's checkpoint_best; "last": the final record), read in
+the task's *paper metric* (accuracy; CoLA: MCC; STS-B: Pearson), so that the Avg column is
+comparable with published tables. MNLI's mismatched dev set (valid1) is read at the update
+chosen on the matched one and reported as its own column.
+
+Outputs, next to `--out X.md`: X.csv (every metric of every cell), X.json
+({task: {method: {mean, std, seeds}}, "avg": {method: ...}}), X-curves-TASK.png (dev
+metric against total updates, mean over seeds, per method) and X-bars.png.
+Published reference rows (references/published.json, or --published-file) are printed in
+their own tables, never mixed with measured rows.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+from .errors import EhftError
+
+PUBLISHED = os.path.join(os.path.dirname(__file__), "references", "published.json")
+PUBLISHED_FORMAT = "ehft-published/1"
+PAPER_METRIC = {"cola": "mcc", "stsb": "pearson"}  # otherwise accuracy
+DISPLAY = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
+           "mnli": "MNLI-m", "mnli-mm": "MNLI-mm", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI",
+           "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "wic": "WiC",
+           "superglue-rte": "RTE (SuperGLUE)"}
+# columns in the usual GLUE, then SuperGLUE order; other tasks follow alphabetically
+ORDER = ("mnli", "mnli-mm", "qnli", "qqp", "rte", "sst2", "mrpc", "cola", "stsb", "wnli",
+         "boolq", "cb", "copa", "wic", "superglue-rte")
+
+
+class ReportError(EhftError):
+    """Run directories that cannot be read, or nothing to report."""
+
+
+@dataclass
+class Run:
+    task: str
+    method: str
+    seed: int
+    path: str
+    # column -> {metric: value} of the selected validation
+    cells: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # column -> [(total updates, paper metric)] over every stage
+    curve: List[Tuple[int, float]] = field(default_factory=list)
+    stage_starts: List[int] = field(default_factory=list)  # total updates where stage 2.. start
+
+
+def paper_metric(task, available):
+    metric = PAPER_METRIC.get(task)
+    if metric in available:
+        return metric
+    return "accuracy" if "accuracy" in available else sorted(available)[0]
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ReportError("%s: cannot be read as JSON (%s)" % (path, e)) from None
+
+
+def _metrics(record, subset):
+    """{metric: float} of one fairseq validation record."""
+    prefix = subset + "_"
+    out = {}
+    for key, value in record.items():
+        name = key[len(prefix):]
+        if not key.startswith(prefix) or name in ("loss", "nll_loss", "ppl", "wps", "wpb",
+                                                   "bsz", "num_updates") or name.startswith(
+                                                       "best_"):
+            continue
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _column(task, subset):
+    if subset == "valid":
+        return task
+    return task + "-mm" if task == "mnli" and subset == "valid1" else "%s/%s" % (task, subset)
+
+
+def read_run(run_dir, select="best"):
+    """A finished run as a Run, or None when its last stage has not finished."""
+    record = _read_json(os.path.join(run_dir, "run.json"))
+    try:
+        config = record["config"]
+        stages = [s["name"] for s in config["stages"]]
+        updates = list(config["updates"])
+    except (KeyError, TypeError) as e:
+        raise ReportError("%s: not a run record of ehft train (missing %s)"
+                          % (os.path.join(run_dir, "run.json"), e)) from None
+    parts = os.path.normpath(run_dir).split(os.sep)
+    task = record.get("task") or parts[-3]
+    run = Run(task, config["method"], int(config["seed"]), run_dir)
+    done = {}
+    for stage in stages:
+        path = os.path.join(run_dir, stage, "done.json")
+        if os.path.isfile(path):
+            done[stage] = _read_json(path)
+    if stages[-1] not in done:
+        return None
+    final = done[stages[-1]]
+    valid = [r for r in final.get("valid", []) if r.get("subset") == "valid"]
+    if not valid:
+        raise ReportError("%s: holds no validation of the dev set"
+                          % os.path.join(run_dir, stages[-1], "done.json"))
+    headline = final["metric"]
+    key = "valid_" + headline
+    chosen = max(valid, key=lambda r: float(r[key])) if select == "best" else valid[-1]
+    at = chosen.get("valid_num_updates")
+    for r in final["valid"]:
+        subset = r["subset"]
+        if subset == "valid" and r is not chosen:
+            continue
+        if subset != "valid" and r.get(subset + "_num_updates") != at:
+            continue
+        run.cells[_column(task, subset)] = _metrics(r, subset)
+    metric = paper_metric(task, run.cells[task])
+    offset = 0
+    for stage, n in zip(stages, updates):
+        for r in done.get(stage, {}).get("valid", []):
+            if r.get("subset") == "valid" and "valid_" + metric in r:
+                run.curve.append((offset + int(float(r["valid_num_updates"])),
+                                  float(r["valid_" + metric])))
+        offset += n
+        run.stage_starts.append(offset)
+    run.stage_starts.pop()
+    return run
+
+
+def collect(roots, select="best"):
+    """(finished runs, unfinished run directories) under `roots`."""
+    runs, unfinished = [], []
+    for root in roots:
+        if not os.path.isdir(root):
+            raise ReportError("%s: no such directory" % root)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            if "run.json" in filenames:
+                run = read_run(dirpath, select)
+                (runs.append(run) if run else unfinished.append(dirpath))
+                dirnames[:] = []  # stage directories hold no runs
+    return runs, unfinished
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (n - 1); std is None for a single value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def _column_key(column):
+    return (ORDER.index(column) if column in ORDER else len(ORDER), column)
+
+
+@dataclass
+class Summary:
+    columns: List[str]
+    methods: List[str]
+    # (column, method) -> {"metric", "values" (per seed, in seed order), "seeds", "mean", "std"}
+    cells: Dict[Tuple[str, str], dict]
+    avg: Dict[str, dict]  # method -> {"mean", "tasks"} over every column (None if a cell is missing)
+    metrics: Dict[str, str]  # column -> paper metric
+
+
+def summarise(runs) -> Summary:
+    columns = sorted({c for r in runs for c in r.cells}, key=_column_key)
+    methods = sorted({r.method for r in runs}, key=lambda m: (m != "ft", m))
+    metrics = {c: paper_metric(c.split("-mm")[0].split("/")[0],
+                               set.intersection(*[set(r.cells[c]) for r in runs if c in r.cells]))
+               for c in columns}
+    cells = {}
+    for column in columns:
+        for method in methods:
+            chosen = sorted((r for r in runs if r.method == method and column in r.cells),
+                            key=lambda r: r.seed)
+            if not chosen:
+                continue
+            values = [r.cells[column][metrics[column]] for r in chosen]
+            mean, std = mean_std(values)
+            cells[column, method] = {"metric": metrics[column], "values": values,
+                                     "seeds": [r.seed for r in chosen], "mean": mean,
+                                     "std": std}
+    avg = {}
+    for method in methods:
+        present = [cells[c, method]["mean"] for c in columns if (c, method) in cells]
+        avg[method] = {"mean": sum(present) / len(present) if len(present) == len(columns)
+                       else None, "tasks": len(present)}
+    return Summary(columns, methods, cells, avg, metrics)
+
+
+def _fmt(cell):
+    if cell is None:
+        return "—"
+    std = "±%.2f" % cell["std"] if cell["std"] is not None else "±—"
+    return "%.2f %s (%d)" % (cell["mean"], std, len(cell["values"]))
+
+
+def _title(column, metric=None):
+    base = DISPLAY.get(column, column)
+    return "%s (%s)" % (base, metric) if metric and metric != "accuracy" else base
+
+
+def load_published(paths):
+    tables = []
+    for path in paths:
+        data = _read_json(path)
+        if not isinstance(data, dict) or data.get("format") != PUBLISHED_FORMAT:
+            raise ReportError("%s: not a published-results file (expected \"format\": %r)"
+                              % (path, PUBLISHED_FORMAT))
+        for table in data.get("tables", []):
+            for key in ("name", "source", "rows"):
+                if key not in table:
+                    raise ReportError("%s: a table has no %r" % (path, key))
+            tables.append(table)
+    return tables
+
+
+def render_markdown(summary, published, unfinished, how):
+    out = io.StringIO()
+    out.write("# Dev results\n\n")
+    out.write("Measured by the runs below (%s). Cells: mean ± sample std over seeds (seeds); "
+              "metric per task as in the column title (accuracy unless named). Avg: mean of "
+              "a method's cells, only when it has every column.\n\n" % how)
+    header = ["method"] + [_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
+    out.write("| " + " | ".join(header) + " |\n")
+    out.write("|" + "---|" * len(header) + "\n")
+    for method in summary.methods:
+        avg = summary.avg[method]["mean"]
+        row = [method] + [_fmt(summary.cells.get((c, method))) for c in summary.columns]
+        row.append("%.2f" % avg if avg is not None else "—")
+        out.write("| " + " | ".join(row) + " |\n")
+    for table in published:
+        columns = sorted({c for r in table["rows"] for c in r["values"]}, key=_column_key)
+        out.write("\n## Published, not measured here: %s\n\n" % table["name"])
+        out.write("Source: %s. Metrics: %s.\n\n" % (table["source"], table.get("metrics", "as "
+                                                                              "published")))
+        header = ["published row", "method"] + [DISPLAY.get(c, c) for c in columns] + [
+            "Avg (published)"]
+        out.write("| " + " | ".join(header) + " |\n")
+        out.write("|" + "---|" * len(header) + "\n")
+        for row in table["rows"]:
+            cells = ["%.2f" % row["values"][c] if c in row["values"] else "—" for c in columns]
+            avg = "%.2f" % row["avg"] if row.get("avg") is not None else "—"
+            out.write("| %s | %s | %s | %s |\n" % (row["label"], row.get("method", ""),
+                                                  " | ".join(cells), avg))
+        notes = ["%s: %s" % (r["label"], r["note"]) for r in table["rows"] if r.get("note")]
+        if notes:
+            out.write("\nNotes: " + "; ".join(notes) + ".\n")
+    if unfinished:
+        out.write("\n## Unfinished runs (not counted)\n\n")
+        out.writelines("- %s\n" % path for path in unfinished)
+    return out.getvalue()
+
+
+def write_csv(runs, path):
+    """One row per run and column: every metric of the selected validation."""
+    metrics = sorted({m for r in runs for cell in r.cells.values() for m in cell})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "method", "seed", "run_dir"] + metrics)
+        for run in sorted(runs, key=lambda r: (_column_key(r.task), r.method, r.seed)):
+            for column, cell in sorted(run.cells.items(), key=lambda kv: _column_key(kv[0])):
+                writer.writerow([column, run.method, run.seed, run.path] + [
+                    "%.4f" % cell[m] if m in cell else "" for m in metrics])
+
+
+def summary_json(summary):
+    out = {}
+    for (column, method), cell in summary.cells.items():
+        out.setdefault(column, {})[method] = {"mean": cell["mean"], "std": cell["std"],
+                                              "seeds": len(cell["values"]),
+                                              "metric": cell["metric"]}
+    out["avg"] = {m: {"mean": a["mean"], "tasks": a["tasks"]} for m, a in summary.avg.items()}
+    return out
+
+
+def plot_curves(runs, summary, prefix):
+    """One PNG per task: the paper metric against total updates, mean over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for task in sorted({r.task for r in runs}, key=_column_key):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for method in summary.methods:
+            points = {}
+            for run in (r for r in runs if r.task == task and r.method == method):
+                for x, y in run.curve:
+                    points.setdefault(x, []).append(y)
+            if points:
+                xs = sorted(points)
+                [line] = ax.plot(xs, [sum(points[x]) / len(points[x]) for x in xs], marker="o",
+                                 markersize=3, label=method)
+                starts = {x for r in runs if r.task == task and r.method == method
+                          for x in r.stage_starts}
+                for x in starts:  # where stage 2 begins
+                    ax.axvline(x, color=line.get_color(), linestyle=":", alpha=0.6)
+        ax.set_xlabel("updates (both stages; dotted: stage 2 starts)")
+        ax.set_ylabel("dev %s" % summary.metrics.get(task, ""))
+        ax.set_title("%s: dev metric during training (mean over seeds)" % DISPLAY.get(task, task))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = "%s-curves-%s.png" % (prefix, task)
+        _save(fig, path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_bars(summary, prefix):
+    """One grouped bar chart: every column, one bar per method, std as error bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns, methods = summary.columns, summary.methods
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(columns) + 2), 4.2))
+    for i, method in enumerate(methods):
+        xs, ys, errs = [], [], []
+        for j, column in enumerate(columns):
+            cell = summary.cells.get((column, method))
+            if cell:
+                xs.append(j + (i - (len(methods) - 1) / 2) * width)
+                ys.append(cell["mean"])
+                errs.append(cell["std"] or 0.0)
+        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=method)
+    low = min(c["mean"] - (c["std"] or 0.0) for c in summary.cells.values())
+    # zoom on the differences; MCC and correlations can be negative
+    ax.set_ylim(bottom=math.floor(low / 10.0) * 10.0 - 10.0 if low < 0
+                else max(0.0, math.floor(low / 10.0) * 10.0 - 10.0))
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels([_title(c, summary.metrics[c]) for c in columns], fontsize=8)
+    ax.set_ylabel("dev metric (%)")
+    ax.set_title("mean ± std over seeds")
+    ax.legend(fontsize=8)
+    path = prefix + "-bars.png"
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _save(fig, path):
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def _write_text(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def report(roots, out, select="best", published_files=None, plots=True, how=""):
+    """Write the report files; returns their paths."""
+    if not out.endswith(".md"):
+        raise ReportError("--out %s: expected a .md file name (the CSV, JSON and PNG files go "
+                          "next to it)" % out)
+    runs, unfinished = collect(roots, select)
+    if not runs:
+        raise ReportError("no finished runs under %s (looked for run.json with a finished last "
+                          "stage)%s" % (", ".join(roots), "; unfinished: %d" % len(unfinished)
+                                        if unfinished else ""))
+    summary = summarise(runs)
+    published = load_published(published_files if published_files is not None else [PUBLISHED])
+    prefix = out[:-len(".md")]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    written = []
+    if plots:
+        written += plot_curves(runs, summary, prefix) + [plot_bars(summary, prefix)]
+    csv_tmp = prefix + ".csv.tmp"
+    write_csv(runs, csv_tmp)
+    os.replace(csv_tmp, prefix + ".csv")
+    _write_text(prefix + ".json", json.dumps(summary_json(summary), indent=2) + "\n")
+    _write_text(out, render_markdown(summary, published, unfinished, how))
+    return [out, prefix + ".csv", prefix + ".json"] + written

@@ -1,0 +1,200 @@
+"""`ehft report` on fabricated run directories: aggregation over seeds, selection, the paper
+metric per task, published rows kept apart, plots, and refusals."""
+
+import csv
+import json
+import statistics
+
+import pytest
+from conftest import ehft
+
+from ehft_plugin.report import (PUBLISHED, ReportError, collect, load_published, read_run,
+                                report, summarise)
+
+
+def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True):
+    """A run directory as `ehft train` leaves it. stages: [(name, updates, records)], each
+    record {"num_updates": n, "subset": "valid", metric: value, ...}; values are written as
+    fairseq's JSON log writes them (strings)."""
+    run_dir = root / task / method / ("seed%d" % seed)
+    run_dir.mkdir(parents=True)
+    config = {"method": method, "seed": seed, "updates": [n for _, n, _ in stages],
+              "stages": [{"name": name, "peft": "full", "lr": 1e-5} for name, _, _ in stages]}
+    (run_dir / "run.json").write_text(json.dumps({"task": task, "config": config,
+                                                  "commands": {}}))
+    for i, (name, n, records) in enumerate(stages):
+        (run_dir / name).mkdir()
+        if not finished and i == len(stages) - 1:
+            continue
+        valid = []
+        for r in records:
+            subset = r.get("subset", "valid")
+            valid.append(dict({"%s_%s" % (subset, k): str(v) for k, v in r.items()
+                               if k != "subset"}, subset=subset, epoch=1))
+        (run_dir / name / "done.json").write_text(json.dumps(
+            {"updates": n, "metric": metric, "valid": valid}))
+    return run_dir
+
+
+def one_stage(*records):
+    return [("finetune", 10, list(records))]
+
+
+def two_stage(stage1, stage2):
+    return [("stage1", 2, stage1), ("stage2", 8, stage2)]
+
+
+RTE_FT = [61.0, 63.5, 58.25, 66.0]
+RTE_EHFT = [64.0, 65.0, 67.5, 63.0]
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    for seed, acc in enumerate(RTE_FT, 1):
+        # the best validation is not the last one: "best" and "last" differ
+        fake_run(root, "rte", "ft", seed, one_stage({"num_updates": 5, "accuracy": acc},
+                                                    {"num_updates": 10, "accuracy": acc - 2}))
+    for seed, acc in enumerate(RTE_EHFT, 1):
+        fake_run(root, "rte", "ehft-bitfit", seed, two_stage(
+            [{"num_updates": 2, "accuracy": 55.0}],  # stage 1 never counts for the cell
+            [{"num_updates": 4, "accuracy": acc - 1}, {"num_updates": 8, "accuracy": acc}]))
+    # MRPC selects on acc_f1 (headline) and reports accuracy (the paper metric) of that record
+    for seed in (1, 2):
+        fake_run(root, "mrpc", "ft", seed, one_stage(
+            {"num_updates": 5, "acc_f1": 80.0, "accuracy": 75.0, "f1": 85.0},
+            {"num_updates": 10, "acc_f1": 79.0, "accuracy": 77.0, "f1": 81.0}), metric="acc_f1")
+    fake_run(root, "mrpc", "ehft-bitfit", 1, two_stage(
+        [{"num_updates": 2, "acc_f1": 70.0, "accuracy": 70.0, "f1": 70.0}],
+        [{"num_updates": 8, "acc_f1": 82.0, "accuracy": 80.0, "f1": 84.0}]), metric="acc_f1")
+    # an interrupted run: stage 2 has not finished
+    fake_run(root, "mrpc", "ehft-bitfit", 2, two_stage(
+        [{"num_updates": 2, "acc_f1": 70.0, "accuracy": 70.0, "f1": 70.0}], []),
+        metric="acc_f1", finished=False)
+    return root
+
+
+def test_cells_are_mean_and_sample_std_over_seeds_of_the_best_validation(runs):
+    summary = summarise(collect([str(runs)])[0])
+    cell = summary.cells["rte", "ft"]
+    assert cell["values"] == RTE_FT and cell["seeds"] == [1, 2, 3, 4]
+    assert cell["mean"] == pytest.approx(statistics.mean(RTE_FT))
+    assert cell["std"] == pytest.approx(statistics.stdev(RTE_FT))  # n - 1, as papers report
+    assert summary.cells["rte", "ehft-bitfit"]["values"] == RTE_EHFT  # stage 2's, not stage 1's
+
+
+def test_last_selects_the_final_validation(runs):
+    summary = summarise(collect([str(runs)], select="last")[0])
+    assert summary.cells["rte", "ft"]["values"] == [a - 2 for a in RTE_FT]
+
+
+def test_the_cell_is_the_paper_metric_of_the_record_chosen_by_the_headline(runs):
+    summary = summarise(collect([str(runs)])[0])
+    assert summary.metrics == {"rte": "accuracy", "mrpc": "accuracy"}
+    # best acc_f1 is at update 5, where accuracy is 75 (not the 77 of update 10)
+    assert summary.cells["mrpc", "ft"]["values"] == [75.0, 75.0]
+
+
+def test_avg_needs_every_column_and_unfinished_runs_are_listed_not_counted(runs):
+    found, unfinished = collect([str(runs)])
+    assert [p.split("/")[-3:] for p in unfinished] == [["mrpc", "ehft-bitfit", "seed2"]]
+    summary = summarise(found)
+    assert summary.cells["mrpc", "ehft-bitfit"]["values"] == [80.0]
+    assert summary.cells["mrpc", "ehft-bitfit"]["std"] is None  # one seed: no spread
+    assert summary.avg["ft"]["mean"] == pytest.approx((statistics.mean(RTE_FT) + 75.0) / 2)
+    fake_run(runs, "cola", "ft", 1, one_stage({"num_updates": 3, "mcc": 40.0, "accuracy": 70}),
+             metric="mcc")
+    summary = summarise(collect([str(runs)])[0])
+    assert summary.metrics["cola"] == "mcc"
+    assert summary.avg["ehft-bitfit"] == {"mean": None, "tasks": 2}  # no CoLA run: no Avg
+
+
+def test_curves_run_over_both_stages_in_total_updates(runs):
+    run = read_run(str(runs / "rte" / "ehft-bitfit" / "seed1"))
+    assert run.curve == [(2, 55.0), (2 + 4, 63.0), (2 + 8, 64.0)]
+    assert run.stage_starts == [2]
+
+
+def test_mnli_mismatched_is_read_at_the_update_chosen_on_matched(tmp_path):
+    records = [{"num_updates": 5, "accuracy": 80.0}, {"subset": "valid1", "num_updates": 5,
+                                                       "accuracy": 79.0},
+               {"num_updates": 10, "accuracy": 78.0}, {"subset": "valid1", "num_updates": 10,
+                                                        "accuracy": 81.0}]
+    fake_run(tmp_path, "mnli", "ft", 1, one_stage(*records))
+    summary = summarise(collect([str(tmp_path)])[0])
+    assert summary.columns == ["mnli", "mnli-mm"]
+    assert summary.cells["mnli-mm", "ft"]["values"] == [79.0]
+
+
+def test_report_files_markdown_csv_json_and_plots(runs, tmp_path):
+    out = tmp_path / "out" / "results.md"
+    written = report([str(runs)], str(out), how="test")
+    assert sorted(p.rsplit("/", 1)[-1] for p in written) == [
+        "results-bars.png", "results-curves-mrpc.png", "results-curves-rte.png", "results.csv",
+        "results.json", "results.md"]
+    for png in (p for p in written if p.endswith(".png")):
+        from matplotlib.image import imread
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        height, width = imread(png).shape[:2]
+        assert height > 100 and width > 100
+    text = out.read_text()
+    measured, _, published = text.partition("## Published, not measured here")
+    ft_row = next(line for line in measured.splitlines() if line.startswith("| ft |"))
+    rte = "%.2f ±%.2f (4)" % (statistics.mean(RTE_FT), statistics.stdev(RTE_FT))
+    assert ft_row == "| ft | %s | 75.00 ±0.00 (2) | %.2f |" % (
+        rte, (statistics.mean(RTE_FT) + 75) / 2)
+    assert "| ehft-bitfit | 64.88 ±1.93 (4) | 80.00 ±— (1) | 72.44 |" in measured
+    assert "roberta.large" not in measured and "86.96" not in measured  # never mixed
+    assert "| FT | ft | " in published and "86.96" in published
+    assert "Unfinished runs (not counted)" in text and "mrpc/ehft-bitfit/seed2" in text
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert summary["rte"]["ft"] == {"mean": pytest.approx(statistics.mean(RTE_FT)),
+                                    "std": pytest.approx(statistics.stdev(RTE_FT)), "seeds": 4,
+                                    "metric": "accuracy"}
+    assert summary["avg"]["ehft-bitfit"]["tasks"] == 2
+    with open(tmp_path / "out" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 + 4 + 2 + 1  # one per finished run and column
+    mrpc = next(r for r in rows if r["task"] == "mrpc" and r["method"] == "ehft-bitfit")
+    assert (mrpc["acc_f1"], mrpc["accuracy"], mrpc["f1"]) == ("82.0000", "80.0000", "84.0000")
+
+
+def test_the_bundled_published_tables_hold_what_their_sources_print():
+    tables = load_published([PUBLISHED])
+    assert [t["name"] for t in tables] == ["RoBERTa (fairseq README)",
+                                           "EH-FT, RoBERTa-large (Yang et al. 2022)"]
+    for table in tables:
+        for row in table["rows"]:
+            values = list(row["values"].values())
+            if row.get("avg") is not None and not row.get("note"):
+                # a transcription check: the published Avg is the mean of the published cells
+                assert sum(values) / len(values) == pytest.approx(row["avg"], abs=0.01)
+
+
+def test_the_command_line_and_its_refusals(runs, tmp_path):
+    result = ehft("report", runs, "--out", tmp_path / "r.md", "--no-published", "--no-plots")
+    assert "Published" not in (tmp_path / "r.md").read_text()
+    assert not list(tmp_path.glob("*.png"))
+    assert '"wrote"' in result.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = ehft("report", empty, "--out", tmp_path / "e.md", check=False)
+    assert result.returncode == 2 and "no finished runs under" in result.stderr
+    assert not (tmp_path / "e.md").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"tables": []}')
+    result = ehft("report", runs, "--out", tmp_path / "b.md", "--published-file", bad,
+                  check=False)
+    assert result.returncode == 2 and "bad.json: not a published-results file" in result.stderr
+    assert not (tmp_path / "b.md").exists()
+
+
+def test_a_corrupt_run_record_is_named(runs, tmp_path):
+    (runs / "rte" / "ft" / "seed1" / "run.json").write_text("{not json")
+    with pytest.raises(ReportError, match=r"rte/ft/seed1/run.json: cannot be read as JSON"):
+        collect([str(runs)])
+    with pytest.raises(ReportError, match=r"--out x.txt: expected a .md file name"):
+        report([str(runs)], "x.txt")
+    with pytest.raises(ReportError, match=r"/nowhere: no such directory"):
+        collect(["/nowhere"])
