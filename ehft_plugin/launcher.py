@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 HEAD_FORMAT = "ehft-head/1"
 _ARCH = {"roberta_base": "roberta_ehft_base", "roberta_large": "roberta_ehft_large",
          "roberta": "roberta_ehft_base"}
+# the model settings a stage must build with to load the checkpoint (as saved in it)
+_CARRIED = ("max_positions", "activation_fn", "layer_norm_eps")
 _DIMS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
          "encoder_attention_heads")
 
@@ -60,7 +62,9 @@ def model_args(state):
     plain dict in exported checkpoints)."""
     args = state.get("args") or state["cfg"]["model"]
     values = args if isinstance(args, dict) else vars(args)
-    return {k: values[k] for k in _DIMS + ("arch",)}
+    dims = {k: values[k] for k in _DIMS + ("arch",)}
+    dims.update({k: values[k] for k in _CARRIED if values.get(k) is not None})
+    return dims
 
 
 def check_fits_data(state, data, path):
@@ -98,8 +102,9 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
         "--maximize-best-checkpoint-metric", "--no-epoch-checkpoints",
         "--log-format", "json", "--log-file", os.path.join(save_dir, "train.log"),
     ]
-    for name in _DIMS:
-        cmd += ["--" + name.replace("_", "-"), str(dims[name])]
+    for name in _DIMS + _CARRIED:
+        if name in dims:
+            cmd += ["--" + name.replace("_", "-"), str(dims[name])]
     return cmd + list(opts.fairseq_args)
 
 

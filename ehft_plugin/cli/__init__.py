@@ -10,10 +10,11 @@ import os
 import sys
 
 from ..errors import EhftError
-from . import export, predict, prepare, report, train, user_dir
+from . import convert, export, predict, prepare, report, train, user_dir
 
 # name -> (add_parser, run)
 SUBCOMMANDS = {
+    "convert": (convert.add_parser, convert.run),
     "prepare": (prepare.add_parser, prepare.run),
     "train": (train.add_parser, train.run),
     "report": (report.add_parser, report.run),

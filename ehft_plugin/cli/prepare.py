@@ -41,13 +41,29 @@ def add_parser(sub, name):
     p.add_argument("--raw-dir", required=True, help="directory holding the official raw files")
     p.add_argument("--out-dir", required=True, help="output directory (written atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing --out-dir")
+    p.add_argument("--backbone", help="a directory written by `ehft convert`: its tokeniser, "
+                                      "dictionary and input format (instead of --bpe ...)")
     add_tokeniser_arguments(p)
     return p
 
 
 def run(args):
     spec = get_task(args.task)
-    meta = prepare(spec, args.raw_dir, args.out_dir, tokeniser_from_args(args), force=args.force)
+    tokeniser, pair_format = tokeniser_from_args(args), "roberta"
+    if args.backbone:
+        from ..convert import load_backbone
+        from ..errors import EhftError
+
+        given = [f for f in ("srcdict", "gpt2_encoder_json", "gpt2_vocab_bpe", "bpe_vocab_file",
+                             "sentencepiece_model") if getattr(args, f)]
+        if given:
+            raise EhftError("--backbone sets the tokeniser; drop --%s"
+                            % given[0].replace("_", "-"))
+        backbone = load_backbone(args.backbone)
+        tokeniser = TokeniserSpec(**backbone["tokenizer"])
+        pair_format = backbone.get("pair_format", "roberta")
+    meta = prepare(spec, args.raw_dir, args.out_dir, tokeniser, force=args.force,
+                   pair_format=pair_format)
     counts = {split: info["examples"] for split, info in meta["splits"].items()}
     logger.info("wrote %s: task %s, %s", args.out_dir, spec.name, json.dumps(counts))
     print(args.out_dir)

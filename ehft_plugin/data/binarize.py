@@ -102,7 +102,7 @@ def _write_label_dict(spec, label_dir, train_examples):
 
 
 def prepare(spec: TaskSpec, raw_dir: str, out_dir: str, tokeniser: TokeniserSpec,
-            force: bool = False) -> dict:
+            force: bool = False, pair_format: str = "roberta") -> dict:
     """Binarise every labeled split of `spec` from `raw_dir` into `out_dir`; returns the metadata."""
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not force:
@@ -123,6 +123,9 @@ def prepare(spec: TaskSpec, raw_dir: str, out_dir: str, tokeniser: TokeniserSpec
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
     try:
         meta = _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits)
+        meta["pair_format"] = pair_format  # how glue_ehft joins segments
+        with open(os.path.join(tmp, METADATA_FILE), "w") as f:
+            json.dump(meta, f, indent=2)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -43,6 +43,9 @@ class RobertaEhftModel(RobertaModel):
                  "ehft (hidden -> --head-inner-dim -> classes with ReLU, as in the EH-FT paper)")
         parser.add_argument("--head-inner-dim", type=int, metavar="N",
                             help="inner size of the ehft head (default 2048, > 0)")
+        parser.add_argument("--layer-norm-eps", type=float, metavar="EPS",
+                            help="epsilon of every LayerNorm (default: fairseq's 1e-5; "
+                                 "backbones converted from BERT record 1e-12)")
         parser.add_argument("--reset-classification-heads", action="store_true",
                             help="a checkpoint head of another size is replaced by a new one "
                                  "instead of being an error")
@@ -51,6 +54,11 @@ class RobertaEhftModel(RobertaModel):
     def build_model(cls, args, task):
         model = super().build_model(args, task)
         layers = model.encoder.sentence_encoder.layers
+        eps = getattr(args, "layer_norm_eps", None)
+        if eps:
+            for module in model.modules():  # torch's LayerNorm, or apex's fused one
+                if "LayerNorm" in type(module).__name__ and hasattr(module, "eps"):
+                    module.eps = eps
         model.plan = parse_plan(args.peft, len(layers))
         apply_plan(model, model.plan, layers)
         logger.info("--peft %s", format_plan(model.plan))

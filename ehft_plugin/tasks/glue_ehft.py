@@ -101,9 +101,13 @@ class GlueEhftTask(FairseqTask):
         return dataset
 
     def _join(self, streams):
-        # <s> A </s> then </s> B </s> for every further segment
+        # RoBERTa: <s> A </s> then </s> B </s> for every further segment; backbones
+        # converted from BERT read [CLS] A [SEP] B [SEP] (ehft prepare --backbone)
         parts = [PrependTokenDataset(streams[0], self.dictionary.bos())]
-        parts += [PrependTokenDataset(s, self.dictionary.eos()) for s in streams[1:]]
+        if self.meta.get("pair_format", "roberta") == "bert":
+            parts += list(streams[1:])
+        else:
+            parts += [PrependTokenDataset(s, self.dictionary.eos()) for s in streams[1:]]
         return ConcatSentencesDataset(*parts) if len(parts) > 1 else parts[0]
 
     def _shorten(self, tokens, split):

@@ -1,0 +1,275 @@
+"""`ehft convert`: an HF encoder folder (BERT family) -> a fairseq RoBERTa-style backbone.
+
+Writes OUT/model.pt (a fairseq checkpoint for `--arch roberta_ehft_base` with the model's
+sizes), OUT/dict.txt, the tokeniser's files and OUT/ehft_backbone.json, which
+`ehft prepare --backbone OUT` reads so that the data gets the right tokeniser, dictionary and
+input format.
+
+What differs between HF BERT and fairseq's RoBERTa, and how it is mapped:
+- Dictionary: fairseq puts <s> <pad> </s> <unk> at ids 0-3 and RoBERTa's task appends
+  <mask>; BERT's [CLS] [PAD] [SEP] [UNK] [MASK] become those, every other WordPiece keeps its
+  relative order in dict.txt, and the embedding rows are permuted to match.
+- Positions: fairseq numbers positions from padding_idx + 1 (= 2), so BERT's position p is
+  row p + 2; rows 0 and 1 are never looked up and are zero.
+- Token types: fairseq has none. Type 0's embedding is added to every position row, which is
+  exact for single segments; second segments also get type 0 (BERT gave them type 1), a
+  shift finetuning absorbs.
+- Pair format: BERT reads `[CLS] A [SEP] B [SEP]` (RoBERTa: `<s> A </s> </s> B </s>`);
+  ehft_backbone.json says "pair_format": "bert" and glue_ehft then joins segments BERT's way.
+- LayerNorm eps: BERT's (1e-12) is recorded as `layer_norm_eps` and set by roberta_ehft
+  (fairseq's default is 1e-5). GELU: both use the exact erf form ("gelu").
+- Pooler: dropped. EH-FT compares a new (random) head with a stage-1 head; a head
+  initialised from a pooler would blur that, and sentence-embedding models never trained it.
+- fairseq's masked-LM head is not used by finetuning but must exist in the checkpoint: it
+  is taken from BERT's cls.predictions when present, otherwise freshly initialised (seed 0).
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+from .errors import EhftError
+
+BACKBONE_FORMAT = "ehft-backbone/1"
+SUPPORTED = ("BertModel", "BertForMaskedLM", "BertForPreTraining")
+FAIRSEQ_SPECIALS = ("[CLS]", "[PAD]", "[SEP]", "[UNK]")  # <s> <pad> </s> <unk>
+_LAYER_MAP = {
+    "attention.self.query": "self_attn.q_proj", "attention.self.key": "self_attn.k_proj",
+    "attention.self.value": "self_attn.v_proj", "attention.output.dense": "self_attn.out_proj",
+    "attention.output.LayerNorm": "self_attn_layer_norm", "intermediate.dense": "fc1",
+    "output.dense": "fc2", "output.LayerNorm": "final_layer_norm",
+}
+PADDING_IDX = 1
+
+
+class ConvertError(EhftError):
+    """An HF folder that cannot be converted."""
+
+
+def _read_config(hf_dir):
+    path = os.path.join(hf_dir, "config.json")
+    if not os.path.isdir(hf_dir):
+        raise ConvertError("%s: no such directory" % hf_dir)
+    if not os.path.isfile(path):
+        raise ConvertError("%s: config.json not found; expected an HF model folder with "
+                           "config.json, model.safetensors (or pytorch_model.bin) and vocab.txt"
+                           % hf_dir)
+    with open(path) as f:
+        config = json.load(f)
+    archs = config.get("architectures") or []
+    if config.get("model_type") != "bert" or not set(archs) & set(SUPPORTED):
+        raise ConvertError("%s: model_type %r, architectures %s is not supported; supported: "
+                           "model_type 'bert' with %s (BERT, MiniLM and other BertModel "
+                           "checkpoints)" % (path, config.get("model_type"), archs,
+                                             ", ".join(SUPPORTED)))
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise ConvertError("%s: position_embedding_type %r is not supported (absolute only)"
+                           % (path, config["position_embedding_type"]))
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ConvertError("%s: hidden_act %r is not supported (gelu only)"
+                           % (path, config["hidden_act"]))
+    return config
+
+
+def _read_weights(hf_dir):
+    import torch
+
+    safetensors = os.path.join(hf_dir, "model.safetensors")
+    pickled = os.path.join(hf_dir, "pytorch_model.bin")
+    if os.path.isfile(safetensors):
+        from safetensors.torch import load_file
+        state = load_file(safetensors)
+    elif os.path.isfile(pickled):
+        state = torch.load(pickled, map_location="cpu", weights_only=True)
+    else:
+        raise ConvertError("%s: neither model.safetensors nor pytorch_model.bin found" % hf_dir)
+    # BertForPreTraining & co. prefix the encoder with "bert."
+    return {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in state.items()}
+
+
+def _read_vocab(hf_dir):
+    path = os.path.join(hf_dir, "vocab.txt")
+    if not os.path.isfile(path):
+        raise ConvertError("%s: vocab.txt (WordPiece vocabulary) not found" % hf_dir)
+    with open(path, encoding="utf-8") as f:
+        vocab = [line.rstrip("\n") for line in f]
+    missing = [t for t in FAIRSEQ_SPECIALS + ("[MASK]",) if t not in vocab]
+    if missing:
+        raise ConvertError("%s: lacks the special tokens %s" % (path, ", ".join(missing)))
+    return vocab
+
+
+def fairseq_order(vocab):
+    """BERT ids in fairseq dictionary order: specials, the other tokens, [MASK] last."""
+    index = {t: i for i, t in enumerate(vocab)}
+    skip = set(FAIRSEQ_SPECIALS) | {"[MASK]"}
+    return ([index[t] for t in FAIRSEQ_SPECIALS] + [i for i, t in enumerate(vocab)
+                                                    if t not in skip] + [index["[MASK]"]])
+
+
+def _tensor(state, key, path):
+    if key not in state:
+        raise ConvertError("%s: weight %s not found" % (path, key))
+    return state[key]
+
+
+def convert_state(config, hf_state, vocab, source="the HF model"):
+    """(fairseq model state, model args) of an HF BERT state dict."""
+    import torch
+
+    get = lambda key: _tensor(hf_state, key, source)  # noqa: E731
+    order = torch.tensor(fairseq_order(vocab))
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    words = get("embeddings.word_embeddings.weight")
+    if words.shape[0] != len(vocab):
+        raise ConvertError("%s: %d word embeddings but vocab.txt has %d tokens"
+                           % (source, words.shape[0], len(vocab)))
+    embed_tokens = words[order].clone()
+    bert_positions = get("embeddings.position_embeddings.weight")
+    token_type = hf_state.get("embeddings.token_type_embeddings.weight")
+    positions = torch.zeros(bert_positions.shape[0] + PADDING_IDX + 1, hidden,
+                            dtype=bert_positions.dtype)
+    positions[PADDING_IDX + 1:] = bert_positions + (token_type[0] if token_type is not None
+                                                    else 0)
+    prefix = "encoder.sentence_encoder."
+    out = {prefix + "embed_tokens.weight": embed_tokens,
+           prefix + "embed_positions.weight": positions,
+           prefix + "layernorm_embedding.weight": get("embeddings.LayerNorm.weight"),
+           prefix + "layernorm_embedding.bias": get("embeddings.LayerNorm.bias")}
+    for i in range(layers):
+        for hf_name, fs_name in _LAYER_MAP.items():
+            for param in ("weight", "bias"):
+                out["%slayers.%d.%s.%s" % (prefix, i, fs_name, param)] = get(
+                    "encoder.layer.%d.%s.%s" % (i, hf_name, param))
+    out.update(_lm_head(hf_state, hidden, embed_tokens, order))
+    args = {
+        "arch": "roberta_ehft_base", "encoder_layers": layers, "encoder_embed_dim": hidden,
+        "encoder_ffn_embed_dim": config["intermediate_size"],
+        "encoder_attention_heads": config["num_attention_heads"],
+        "max_positions": bert_positions.shape[0], "activation_fn": "gelu",
+        "layer_norm_eps": config.get("layer_norm_eps", 1e-12),
+        "dropout": config.get("hidden_dropout_prob", 0.1),
+        "attention_dropout": config.get("attention_probs_dropout_prob", 0.1),
+    }
+    return {k: v.contiguous() for k, v in out.items()}, args
+
+
+def _lm_head(hf_state, hidden, embed_tokens, order):
+    import torch
+
+    head = "encoder.lm_head."
+    if "cls.predictions.transform.dense.weight" in hf_state:
+        t = "cls.predictions.transform."
+        return {head + "dense.weight": hf_state[t + "dense.weight"],
+                head + "dense.bias": hf_state[t + "dense.bias"],
+                head + "layer_norm.weight": hf_state[t + "LayerNorm.weight"],
+                head + "layer_norm.bias": hf_state[t + "LayerNorm.bias"],
+                head + "weight": embed_tokens,
+                head + "bias": hf_state["cls.predictions.bias"][order].clone()}
+    g = torch.Generator().manual_seed(0)
+    return {head + "dense.weight": torch.randn(hidden, hidden, generator=g) * 0.02,
+            head + "dense.bias": torch.zeros(hidden),
+            head + "layer_norm.weight": torch.ones(hidden),
+            head + "layer_norm.bias": torch.zeros(hidden),
+            head + "weight": embed_tokens,
+            head + "bias": torch.zeros(embed_tokens.shape[0])}
+
+
+def checkpoint(model_state, args):
+    """A fairseq checkpoint with a plain-container configuration (no pickled classes)."""
+    return {"cfg": {"model": dict(args, _name=args["arch"]), "common": {}, "task": {}},
+            "args": None, "model": model_state,
+            "optimizer_history": [{"criterion_name": "SentencePredictionCriterion",
+                                   "optimizer_name": "converted", "lr_scheduler_state": {},
+                                   "num_updates": 0}],
+            "extra_state": {}, "last_optimizer_state": None}
+
+
+def convert(hf_dir, out_dir, force=False):
+    """Convert `hf_dir` into `out_dir` (written atomically); returns the backbone record."""
+    import torch
+
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not force:
+        raise ConvertError("%s already exists; pass --force to replace it" % out_dir)
+    config = _read_config(hf_dir)
+    vocab = _read_vocab(hf_dir)
+    state, args = convert_state(config, _read_weights(hf_dir), vocab, hf_dir)
+    cased = not _lower_case(hf_dir)
+    record = {"format": BACKBONE_FORMAT, "source": os.path.abspath(hf_dir),
+              "family": "bert", "pair_format": "bert", "model": args,
+              "tokenizer": {"bpe": "bert", "bpe_vocab_file": "vocab.txt",
+                            "bpe_cased": cased, "srcdict": "dict.txt"}}
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(out_dir), dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
+    try:
+        order = fairseq_order(vocab)
+        with open(os.path.join(tmp, "dict.txt"), "w", encoding="utf-8") as f:
+            # ids 0-3 are fairseq's own specials and <mask> is appended by the task
+            f.writelines("%s 1\n" % vocab[i] for i in order[4:-1])
+        shutil.copyfile(os.path.join(hf_dir, "vocab.txt"), os.path.join(tmp, "vocab.txt"))
+        torch.save(checkpoint(state, args), os.path.join(tmp, "model.pt"))
+        with open(os.path.join(tmp, "ehft_backbone.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return record
+
+
+def _lower_case(hf_dir):
+    path = os.path.join(hf_dir, "tokenizer_config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return bool(json.load(f).get("do_lower_case", True))
+    return True
+
+
+def load_backbone(path):
+    """The record of a converted backbone directory, paths made absolute."""
+    record_path = os.path.join(path, "ehft_backbone.json")
+    if not os.path.isfile(record_path):
+        raise ConvertError("--backbone %s: ehft_backbone.json not found; expected a directory "
+                           "written by `ehft convert`" % path)
+    with open(record_path) as f:
+        record = json.load(f)
+    if record.get("format") != BACKBONE_FORMAT:
+        raise ConvertError("%s: not an %s record" % (record_path, BACKBONE_FORMAT))
+    tok = dict(record["tokenizer"])
+    for key in ("bpe_vocab_file", "srcdict", "gpt2_encoder_json", "gpt2_vocab_bpe",
+                "sentencepiece_model"):
+        if tok.get(key):
+            tok[key] = os.path.join(os.path.abspath(path), tok[key])
+    record["tokenizer"] = tok
+    record["checkpoint"] = os.path.join(os.path.abspath(path), "model.pt")
+    return record
+
+
+def build_model(path, dictionary=None):
+    """The fairseq model (`--arch roberta_ehft_base`, plan `full`) of a converted backbone
+    directory, weights loaded strictly, in eval mode: for checks and feature extraction."""
+    from argparse import Namespace
+
+    import torch
+
+    from .data.tokenisers import load_dictionary
+    from .models.roberta_ehft import RobertaEhftModel, roberta_ehft_base
+
+    record = load_backbone(path)
+    if dictionary is None:
+        dictionary = load_dictionary(record["tokenizer"]["srcdict"])
+    args = Namespace(**record["model"])
+    roberta_ehft_base(args)
+    task = Namespace(source_dictionary=dictionary, target_dictionary=dictionary)
+    model = RobertaEhftModel.build_model(args, task)
+    state = torch.load(record["checkpoint"], map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"], strict=True)
+    return model.eval()
