@@ -1,82 +1,101 @@
 #!/usr/bin/env bash
-# The main job (run by `make demo`): real RTE data -> ehft prepare -> fairseq-train with
-# --task glue_ehft -> dev metrics from fairseq's log and from `ehft predict` -> a test-set
-# submission file.
-#
-# Until a pretrained backbone is bundled, the model is a small randomly initialised
-# RoBERTa, so its dev accuracy is near chance: this shows the pipeline, not EH-FT's gain.
+# The main job (run by `make demo`): plain finetuning vs EH-FT(BitFit) vs EH-FT(LoRA) on
+# SuperGLUE CB (embedded in examples/data/CB), with the real pretrained all-MiniLM-L6-v2
+# converted to fairseq by setup; the same total updates for every method; a side-by-side
+# dev table and plots written by `ehft report`. Every number printed is measured by this run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA=${EHFT_DATA:-../shared/data}
-OUT=${EHFT_DEMO_OUT:-demo-output}
-UPDATES=${EHFT_DEMO_UPDATES:-150}
 BIN=.venv/bin
+BACKBONE=${EHFT_BACKBONE:-.cache/backbones/all-MiniLM-L6-v2}
+DATA=${EHFT_DEMO_DATA:-examples/data/CB}
+OUT=${EHFT_DEMO_OUT:-demo-output}
+UPDATES=${EHFT_DEMO_UPDATES:-180}
+BATCH=${EHFT_DEMO_BATCH:-8}
+LR=${EHFT_DEMO_LR:-5e-5}          # full finetuning (FT, and EH-FT stage 2)
+SEEDS=${EHFT_DEMO_SEEDS:-1}
+METHODS=${EHFT_DEMO_METHODS:-ft ehft-bitfit ehft-lora}
 
-for f in glue/RTE/train.tsv glue/RTE/dev.tsv glue/RTE/test.tsv bpe/encoder.json bpe/vocab.bpe bpe/dict.txt; do
-    if [ ! -f "$DATA/$f" ]; then
-        echo "demo: $DATA/$f not found. Point EHFT_DATA at a folder holding glue/RTE/{train,dev,test}.tsv" >&2
-        echo "      and bpe/{encoder.json,vocab.bpe,dict.txt} (GPT-2 BPE and the RoBERTa dictionary)." >&2
-        exit 2
-    fi
-done
-mkdir -p "$OUT"
-log="$OUT/train.log"
+if [ ! -f "$BACKBONE/ehft_backbone.json" ]; then
+    echo "demo: no converted backbone at $BACKBONE; run 'make setup' (it converts all-MiniLM-L6-v2)" >&2
+    exit 2
+fi
+start=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - start ))s"; }
+# one directory per setting, so that a second run with the same settings reuses finished runs
+RUNS="$OUT/runs-u$UPDATES-b$BATCH-lr$LR"
+mkdir -p "$OUT/logs"
 
-echo "demo 1/4: ehft prepare rte  ($DATA/glue/RTE -> $OUT/data-bin/rte)"
-"$BIN/ehft" prepare rte --raw-dir "$DATA/glue/RTE" --out-dir "$OUT/data-bin/rte" --force \
-    --bpe gpt2 --gpt2-encoder-json "$DATA/bpe/encoder.json" --gpt2-vocab-bpe "$DATA/bpe/vocab.bpe" \
-    --srcdict "$DATA/bpe/dict.txt" 2> "$OUT/prepare.log" >/dev/null
+echo "demo 1/3: ehft prepare cb --backbone $BACKBONE  ($DATA -> $OUT/data-bin/cb)"
+"$BIN/ehft" prepare cb --raw-dir "$DATA" --out-dir "$OUT/data-bin/cb" --force \
+    --backbone "$BACKBONE" 2> "$OUT/logs/prepare.log" >/dev/null
 
-echo "demo 2/4: fairseq-train --task glue_ehft, tiny random RoBERTa (4 layers, 64 dims), $UPDATES updates  (log: $log)"
-rm -rf "$OUT/checkpoints"
-"$BIN/fairseq-train" "$OUT/data-bin/rte" --user-dir ehft_plugin \
-    --task glue_ehft --criterion sentence_prediction_ehft \
-    --arch roberta_base --encoder-layers 4 --encoder-embed-dim 64 --encoder-ffn-embed-dim 256 \
-    --encoder-attention-heads 4 --max-positions 256 \
-    --optimizer adam --adam-betas '(0.9,0.98)' --adam-eps 1e-6 --weight-decay 0.1 \
-    --lr 5e-4 --lr-scheduler polynomial_decay --warmup-updates $((UPDATES / 10)) \
-    --total-num-update "$UPDATES" --max-update "$UPDATES" --batch-size 32 \
-    --validate-interval-updates 50 --save-interval-updates 50 --no-epoch-checkpoints \
-    --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
-    --cpu --num-workers 0 --seed 1 --log-format simple --log-interval 25 \
-    --save-dir "$OUT/checkpoints" > "$log" 2>&1 &
-train=$!
-trap 'kill $train 2>/dev/null' EXIT
-progress() {  # the latest logged update or validation, as one short line
-    grep -E "train_inner|valid on 'valid' subset" "$log" | tail -n 1 | sed -nE \
-        -e "s/.*valid on 'valid' subset .*\| accuracy ([0-9.]+) .*\| num_updates ([0-9]+).*/validation after update \2: dev accuracy \1/p" \
-        -e "s/.*train_inner .*num_updates=([0-9]+),.*/update \1 of $UPDATES/p"
+echo "demo 2/3: ehft train, $UPDATES updates in all for each method (batch $BATCH, full-finetuning lr $LR, seeds: $SEEDS)"
+progress() {  # "stage: update N of M, last dev accuracy X" from a run's JSON logs
+    "$BIN/python" - "$1" <<'PY' 2>/dev/null || true
+import json, os, sys
+run_dir = sys.argv[1]
+try:
+    config = json.load(open(os.path.join(run_dir, "run.json")))["config"]
+except (OSError, ValueError):
+    sys.exit()
+offset, text = 0, ""
+for stage, budget in zip([s["name"] for s in config["stages"]], config["updates"]):
+    log = os.path.join(run_dir, stage, "train.log")
+    updates = metric = None
+    for line in open(log) if os.path.isfile(log) else []:
+        if not line.startswith('{"'):
+            continue
+        record = json.loads(line)
+        updates = record.get("num_updates", record.get("train_num_updates", updates))
+        metric = record.get("valid_accuracy", metric)
+    if updates is not None:
+        text = "%s: update %d of %d" % (stage, offset + int(updates), sum(config["updates"]))
+        text += ", last dev accuracy %s" % metric if metric else ""
+    offset += budget
+print(text)
+PY
 }
-shown=""
-while kill -0 "$train" 2>/dev/null; do
-    now=$(progress || true)
-    if [ -n "$now" ] && [ "$now" != "$shown" ]; then echo "    $now"; shown=$now; fi
-    sleep 1
+for method in $METHODS; do
+    for seed in $SEEDS; do
+        run_dir="$RUNS/cb/$method/seed$seed"
+        log="$OUT/logs/$method-seed$seed.log"
+        echo "  $method (seed $seed)  [$(elapsed)]"
+        "$BIN/ehft" train --method "$method" --data "$OUT/data-bin/cb" \
+            --checkpoint "$BACKBONE/model.pt" --save-dir "$RUNS" --seeds "$seed" \
+            --total-updates "$UPDATES" --batch-size "$BATCH" --lr-stage2 "$LR" \
+            -- --cpu --num-workers 0 --log-interval 10 --save-interval 1000 > "$log" 2>&1 &
+        job=$!
+        trap 'kill $job 2>/dev/null' EXIT
+        shown=""
+        while kill -0 "$job" 2>/dev/null; do
+            now=$(progress "$run_dir")
+            if [ -n "$now" ] && [ "$now" != "$shown" ]; then echo "      $now"; shown=$now; fi
+            sleep 2
+        done
+        wait "$job" || { echo "demo: $method failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
+        trap - EXIT
+        grep -q "already done, skipped" "$log" && echo "      (finished before: reused)"
+    done
 done
-wait "$train" || { echo "demo: training failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-trap - EXIT
-now=$(progress || true)
-[ "$now" != "$shown" ] && echo "    $now"
-best=$(grep -Eo "best_accuracy [0-9.]+" "$log" | tail -n 1 | cut -d' ' -f2 || true)
-echo "    best dev accuracy: ${best:-see $log} (fairseq's validation over the whole dev set)"
 
-echo "demo 3/4: ehft predict on the dev file (labels known: scores recomputed from predictions)"
-"$BIN/ehft" predict --checkpoint "$OUT/checkpoints/checkpoint_best.pt" \
-    --input "$DATA/glue/RTE/dev.tsv" --labeled --out "$OUT/RTE.dev.tsv" 2> "$OUT/predict.log" \
-    | sed 's/^/    /'
-
-echo "demo 4/4: ehft predict on the test file -> GLUE submission $OUT/RTE.tsv"
-"$BIN/ehft" predict --checkpoint "$OUT/checkpoints/checkpoint_best.pt" \
-    --input "$DATA/glue/RTE/test.tsv" --out "$OUT/RTE.tsv" 2>> "$OUT/predict.log" >/dev/null
-head -n 3 "$OUT/RTE.tsv" | sed 's/^/    /'
+echo "demo 3/3: ehft report  [$(elapsed)]"
+"$BIN/ehft" report "$RUNS" --out "$OUT/results.md" > /dev/null
+# the measured table only; results.md continues with the published tables, marked as such
+sed -n '/^| method/,/^$/p' "$OUT/results.md" | sed 's/^/    /'
 
 cat <<MSG
-
-demo: done. The model was a small randomly initialised RoBERTa, so near-chance dev accuracy is
-expected. For real numbers, finetune a pretrained RoBERTa checkpoint the same way:
-    fairseq-train $OUT/data-bin/rte --user-dir ehft_plugin --task glue_ehft \\
-        --criterion sentence_prediction_ehft --arch roberta_large \\
-        --restore-file roberta.large/model.pt --reset-optimizer --reset-dataloader --reset-meters ...
-(the full recipe is in examples/README.md).
+demo: done in $(elapsed). Written: $OUT/results.md (with published reference tables below the
+measured one), $OUT/results.csv, $OUT/results.json, $OUT/results-curves-cb.png, $OUT/results-bars.png.
+This is one short run per method on a 22M-parameter sentence-embedding model and CB's 56 dev
+examples: differences of a few points are within seed noise. The full experiment, as the
+EH-FT paper runs it (RoBERTa-large, several seeds, every task):
+    ehft prepare cb --raw-dir CB --out-dir data-bin/cb --bpe gpt2 ... (RoBERTa's BPE files)
+    ehft train --method ft          --data data-bin/cb --checkpoint roberta.large/model.pt \\
+               --save-dir runs --seeds 1 2 3 4 --total-epochs 10
+    ehft train --method ehft-bitfit --data data-bin/cb --checkpoint roberta.large/model.pt \\
+               --save-dir runs --seeds 1 2 3 4 --total-epochs 10
+    ehft report runs --out results.md
+Or more of this demo (about 7 minutes per method and seed on 2 cores):
+    EHFT_DEMO_SEEDS="1 2 3 4" EHFT_DEMO_UPDATES=400 make demo
 MSG
