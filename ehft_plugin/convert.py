@@ -1,4 +1,4 @@
-"""`ehft convert`: an HF encoder folder (BERT family) -> a fairseq RoBERTa-style backbone.
+"""`ehft convert`: an HF encoder folder (BERT or RoBERTa family) -> a fairseq RoBERTa backbone.
 
 Writes OUT/model.pt (a fairseq checkpoint for `--arch roberta_ehft_base` with the model's
 sizes), OUT/dict.txt, the tokeniser's files and OUT/ehft_backbone.json, which
@@ -22,6 +22,13 @@ What differs between HF BERT and fairseq's RoBERTa, and how it is mapped:
   initialised from a pooler would blur that, and sentence-embedding models never trained it.
 - fairseq's masked-LM head is not used by finetuning but must exist in the checkpoint: it
   is taken from BERT's cls.predictions when present, otherwise freshly initialised (seed 0).
+
+HF RoBERTa checkpoints were converted from fairseq in the first place, so less differs:
+token ids are fairseq's dictionary ids already (no permutation; vocab.json maps BPE tokens to
+them), positions already start at padding_idx + 1, and the single token-type row is folded
+into the positions. The tokeniser becomes fairseq's GPT-2 BPE with vocab.json as its
+encoder.json (it then yields the dictionary ids themselves), merges.txt as vocab.bpe and a
+dict.txt listing those ids in order.
 """
 
 import json
@@ -32,7 +39,8 @@ import tempfile
 from .errors import EhftError
 
 BACKBONE_FORMAT = "ehft-backbone/1"
-SUPPORTED = ("BertModel", "BertForMaskedLM", "BertForPreTraining")
+SUPPORTED = {"bert": ("BertModel", "BertForMaskedLM", "BertForPreTraining"),
+             "roberta": ("RobertaModel", "RobertaForMaskedLM")}
 FAIRSEQ_SPECIALS = ("[CLS]", "[PAD]", "[SEP]", "[UNK]")  # <s> <pad> </s> <unk>
 _LAYER_MAP = {
     "attention.self.query": "self_attn.q_proj", "attention.self.key": "self_attn.k_proj",
@@ -48,28 +56,30 @@ class ConvertError(EhftError):
 
 
 def _read_config(hf_dir):
+    """(config, family) of an HF folder."""
     path = os.path.join(hf_dir, "config.json")
     if not os.path.isdir(hf_dir):
         raise ConvertError("%s: no such directory" % hf_dir)
     if not os.path.isfile(path):
         raise ConvertError("%s: config.json not found; expected an HF model folder with "
-                           "config.json, model.safetensors (or pytorch_model.bin) and vocab.txt"
-                           % hf_dir)
+                           "config.json, model.safetensors (or pytorch_model.bin) and the "
+                           "tokeniser files (vocab.txt, or vocab.json + merges.txt)" % hf_dir)
     with open(path) as f:
         config = json.load(f)
-    archs = config.get("architectures") or []
-    if config.get("model_type") != "bert" or not set(archs) & set(SUPPORTED):
+    family, archs = config.get("model_type"), config.get("architectures") or []
+    if family not in SUPPORTED or not set(archs) & set(SUPPORTED[family]):
         raise ConvertError("%s: model_type %r, architectures %s is not supported; supported: "
                            "model_type 'bert' with %s (BERT, MiniLM and other BertModel "
-                           "checkpoints)" % (path, config.get("model_type"), archs,
-                                             ", ".join(SUPPORTED)))
+                           "checkpoints) and model_type 'roberta' with %s"
+                           % (path, family, archs, ", ".join(SUPPORTED["bert"]),
+                              ", ".join(SUPPORTED["roberta"])))
     if config.get("position_embedding_type", "absolute") != "absolute":
         raise ConvertError("%s: position_embedding_type %r is not supported (absolute only)"
                            % (path, config["position_embedding_type"]))
     if config.get("hidden_act", "gelu") != "gelu":
         raise ConvertError("%s: hidden_act %r is not supported (gelu only)"
                            % (path, config["hidden_act"]))
-    return config
+    return config, family
 
 
 def _read_weights(hf_dir):
@@ -84,8 +94,9 @@ def _read_weights(hf_dir):
         state = torch.load(pickled, map_location="cpu", weights_only=True)
     else:
         raise ConvertError("%s: neither model.safetensors nor pytorch_model.bin found" % hf_dir)
-    # BertForPreTraining & co. prefix the encoder with "bert."
-    return {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in state.items()}
+    # BertForPreTraining, RobertaForMaskedLM & co. prefix the encoder with "bert."/"roberta."
+    return {k.split(".", 1)[1] if k.startswith(("bert.", "roberta.")) else k: v
+            for k, v in state.items()}
 
 
 def _read_vocab(hf_dir):
@@ -97,6 +108,23 @@ def _read_vocab(hf_dir):
     missing = [t for t in FAIRSEQ_SPECIALS + ("[MASK]",) if t not in vocab]
     if missing:
         raise ConvertError("%s: lacks the special tokens %s" % (path, ", ".join(missing)))
+    return vocab
+
+
+def _read_bpe_vocab(hf_dir):
+    """vocab.json of an HF RoBERTa: {BPE token: id}, ids being fairseq's dictionary ids."""
+    path, merges = os.path.join(hf_dir, "vocab.json"), os.path.join(hf_dir, "merges.txt")
+    for f in (path, merges):
+        if not os.path.isfile(f):
+            raise ConvertError("%s: %s not found (RoBERTa's byte-level BPE needs vocab.json "
+                               "and merges.txt)" % (hf_dir, os.path.basename(f)))
+    with open(path, encoding="utf-8") as f:
+        vocab = json.load(f)
+    ids = sorted(vocab.values())
+    specials = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": len(ids) - 1}
+    if ids != list(range(len(ids))) or any(vocab.get(t) != i for t, i in specials.items()):
+        raise ConvertError("%s: expected ids 0..N-1 with <s> <pad> </s> <unk> at 0-3 and <mask> "
+                           "last (fairseq's dictionary order)" % path)
     return vocab
 
 
@@ -114,24 +142,28 @@ def _tensor(state, key, path):
     return state[key]
 
 
-def convert_state(config, hf_state, vocab, source="the HF model"):
-    """(fairseq model state, model args) of an HF BERT state dict."""
+def convert_state(config, hf_state, vocab, source="the HF model", family="bert"):
+    """(fairseq model state, model args) of an HF BERT or RoBERTa state dict; `vocab` is
+    vocab.txt's token list (BERT) or vocab.json's mapping (RoBERTa)."""
     import torch
 
     get = lambda key: _tensor(hf_state, key, source)  # noqa: E731
-    order = torch.tensor(fairseq_order(vocab))
+    order = torch.tensor(fairseq_order(vocab) if family == "bert" else range(len(vocab)))
     hidden, layers = config["hidden_size"], config["num_hidden_layers"]
     words = get("embeddings.word_embeddings.weight")
     if words.shape[0] != len(vocab):
-        raise ConvertError("%s: %d word embeddings but vocab.txt has %d tokens"
+        raise ConvertError("%s: %d word embeddings but the vocabulary has %d tokens"
                            % (source, words.shape[0], len(vocab)))
     embed_tokens = words[order].clone()
-    bert_positions = get("embeddings.position_embeddings.weight")
+    hf_positions = get("embeddings.position_embeddings.weight")
     token_type = hf_state.get("embeddings.token_type_embeddings.weight")
-    positions = torch.zeros(bert_positions.shape[0] + PADDING_IDX + 1, hidden,
-                            dtype=bert_positions.dtype)
-    positions[PADDING_IDX + 1:] = bert_positions + (token_type[0] if token_type is not None
-                                                    else 0)
+    type0 = token_type[0] if token_type is not None else 0
+    if family == "bert":  # BERT's position p is fairseq's row p + 2
+        positions = torch.zeros(hf_positions.shape[0] + PADDING_IDX + 1, hidden,
+                                dtype=hf_positions.dtype)
+        positions[PADDING_IDX + 1:] = hf_positions + type0
+    else:  # HF RoBERTa kept fairseq's numbering
+        positions = hf_positions + type0
     prefix = "encoder.sentence_encoder."
     out = {prefix + "embed_tokens.weight": embed_tokens,
            prefix + "embed_positions.weight": positions,
@@ -147,7 +179,7 @@ def convert_state(config, hf_state, vocab, source="the HF model"):
         "arch": "roberta_ehft_base", "encoder_layers": layers, "encoder_embed_dim": hidden,
         "encoder_ffn_embed_dim": config["intermediate_size"],
         "encoder_attention_heads": config["num_attention_heads"],
-        "max_positions": bert_positions.shape[0], "activation_fn": "gelu",
+        "max_positions": positions.shape[0] - PADDING_IDX - 1, "activation_fn": "gelu",
         "layer_norm_eps": config.get("layer_norm_eps", 1e-12),
         "dropout": config.get("hidden_dropout_prob", 0.1),
         "attention_dropout": config.get("attention_probs_dropout_prob", 0.1),
@@ -167,6 +199,10 @@ def _lm_head(hf_state, hidden, embed_tokens, order):
                 head + "layer_norm.bias": hf_state[t + "LayerNorm.bias"],
                 head + "weight": embed_tokens,
                 head + "bias": hf_state["cls.predictions.bias"][order].clone()}
+    if "lm_head.dense.weight" in hf_state:  # RobertaForMaskedLM
+        return {head + name: hf_state["lm_head." + name]
+                for name in ("dense.weight", "dense.bias", "layer_norm.weight",
+                             "layer_norm.bias", "bias")} | {head + "weight": embed_tokens}
     g = torch.Generator().manual_seed(0)
     return {head + "dense.weight": torch.randn(hidden, hidden, generator=g) * 0.02,
             head + "dense.bias": torch.zeros(hidden),
@@ -193,14 +229,17 @@ def convert(hf_dir, out_dir, force=False):
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not force:
         raise ConvertError("%s already exists; pass --force to replace it" % out_dir)
-    config = _read_config(hf_dir)
-    vocab = _read_vocab(hf_dir)
-    state, args = convert_state(config, _read_weights(hf_dir), vocab, hf_dir)
-    cased = not _lower_case(hf_dir)
-    record = {"format": BACKBONE_FORMAT, "source": os.path.abspath(hf_dir),
-              "family": "bert", "pair_format": "bert", "model": args,
-              "tokenizer": {"bpe": "bert", "bpe_vocab_file": "vocab.txt",
-                            "bpe_cased": cased, "srcdict": "dict.txt"}}
+    config, family = _read_config(hf_dir)
+    vocab = _read_vocab(hf_dir) if family == "bert" else _read_bpe_vocab(hf_dir)
+    state, args = convert_state(config, _read_weights(hf_dir), vocab, hf_dir, family)
+    if family == "bert":
+        tokenizer = {"bpe": "bert", "bpe_vocab_file": "vocab.txt",
+                     "bpe_cased": not _lower_case(hf_dir), "srcdict": "dict.txt"}
+    else:
+        tokenizer = {"bpe": "gpt2", "gpt2_encoder_json": "encoder.json",
+                     "gpt2_vocab_bpe": "vocab.bpe", "srcdict": "dict.txt"}
+    record = {"format": BACKBONE_FORMAT, "source": os.path.abspath(hf_dir), "family": family,
+              "pair_format": family, "model": args, "tokenizer": tokenizer}
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(out_dir), dir=parent)
@@ -208,11 +247,7 @@ def convert(hf_dir, out_dir, force=False):
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
     try:
-        order = fairseq_order(vocab)
-        with open(os.path.join(tmp, "dict.txt"), "w", encoding="utf-8") as f:
-            # ids 0-3 are fairseq's own specials and <mask> is appended by the task
-            f.writelines("%s 1\n" % vocab[i] for i in order[4:-1])
-        shutil.copyfile(os.path.join(hf_dir, "vocab.txt"), os.path.join(tmp, "vocab.txt"))
+        _write_tokeniser(hf_dir, tmp, family, vocab)
         torch.save(checkpoint(state, args), os.path.join(tmp, "model.pt"))
         with open(os.path.join(tmp, "ehft_backbone.json"), "w") as f:
             json.dump(record, f, indent=2)
@@ -223,6 +258,27 @@ def convert(hf_dir, out_dir, force=False):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return record
+
+
+def _write_tokeniser(hf_dir, out, family, vocab):
+    """dict.txt and the tokeniser files `prepare --backbone` reads. fairseq's ids 0-3 are its
+    own specials and RoBERTa's task appends <mask>, so dict.txt lists everything between."""
+    if family == "bert":
+        order = fairseq_order(vocab)
+        with open(os.path.join(out, "dict.txt"), "w", encoding="utf-8") as f:
+            f.writelines("%s 1\n" % vocab[i] for i in order[4:-1])
+        shutil.copyfile(os.path.join(hf_dir, "vocab.txt"), os.path.join(out, "vocab.txt"))
+        return
+    # the GPT-2 encoder with vocab.json as encoder.json yields the dictionary ids themselves
+    with open(os.path.join(out, "dict.txt"), "w") as f:
+        f.writelines("%d 1\n" % i for i in range(4, len(vocab) - 1))
+    shutil.copyfile(os.path.join(hf_dir, "vocab.json"), os.path.join(out, "encoder.json"))
+    with open(os.path.join(hf_dir, "merges.txt"), encoding="utf-8") as f:
+        merges = [line for line in f.read().split("\n") if line]
+    if not merges or not merges[0].startswith("#version"):
+        merges.insert(0, "#version: 0.2")  # fairseq skips the first line and the last one
+    with open(os.path.join(out, "vocab.bpe"), "w", encoding="utf-8") as f:
+        f.write("\n".join(merges) + "\n")
 
 
 def _lower_case(hf_dir):

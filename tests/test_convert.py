@@ -1,6 +1,6 @@
-"""`ehft convert` on the real all-MiniLM-L6-v2: the converted fairseq model computes what the
-HF model computes, `prepare --backbone` gives the HF tokenizer's ids, it finetunes, and bad
-folders are refused."""
+"""`ehft convert` on the real all-MiniLM-L6-v2 (and a random HF RoBERTa on the real GPT-2
+BPE): the converted fairseq model computes what the HF model computes, `prepare --backbone`
+gives the HF tokenizer's ids, it finetunes, and bad folders are refused."""
 
 import json
 import shutil
@@ -114,6 +114,8 @@ def _copy_hf(tmp_path, drop=(), config=None):
      r"model_type 'gpt2', architectures \['GPT2Model'\] is not supported; supported: "
      r"model_type 'bert' with BertModel"),
     ([], {"hidden_act": "relu"}, r"hidden_act 'relu' is not supported"),
+    ([], {"model_type": "roberta", "architectures": ["RobertaModel"]},
+     r"vocab.json not found \(RoBERTa's byte-level BPE needs vocab.json and merges.txt\)"),
 ])
 def test_unsupported_or_incomplete_folders_are_refused(tmp_path, drop, config, message):
     folder = _copy_hf(tmp_path, drop, config)
@@ -133,3 +135,75 @@ def test_an_existing_output_is_kept_unless_forced(backbone, tmp_path):
     result = ehft("prepare", "rte", "--raw-dir", tmp_path, "--out-dir", tmp_path / "bin",
                   "--backbone", out, check=False)
     assert result.returncode == 2 and "ehft_backbone.json not found" in result.stderr
+
+
+# ---- the RoBERTa family: a small random HF RoBERTa on the real GPT-2 BPE files ----------
+
+@pytest.fixture(scope="module")
+def hf_roberta(tmp_path_factory):
+    """An HF RobertaModel folder as HF's own conversion of fairseq RoBERTa lays it out:
+    vocab.json maps BPE tokens to fairseq dictionary ids, merges.txt is GPT-2's vocab.bpe.
+    The weights are random (no real RoBERTa is available offline), which is enough to check
+    that every tensor lands where fairseq reads it."""
+    from transformers import RobertaConfig, RobertaModel
+
+    bpe = shared("bpe")
+    folder = tmp_path_factory.mktemp("hf-roberta")
+    encoder = json.loads((bpe / "encoder.json").read_text())
+    symbols = [line.split()[0] for line in (bpe / "dict.txt").read_text().splitlines()]
+    index = {s: 4 + i for i, s in enumerate(symbols)}
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    vocab.update({t: index[str(i)] for t, i in encoder.items() if str(i) in index})
+    vocab.update({s: i for s, i in index.items() if not s.isdigit()})  # madeupword0000 ...
+    vocab["<mask>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    shutil.copyfile(bpe / "vocab.bpe", folder / "merges.txt")
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=64,
+                           max_position_embeddings=130, type_vocab_size=1, pad_token_id=1,
+                           bos_token_id=0, eos_token_id=2)
+    model = RobertaModel(config, add_pooling_layer=True)
+    with torch.no_grad():  # random, not zero: folding type 0 into positions must matter
+        model.embeddings.token_type_embeddings.weight.normal_()
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_converted_roberta_matches_the_hf_model(hf_roberta, tmp_path):
+    from transformers import RobertaModel, RobertaTokenizerFast
+
+    record = convert(str(hf_roberta), str(tmp_path / "out"))
+    assert record["tokenizer"]["bpe"] == "gpt2" and record["pair_format"] == "roberta"
+    assert record["model"]["max_positions"] == 128
+    model = build_model(str(tmp_path / "out"))
+    hf = RobertaModel.from_pretrained(str(hf_roberta)).eval()
+    tokenizer = RobertaTokenizerFast.from_pretrained(str(hf_roberta))
+    sentences = [s for pair in _rte_pairs(4) for s in pair]
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=128,
+                      return_tensors="pt")
+    assert batch["input_ids"][0, 1] == 495  # real BPE ids ("Dana"), not <unk>s
+    with torch.no_grad():  # HF RoBERTa ids are fairseq's ids: no mapping
+        ours = model(batch["input_ids"], features_only=True)[0]
+        theirs = hf(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    assert (ours[real] - theirs[real]).abs().max() < 1e-4
+
+
+def test_prepare_with_a_converted_roberta_gives_the_hf_tokenizer_ids(hf_roberta, tmp_path):
+    from transformers import RobertaTokenizerFast
+
+    from ehft_plugin.tasks.glue_ehft import GlueEhftTask
+
+    convert(str(hf_roberta), str(tmp_path / "out"))
+    raw = subset(shared("glue", "RTE"), tmp_path / "raw", rows=12)
+    ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp_path / "bin", "--backbone",
+         tmp_path / "out")
+    cfg = Namespace(data=str(tmp_path / "bin"), max_positions=512, shorten_method="none",
+                    shorten_data_split_list="", seed=1, no_shuffle=True,
+                    classification_head_name="sentence_classification_head")
+    dataset = GlueEhftTask.setup_task(cfg).load_dataset("valid")
+    tokenizer = RobertaTokenizerFast.from_pretrained(str(hf_roberta))
+    for i, (first, second) in enumerate(_rte_pairs(12)):
+        expected = torch.tensor(tokenizer(first, second)["input_ids"])  # <s> A </s></s> B </s>
+        assert torch.equal(dataset[i]["net_input.src_tokens"], expected)
