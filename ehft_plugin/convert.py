@@ -34,8 +34,8 @@ dict.txt listing those ids in order.
 import json
 import os
 import shutil
-import tempfile
 
+from .atomic import atomic_dir
 from .errors import EhftError
 
 BACKBONE_FORMAT = "ehft-backbone/1"
@@ -240,23 +240,11 @@ def convert(hf_dir, out_dir, force=False):
                      "gpt2_vocab_bpe": "vocab.bpe", "srcdict": "dict.txt"}
     record = {"format": BACKBONE_FORMAT, "source": os.path.abspath(hf_dir), "family": family,
               "pair_format": family, "model": args, "tokenizer": tokenizer}
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(out_dir), dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
-    try:
+    with atomic_dir(out_dir) as tmp:
         _write_tokeniser(hf_dir, tmp, family, vocab)
         torch.save(checkpoint(state, args), os.path.join(tmp, "model.pt"))
         with open(os.path.join(tmp, "ehft_backbone.json"), "w") as f:
             json.dump(record, f, indent=2)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return record
 
 

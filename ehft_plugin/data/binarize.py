@@ -18,10 +18,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import asdict
 
 
+from ..atomic import atomic_dir
 from ..errors import EhftError, TokeniserError
 from .readers import read_examples
 from .task_table import REGRESSION, TaskSpec, label_token
@@ -115,25 +115,12 @@ def prepare(spec: TaskSpec, raw_dir: str, out_dir: str, tokeniser: TokeniserSpec
         split: read_examples(spec, os.path.join(raw_dir, name), split)
         for split, name in spec.splits.items()
     }
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(out_dir), dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
-    try:
-        meta = _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits)
-        meta["pair_format"] = pair_format  # how glue_ehft joins segments
-        with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-            json.dump(meta, f, indent=2)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return meta
+    with atomic_dir(out_dir) as tmp:
+        return _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits,
+                          pair_format)
 
 
-def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits):
+def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits, pair_format):
     counter = _UnknownCounter(dictionary.unk())
     num_streams = len(next(iter(splits.values()))[0].segments) + len(spec.choice_fields)
     stream_dirs = [os.path.join(tmp, "input%d" % i) for i in range(num_streams)]
@@ -165,20 +152,11 @@ def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits):
         "splits": split_info,
         "raw_dir": os.path.abspath(raw_dir),
         "tokenizer": asdict(tokeniser.copy_into(os.path.join(tmp, "tokenizer"))),
+        "pair_format": pair_format,  # how glue_ehft joins segments: roberta or bert
     }
     with open(os.path.join(tmp, METADATA_FILE), "w") as f:
         json.dump(meta, f, indent=2)
     return meta
-
-
-def _replace_dir(tmp, out_dir):
-    if os.path.exists(out_dir):
-        old = out_dir + ".old-%d" % os.getpid()
-        os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, out_dir)
 
 
 def load_metadata(data_dir: str) -> dict:

@@ -1,0 +1,32 @@
+"""Directories written all at once: a failure leaves nothing behind, a success replaces the
+old directory only once the new one is complete."""
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+
+
+@contextmanager
+def atomic_dir(out_dir):
+    """Yields a temporary directory beside `out_dir`; it becomes `out_dir` when the block
+    ends without an error, and is removed when it raises."""
+    out_dir = os.path.abspath(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(out_dir), dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
+    try:
+        yield tmp
+        if os.path.exists(out_dir):
+            old = out_dir + ".old-%d" % os.getpid()
+            os.rename(out_dir, old)
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
