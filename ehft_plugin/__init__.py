@@ -1,7 +1,8 @@
 """ehft_plugin: Efficient Head Finetuning and layer-stratified PEFT for fairseq RoBERTa.
 
 Importing the package (as fairseq's --user-dir does) registers the plugin's
-tasks and criterions and makes fairseq load checkpoints safely under torch >= 2.6.
+tasks and criterions, makes fairseq load checkpoints safely under torch >= 2.6 and
+form one world under torchrun (ehft_plugin/distributed.py).
 """
 
 import logging
@@ -11,8 +12,9 @@ __version__ = "0.1.0"
 # fairseq announces at import that an unrelated speech task lacks tensorboardX
 logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
 
-from . import safe_loading  # noqa: E402
+from . import distributed, safe_loading  # noqa: E402
 
 safe_loading.install()
+distributed.install()  # one world under torchrun, on CPUs too
 
 from . import criterions, models, tasks  # noqa: E402,F401  (registration)

@@ -1,0 +1,123 @@
+"""One world under `torchrun`, on GPUs and on CPUs, without extra flags (fixed in the plugin,
+not by editing fairseq).
+
+Stock fairseq under torchrun on CPU trains every rank alone (its default world size is the
+number of GPUs, so it never reads WORLD_SIZE), or, once --distributed-world-size is given,
+divides by zero (rank % torch.cuda.device_count()); on GPUs it takes the device from the
+global RANK instead of LOCAL_RANK. On CPU its DistributedDataParallel wrapper passes CUDA
+device ids, and `all_gather_list` stages through a CUDA buffer. This module, installed when
+the plugin is imported (as --user-dir does, before fairseq reads its distributed settings):
+
+- fills fairseq's distributed settings from torchrun's RANK, WORLD_SIZE, LOCAL_RANK,
+  MASTER_ADDR and MASTER_PORT: init method env://, the device LOCAL_RANK on CUDA, the gloo
+  backend on CPU (nccl cannot run there);
+- wraps the model in torch's DistributedDataParallel without device ids on CPU;
+- gathers Python objects with torch.distributed.all_gather_object when tensors live on the
+  CPU;
+- refuses --fp16 / --memory-efficient-fp16 / --amp without CUDA, with a message instead of a
+  crash inside LayerNorm.
+"""
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torchrun_settings(environ, cuda):
+    """The fairseq distributed settings torchrun's environment asks for, or None when the
+    process was not started by torchrun (or is alone in its world)."""
+    if not all(k in environ for k in TORCHRUN_VARS) or int(environ["WORLD_SIZE"]) < 2:
+        return None
+    return {"distributed_init_method": "env://",
+            "distributed_world_size": int(environ["WORLD_SIZE"]),
+            "distributed_rank": int(environ["RANK"]),
+            "distributed_no_spawn": True,  # torchrun started the processes
+            "distributed_num_procs": 1,
+            "device_id": int(environ["LOCAL_RANK"]) if cuda else 0,
+            **({} if cuda else {"distributed_backend": "gloo"})}
+
+
+def check_precision(common):
+    """fairseq would call .half() on CPU and fail deep inside LayerNorm; say so up front."""
+    import torch
+
+    cpu = common.cpu or not torch.cuda.is_available()
+    for flag in ("fp16", "memory_efficient_fp16", "amp"):
+        if getattr(common, flag, False) and cpu:
+            raise SystemExit("fairseq-train: error: --%s needs a CUDA device; on CPU train in "
+                             "float32 (drop --%s)" % (flag.replace("_", "-"),
+                                                      flag.replace("_", "-")))
+
+
+def _call_main(original):
+    def call_main(cfg, main, **kwargs):
+        import torch
+        from omegaconf import open_dict
+
+        check_precision(cfg.common)
+        dist_cfg = cfg.distributed_training
+        cuda = torch.cuda.is_available() and not cfg.common.cpu
+        settings = None if dist_cfg.distributed_init_method else torchrun_settings(
+            os.environ, cuda)
+        if settings:
+            with open_dict(dist_cfg):
+                for key, value in settings.items():
+                    setattr(dist_cfg, key, value)
+            logger.info("torchrun: rank %d of world size %d (local rank %s, %s, backend %s)",
+                        settings["distributed_rank"], settings["distributed_world_size"],
+                        os.environ["LOCAL_RANK"], "cuda:%d" % settings["device_id"] if cuda
+                        else "cpu", dist_cfg.distributed_backend)
+        return original(cfg, main, **kwargs)
+    call_main.ehft_wrapped = True
+    return call_main
+
+
+def _distributed_model(original):
+    def DistributedFairseqModel(args, model, process_group, device):
+        import torch
+        from fairseq.distributed import ModuleProxyWrapper
+
+        if getattr(device, "type", str(device)) == "cpu" and args.ddp_backend in (
+                "c10d", "pytorch_ddp"):
+            wrapped = torch.nn.parallel.DistributedDataParallel(
+                module=model.to(device), device_ids=None, output_device=None,
+                broadcast_buffers=args.broadcast_buffers, bucket_cap_mb=args.bucket_cap_mb,
+                process_group=process_group,
+                find_unused_parameters=args.find_unused_parameters,
+                gradient_as_bucket_view=args.gradient_as_bucket_view)
+            return ModuleProxyWrapper(wrapped)
+        return original(args, model, process_group, device)
+    DistributedFairseqModel.ehft_wrapped = True
+    return DistributedFairseqModel
+
+
+def _all_gather_list(original):
+    def all_gather_list(data, group=None, max_size=16384):
+        import torch
+        import torch.distributed as dist
+
+        if torch.cuda.is_available():
+            return original(data, group=group, max_size=max_size)
+        out = [None] * dist.get_world_size(group=group)
+        dist.all_gather_object(out, data, group=group)
+        return out
+    all_gather_list.ehft_wrapped = True
+    return all_gather_list
+
+
+def install():
+    """Patch fairseq once (importing the plugin twice must not wrap twice)."""
+    import fairseq.models
+    import fairseq.models.distributed_fairseq_model as dfm
+    from fairseq.distributed import utils
+
+    if not getattr(utils.call_main, "ehft_wrapped", False):
+        utils.call_main = _call_main(utils.call_main)
+    if not getattr(utils.all_gather_list, "ehft_wrapped", False):
+        utils.all_gather_list = _all_gather_list(utils.all_gather_list)
+    if not getattr(dfm.DistributedFairseqModel, "ehft_wrapped", False):
+        dfm.DistributedFairseqModel = _distributed_model(dfm.DistributedFairseqModel)
+        fairseq.models.DistributedFairseqModel = dfm.DistributedFairseqModel

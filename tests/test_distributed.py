@@ -1,0 +1,91 @@
+"""torchrun forms one world on CPU (gloo): the same training as one process with the same
+global batch, and exact validation metrics."""
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import BIN, TINY_ROBERTA, ehft, gpt2_flags, prepare_rte, run, shared, subset, \
+    valid_records
+
+from ehft_plugin.distributed import torchrun_settings
+
+TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": "29500"}
+
+
+def test_settings_come_from_torchrun_environment():
+    assert torchrun_settings(TORCHRUN_ENV, cuda=False) == {
+        "distributed_init_method": "env://", "distributed_world_size": 2,
+        "distributed_rank": 1, "distributed_no_spawn": True, "distributed_num_procs": 1,
+        "device_id": 0, "distributed_backend": "gloo"}
+    assert torchrun_settings(TORCHRUN_ENV, cuda=True)["device_id"] == 1  # LOCAL_RANK, not RANK
+    assert "distributed_backend" not in torchrun_settings(TORCHRUN_ENV, cuda=True)
+    assert torchrun_settings({}, cuda=False) is None  # not under torchrun
+    assert torchrun_settings(dict(TORCHRUN_ENV, WORLD_SIZE="1", RANK="0"), cuda=False) is None
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return prepare_rte(tmp_path_factory.mktemp("dist"), rows=40)
+
+
+def _train(data, save_dir, nproc, update_freq=1):
+    arch = [a if a != "roberta_base" else "roberta_ehft_base" for a in TINY_ROBERTA]
+    cmd = [BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task", "glue_ehft",
+           "--criterion", "sentence_prediction_ehft", *arch, "--optimizer", "adam",
+           "--lr", "1e-3", "--batch-size", "4", "--update-freq", str(update_freq),
+           "--max-update", "6", "--cpu",
+           "--num-workers", "0", "--seed", "1", "--save-dir", save_dir, "--log-format",
+           "json", "--log-interval", "1", "--no-epoch-checkpoints"]
+    if nproc > 1:
+        cmd = [BIN / "torchrun", "--nproc-per-node", str(nproc), "--master-port", "29533",
+               *cmd]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = run(cmd, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    log = result.stdout + result.stderr
+    losses = [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
+              for line in log.splitlines() if "| train_inner | " in line]
+    return log, losses, valid_records(log)
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
+    # fairseq deals the (shuffled) batches to ranks in turn, so 2 ranks x 4 sentences see
+    # what one process sees accumulating 2 batches of 4 (--update-freq 2)
+    log2, losses2, valid2 = _train(data, tmp_path / "two", nproc=2)
+    log1, losses1, valid1 = _train(data, tmp_path / "one", nproc=1, update_freq=2)
+    assert "torchrun: rank 0 of world size 2" in log2 and "rank 1 of world size 2" in log2
+    assert "backend gloo" in log2
+    # rank 0 logs; each line is the global batch of both ranks
+    assert len(losses2) == len(losses1) == 6
+    assert losses2 == pytest.approx(losses1, abs=2e-3)  # the logged loss has 3 digits
+    one = torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=False)["model"]
+    two = torch.load(tmp_path / "two" / "checkpoint_last.pt", weights_only=False)["model"]
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5), key
+    # validation: every dev example scored once across the two ranks, same accuracy
+    assert valid2[-1]["valid_accuracy"] == valid1[-1]["valid_accuracy"]
+    assert float(valid2[-1]["valid_loss"]) == pytest.approx(float(valid1[-1]["valid_loss"]),
+                                                           abs=2e-3)
+
+
+def test_correlations_gather_every_prediction_across_ranks(tmp_path):
+    raw = subset(shared("glue", "STS-B"), tmp_path / "raw", rows=30)
+    ehft("prepare", "stsb", "--raw-dir", raw, "--out-dir", tmp_path / "bin", *gpt2_flags())
+    _, _, valid2 = _train(tmp_path / "bin", tmp_path / "two", nproc=2)
+    _, _, valid1 = _train(tmp_path / "bin", tmp_path / "one", nproc=1, update_freq=2)
+    for metric in ("valid_pearson", "valid_spearman"):  # from all predictions, not averaged
+        assert float(valid2[-1][metric]) == pytest.approx(float(valid1[-1][metric]), abs=0.02)
+
+
+@pytest.mark.parametrize("flag", ["--fp16", "--amp"])
+def test_half_precision_on_cpu_is_a_clear_error(data, tmp_path, flag):
+    result = run([BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task",
+                  "glue_ehft", "--criterion", "sentence_prediction_ehft", *TINY_ROBERTA,
+                  "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4", "--max-update",
+                  "1", "--cpu", "--save-dir", tmp_path, flag], check=False,
+                 cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode != 0
+    assert "error: %s needs a CUDA device; on CPU train in float32" % flag in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
