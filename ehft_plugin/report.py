@@ -113,12 +113,12 @@ def read_run(run_dir, select="best"):
     if stages[-1] not in done:
         return None
     final = done[stages[-1]]
-    valid = [r for r in final.get("valid", []) if r.get("subset") == "valid"]
+    key = "valid_" + str(final.get("metric"))
+    valid = [r for r in final.get("valid", []) if r.get("subset") == "valid" and key in r]
     if not valid:
-        raise ReportError("%s: holds no validation of the dev set"
-                          % os.path.join(run_dir, stages[-1], "done.json"))
-    headline = final["metric"]
-    key = "valid_" + headline
+        raise ReportError("%s: holds no validation of the dev set with its metric %r"
+                          % (os.path.join(run_dir, stages[-1], "done.json"),
+                             final.get("metric")))
     chosen = max(valid, key=lambda r: float(r[key])) if select == "best" else valid[-1]
     at = chosen.get("valid_num_updates")
     for r in final["valid"]:

@@ -198,3 +198,11 @@ def test_a_corrupt_run_record_is_named(runs, tmp_path):
         report([str(runs)], "x.txt")
     with pytest.raises(ReportError, match=r"/nowhere: no such directory"):
         collect(["/nowhere"])
+
+
+def test_a_run_without_a_dev_validation_is_named(tmp_path):
+    fake_run(tmp_path, "rte", "ft", 1, one_stage({"num_updates": 5, "loss": 0.7}))
+    with pytest.raises(ReportError, match=r"rte/ft/seed1/finetune/done.json: holds no "
+                                          r"validation of the dev set with its metric "
+                                          r"'accuracy'"):
+        collect([str(tmp_path)])
