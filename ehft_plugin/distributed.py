@@ -14,6 +14,9 @@ the plugin is imported (as --user-dir does, before fairseq reads its distributed
 - wraps the model in torch's DistributedDataParallel without device ids on CPU;
 - gathers Python objects with torch.distributed.all_gather_object when tensors live on the
   CPU;
+- makes every rank read a checkpoint itself (fairseq's broadcast from rank 0 unpickles on
+  the other ranks with torch.load, which torch >= 2.6 refuses for fairseq's states); like
+  fairseq's own resuming, this needs the checkpoint on a filesystem every node sees;
 - refuses --fp16 / --memory-efficient-fp16 / --amp without CUDA, with a message instead of a
   crash inside LayerNorm.
 """
@@ -66,6 +69,11 @@ def _call_main(original):
             with open_dict(dist_cfg):
                 for key, value in settings.items():
                     setattr(dist_cfg, key, value)
+            # fairseq otherwise loads a checkpoint on rank 0 and sends it pickled to the
+            # others, whose torch.load (weights_only under torch >= 2.6) refuses it; every
+            # rank reads the file through the plugin's allow-listed loader instead
+            with open_dict(cfg.checkpoint):
+                cfg.checkpoint.load_checkpoint_on_all_dp_ranks = True
             logger.info("torchrun: rank %d of world size %d (local rank %s, %s, backend %s)",
                         settings["distributed_rank"], settings["distributed_world_size"],
                         os.environ["LOCAL_RANK"], "cuda:%d" % settings["device_id"] if cuda

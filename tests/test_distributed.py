@@ -3,6 +3,8 @@ global batch, and exact validation metrics."""
 
 import json
 import os
+import re
+import subprocess
 
 import pytest
 import torch
@@ -89,3 +91,75 @@ def test_half_precision_on_cpu_is_a_clear_error(data, tmp_path, flag):
     assert result.returncode != 0
     assert "error: %s needs a CUDA device; on CPU train in float32" % flag in result.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def _node(data, save_dir, rank, port):
+    arch = [a if a != "roberta_base" else "roberta_ehft_base" for a in TINY_ROBERTA]
+    cmd = [BIN / "torchrun", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+           "--master-addr", "127.0.0.1", "--master-port", str(port),
+           BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task", "glue_ehft",
+           "--criterion", "sentence_prediction_ehft", *arch, "--optimizer", "adam",
+           "--lr", "1e-3", "--batch-size", "4", "--max-update", "6", "--cpu", "--num-workers",
+           "0", "--seed", "1", "--save-dir", save_dir, "--log-format", "json",
+           "--log-interval", "1", "--no-epoch-checkpoints"]
+    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            cwd=os.path.dirname(os.path.dirname(__file__)),
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_two_nodes_rendezvous_into_one_world(data, tmp_path):
+    nodes = [_node(data, tmp_path / ("node%d" % r), r, 29541) for r in (0, 1)]
+    logs = [n.communicate(timeout=300)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert "torchrun: rank 0 of world size 2" in logs[0]
+    assert "torchrun: rank 1 of world size 2" in logs[1]
+    _, losses1, _ = _train(data, tmp_path / "one", nproc=1, update_freq=2)
+    losses = [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
+              for line in logs[0].splitlines() if "| train_inner | " in line]
+    assert losses == pytest.approx(losses1, abs=2e-3)
+    one = torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=False)["model"]
+    two = torch.load(tmp_path / "node0" / "checkpoint_last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one)
+
+
+def test_a_dying_rank_ends_the_job_and_a_relaunch_resumes(data, tmp_path):
+    import signal
+    import time
+
+    arch = [a if a != "roberta_base" else "roberta_ehft_base" for a in TINY_ROBERTA]
+
+    def launch(max_update):
+        cmd = [BIN / "torchrun", "--nproc-per-node", "2", "--master-port", "29557",
+               BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task",
+               "glue_ehft", "--criterion", "sentence_prediction_ehft", *arch, "--optimizer",
+               "adam", "--lr", "1e-3", "--batch-size", "4", "--max-update", str(max_update),
+               "--cpu", "--num-workers", "0", "--save-dir", tmp_path, "--save-interval-updates",
+               "2", "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1"]
+        return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                cwd=os.path.dirname(os.path.dirname(__file__)),
+                                env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+    job = launch(100000)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoint_last.pt").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert (tmp_path / "checkpoint_last.pt").exists(), "no checkpoint within 120 s"
+    workers = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True,
+                             text=True).stdout.split()
+    rank1 = [pid for pid in workers
+             if b"RANK=1\x00" in open("/proc/%s/environ" % pid, "rb").read()]
+    assert len(rank1) == 1
+    killed_at = time.time()
+    os.kill(int(rank1[0]), signal.SIGKILL)
+    log = job.communicate(timeout=120)[0]
+    assert job.returncode != 0  # the job ends with an error instead of hanging
+    assert time.time() - killed_at < 60
+    assert "ChildFailedError" in log or "exitcode  : -9" in log
+    resumed = launch(8)
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log[-3000:]
+    match = re.search(r"Loaded checkpoint \S+checkpoint_last.pt \(epoch \d+ @ (\d+) updates\)",
+                      log)
+    assert match and int(match.group(1)) >= 2, log[-3000:]
