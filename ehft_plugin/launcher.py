@@ -20,11 +20,13 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
 from .checkpoints import load_adapter, load_checkpoint, load_tensors, save_adapter, save_tensors
 from .data.binarize import load_metadata
+from .distributed import torchrun_settings
 from .errors import CheckpointError, EhftError
 from .handover import extract_head, extract_peft, graft_head, graft_params, strip_heads
 from .methods import MethodError, resolve_method, split_updates, with_learning_rates
@@ -205,10 +207,11 @@ def _prepare_run_dir(run_dir, config, overwrite):
     return commands
 
 
-def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_plan):
+def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_plan,
+                 leader=True, env=None):
     """Run fairseq-train for the stage (unless it already reached its updates), then record it;
     `gives_head`: a later stage starts from this stage's head (and, with `reserve_plan`, from
-    its PEFT parameters)."""
+    its PEFT parameters). Under torchrun only the leader (rank 0) records."""
     if _trained_updates(stage_dir) >= n:
         # fairseq finished but the launcher stopped before recording it; running fairseq
         # again would take one more update past --max-update
@@ -216,9 +219,11 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
     else:
         logger.info("%s: %s (%s, lr %g, %d updates)", run_dir, stage.name, stage.peft,
                     stage.lr, n)
-        if subprocess.run(cmd).returncode != 0:
+        if _run_child(cmd, env) != 0:
             raise EhftError("%s of %s failed; see %s (relaunch to resume)"
                             % (stage.name, run_dir, os.path.join(stage_dir, "train.log")))
+    if not leader:
+        return
     if gives_head:
         hand_over(stage_dir, "sentence_classification_head", reserve_plan)
     records = valid_records(os.path.join(stage_dir, "train.log"))
@@ -229,7 +234,53 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
         os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
 
 
-def run_seed(opts, method, seed, original, state_dims, arch, meta):
+def _run_child(cmd, env=None):
+    """fairseq-train as a child that dies with the launcher (torchrun stops a failed job
+    with SIGTERM, which must reach the training process too)."""
+    child = subprocess.Popen(cmd, env=env)
+    try:
+        return child.wait()
+    except BaseException:
+        child.terminate()
+        child.wait()
+        raise
+
+
+def _follow_run_dir(run_dir, config, overwrite):
+    """A non-leader rank's view of the run directory: the leader's checks, nothing written.
+    With --overwrite the leader replaces it, so nothing in it counts as done."""
+    if overwrite or not os.path.isfile(os.path.join(run_dir, "run.json")):
+        if not overwrite and os.path.isdir(run_dir) and os.listdir(run_dir):
+            raise EhftError("%s holds files of something else; pass --overwrite to replace "
+                            "them" % run_dir)
+        return {}, True
+    with open(os.path.join(run_dir, "run.json")) as f:
+        previous = json.load(f)["config"]
+    if previous != config:
+        raise EhftError("%s holds a run with other settings; pass --overwrite to start again"
+                        % run_dir)
+    return {}, False
+
+
+def _start_path(original, original_path, head_path, out_path):
+    """Where stage_start puts (or finds) the start checkpoint, without writing it."""
+    if head_path or any(k.startswith("classification_heads.") for k in original["model"]):
+        return out_path
+    return os.path.abspath(original_path)
+
+
+def _child_env(launch):
+    """Under torchrun, each fairseq-train of the launch (stage k of seed j) meets the other
+    ranks' on its own port, MASTER_PORT + 1 + its position, in a store its rank 0 hosts:
+    torchrun's store keeps the addresses of the previous stage's processes, and a second
+    process group built on it would try to reach them."""
+    if "MASTER_PORT" not in os.environ or torchrun_settings(os.environ, cuda=False) is None:
+        return None
+    return dict(os.environ, MASTER_PORT=str(int(os.environ["MASTER_PORT"]) + 1 + launch),
+                TORCHELASTIC_USE_AGENT_STORE="False")
+
+
+def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first_launch=0):
     run_dir = os.path.join(opts.save_dir, meta["task"], method_slug(method.name), "seed%d" % seed)
     updates = split_updates(opts.total_updates, method)
     config = {"method": method.name, "data": os.path.abspath(opts.data),
@@ -242,32 +293,43 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta):
               "stages": [dict({"name": s.name, "peft": s.peft, "lr": s.lr},
                               **({"reserve": True} if s.reserve else {}))
                          for s in method.stages]}
-    previous = _prepare_run_dir(run_dir, config, opts.overwrite)
+    leader, fresh = rank == 0, False
+    if leader:
+        previous = _prepare_run_dir(run_dir, config, opts.overwrite)
+    else:
+        previous, fresh = _follow_run_dir(run_dir, config, opts.overwrite)
     commands = {}
     metric = meta["metrics"][0]
-    for stage, n in zip(method.stages, updates):
+    for index, (stage, n) in enumerate(zip(method.stages, updates)):
         stage_dir = os.path.join(run_dir, stage.name)
-        os.makedirs(stage_dir, exist_ok=True)
+        if leader:
+            os.makedirs(stage_dir, exist_ok=True)
         done = os.path.join(stage_dir, "done.json")
         if os.path.isfile(done) and stage.name in previous:
             commands[stage.name] = previous[stage.name]  # as it was run
         else:
             head = stage.head_from and os.path.join(run_dir, stage.head_from, "head.safetensors")
             peft = stage.reserve and os.path.join(run_dir, stage.head_from, "peft.safetensors")
-            start = stage_start(original, opts.checkpoint, head,
-                                os.path.join(stage_dir, "start.pt"), peft)
+            out = os.path.join(stage_dir, "start.pt")
+            if leader:
+                start = stage_start(original, opts.checkpoint, head, out, peft)
+            else:  # the leader writes it; this rank's fairseq-train reads it only once the
+                # leader's has joined the process group, that is, after it was written
+                start = _start_path(original, opts.checkpoint, head, out)
             commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
                                                  state_dims, metric)
         cmd = commands[stage.name]
-        _write_json(os.path.join(run_dir, "run.json"),
-                    {"task": meta["task"], "config": config, "commands": commands})
-        if os.path.isfile(done):
+        if leader:
+            _write_json(os.path.join(run_dir, "run.json"),
+                        {"task": meta["task"], "config": config, "commands": commands})
+        if os.path.isfile(done) and not fresh:
             logger.info("%s: %s already done, skipped", run_dir, stage.name)
             continue
         gives_head = any(later.head_from == stage.name for later in method.stages)
         reserve = any(later.head_from == stage.name and later.reserve for later in method.stages)
         _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head,
-                     parse_plan(stage.peft, state_dims["encoder_layers"]) if reserve else None)
+                     parse_plan(stage.peft, state_dims["encoder_layers"]) if reserve else None,
+                     leader, _child_env(first_launch + index))
     return run_dir
 
 
@@ -318,4 +380,11 @@ def train(opts):
     apply_recipe(opts, meta)
     method = resolve_method(opts.method, dims["encoder_layers"], opts.stage1_ratio)
     method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
-    return [run_seed(opts, method, seed, original, dims, arch, meta) for seed in opts.seeds]
+    # under torchrun every rank runs this launcher and its fairseq-train children join one
+    # world; rank 0 alone writes the run directory
+    world = torchrun_settings(os.environ, cuda=False)
+    rank = world["distributed_rank"] if world else 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the child too
+    return [run_seed(opts, method, seed, original, dims, arch, meta, rank,
+                     first_launch=i * len(method.stages))
+            for i, seed in enumerate(opts.seeds)]

@@ -163,3 +163,33 @@ def test_a_dying_rank_ends_the_job_and_a_relaunch_resumes(data, tmp_path):
     match = re.search(r"Loaded checkpoint \S+checkpoint_last.pt \(epoch \d+ @ (\d+) updates\)",
                       log)
     assert match and int(match.group(1)) >= 2, log[-3000:]
+
+
+def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
+    from conftest import stock_checkpoint
+
+    checkpoint = stock_checkpoint(data, tmp_path / "pretrained")
+    args = ["train", "--method", "ehft-bitfit", "--data", data, "--checkpoint", checkpoint,
+            "--total-updates", "6", "--batch-size", "4"]
+    fairseq = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
+               "--attention-dropout", "0"]  # no random masks: ranks and one process agree
+    root = os.path.dirname(os.path.dirname(__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = run([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", "29561",
+                  BIN / "ehft", *args, "--save-dir", tmp_path / "two", *fairseq], env=env,
+                 cwd=root)
+    log = result.stdout + result.stderr
+    for rank in (0, 1):  # both stages ran in one world of 2
+        assert log.count("torchrun: rank %d of world size 2" % rank) == 2
+    # one process accumulating 2 batches of 4 sees what the 2 ranks see together
+    run([BIN / "ehft", *args, "--save-dir", tmp_path / "one", *fairseq, "--update-freq", "2"],
+        env=env, cwd=root)
+    two = tmp_path / "two" / "rte" / "ehft-bitfit" / "seed1"
+    one = tmp_path / "one" / "rte" / "ehft-bitfit" / "seed1"
+    for stage in ("stage1", "stage2"):
+        assert json.loads((two / stage / "done.json").read_text())["updates"] == (
+            1 if stage == "stage1" else 5)
+    assert (two / "stage1" / "head.safetensors").is_file()
+    a = torch.load(one / "stage2" / "checkpoint_last.pt", weights_only=False)["model"]
+    b = torch.load(two / "stage2" / "checkpoint_last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
