@@ -149,24 +149,28 @@ def hand_over(stage1_dir, head_name, reserve_plan=None):
     return path
 
 
-def stage_start(original, original_path, head_path, out_path, peft_path=None):
+def stage_start(original, original_path, head_path, out_path, peft_path=None, write=True):
     """The checkpoint a stage starts from: the original backbone (`original`, the state read
     from `original_path`) with stage 1's head grafted on (`head_path`), or with no head at all
     so that a new one is built; `peft_path` (-reserve variants) lays stage 1's PEFT
     parameters over it. When the original holds no head and nothing is grafted, its file is
-    used as it is (no copy)."""
+    used as it is (no copy). `write=False` only says where the start is (the ranks other
+    than 0 under torchrun)."""
     import torch
 
+    heads = any(k.startswith("classification_heads.") for k in original["model"])
+    if not head_path and not heads:
+        return os.path.abspath(original_path)
+    if not write:
+        return out_path
     state = dict(original)  # the caller's state is shared by every stage and seed
     if head_path:
         head, _ = load_tensors(head_path, HEAD_FORMAT)
         state["model"] = graft_head(original["model"], head)
         if peft_path:
             state["model"] = graft_params(state["model"], load_adapter(peft_path)[0])
-    elif any(k.startswith("classification_heads.") for k in original["model"]):
-        state["model"] = strip_heads(original["model"])
     else:
-        return os.path.abspath(original_path)
+        state["model"] = strip_heads(original["model"])
     tmp = out_path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, out_path)
@@ -184,35 +188,36 @@ def _trained_updates(stage_dir):
     return history[-1].get("num_updates", 0)
 
 
-def _prepare_run_dir(run_dir, config, overwrite):
-    """Refuse a directory holding something else; returns the commands recorded before."""
+def _check_run_dir(run_dir, config, overwrite):
+    """(commands recorded before, whether the directory is to be replaced); a directory that
+    holds something else is refused. Reads only: every rank under torchrun makes the same
+    decision, and only rank 0 acts on it."""
     recorded = os.path.join(run_dir, "run.json")
-    commands = {}
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not os.path.isfile(recorded):
-            raise EhftError("%s holds files of something else; pass --overwrite to replace them"
-                            % run_dir)
-        else:
-            with open(recorded) as f:
-                record = json.load(f)
-            previous, commands = record["config"], record.get("commands", {})
-            if previous != config:
-                changed = sorted(k for k in set(config) | set(previous)
-                                 if config.get(k) != previous.get(k))
-                raise EhftError("%s holds a run with other settings (%s); pass --overwrite to "
-                                "start again" % (run_dir, ", ".join(changed)))
-    os.makedirs(run_dir, exist_ok=True)
-    return commands
+    if not (os.path.isdir(run_dir) and os.listdir(run_dir)):
+        return {}, False
+    if overwrite:
+        return {}, True
+    if not os.path.isfile(recorded):
+        raise EhftError("%s holds files of something else; pass --overwrite to replace them"
+                        % run_dir)
+    with open(recorded) as f:
+        record = json.load(f)
+    previous = record["config"]
+    if previous != config:
+        changed = sorted(k for k in set(config) | set(previous)
+                         if config.get(k) != previous.get(k))
+        raise EhftError("%s holds a run with other settings (%s); pass --overwrite to "
+                        "start again" % (run_dir, ", ".join(changed)))
+    return record.get("commands", {}), False
 
 
 def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_plan,
-                 leader=True, env=None):
+                 leader=True, env=None, replaced=False):
     """Run fairseq-train for the stage (unless it already reached its updates), then record it;
     `gives_head`: a later stage starts from this stage's head (and, with `reserve_plan`, from
-    its PEFT parameters). Under torchrun only the leader (rank 0) records."""
-    if _trained_updates(stage_dir) >= n:
+    its PEFT parameters). Under torchrun only the leader (rank 0) records; `replaced`: the
+    leader is deleting an older run here (--overwrite), whose checkpoints do not count."""
+    if not replaced and _trained_updates(stage_dir) >= n:
         # fairseq finished but the launcher stopped before recording it; running fairseq
         # again would take one more update past --max-update
         logger.info("%s: %s already trained for %d updates", run_dir, stage.name, n)
@@ -246,29 +251,6 @@ def _run_child(cmd, env=None):
         raise
 
 
-def _follow_run_dir(run_dir, config, overwrite):
-    """A non-leader rank's view of the run directory: the leader's checks, nothing written.
-    With --overwrite the leader replaces it, so nothing in it counts as done."""
-    if overwrite or not os.path.isfile(os.path.join(run_dir, "run.json")):
-        if not overwrite and os.path.isdir(run_dir) and os.listdir(run_dir):
-            raise EhftError("%s holds files of something else; pass --overwrite to replace "
-                            "them" % run_dir)
-        return {}, True
-    with open(os.path.join(run_dir, "run.json")) as f:
-        previous = json.load(f)["config"]
-    if previous != config:
-        raise EhftError("%s holds a run with other settings; pass --overwrite to start again"
-                        % run_dir)
-    return {}, False
-
-
-def _start_path(original, original_path, head_path, out_path):
-    """Where stage_start puts (or finds) the start checkpoint, without writing it."""
-    if head_path or any(k.startswith("classification_heads.") for k in original["model"]):
-        return out_path
-    return os.path.abspath(original_path)
-
-
 def _child_env(launch):
     """Under torchrun, each fairseq-train of the launch (stage k of seed j) meets the other
     ranks' on its own port, MASTER_PORT + 1 + its position, in a store its rank 0 hosts:
@@ -293,11 +275,12 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first
               "stages": [dict({"name": s.name, "peft": s.peft, "lr": s.lr},
                               **({"reserve": True} if s.reserve else {}))
                          for s in method.stages]}
-    leader, fresh = rank == 0, False
+    leader = rank == 0
+    previous, replace = _check_run_dir(run_dir, config, opts.overwrite)
     if leader:
-        previous = _prepare_run_dir(run_dir, config, opts.overwrite)
-    else:
-        previous, fresh = _follow_run_dir(run_dir, config, opts.overwrite)
+        if replace:
+            shutil.rmtree(run_dir)
+        os.makedirs(run_dir, exist_ok=True)
     commands = {}
     metric = meta["metrics"][0]
     for index, (stage, n) in enumerate(zip(method.stages, updates)):
@@ -310,26 +293,24 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first
         else:
             head = stage.head_from and os.path.join(run_dir, stage.head_from, "head.safetensors")
             peft = stage.reserve and os.path.join(run_dir, stage.head_from, "peft.safetensors")
-            out = os.path.join(stage_dir, "start.pt")
-            if leader:
-                start = stage_start(original, opts.checkpoint, head, out, peft)
-            else:  # the leader writes it; this rank's fairseq-train reads it only once the
-                # leader's has joined the process group, that is, after it was written
-                start = _start_path(original, opts.checkpoint, head, out)
+            # rank 0 writes it; another rank's fairseq-train reads it only once rank 0's has
+            # joined the process group, that is, after it was written
+            start = stage_start(original, opts.checkpoint, head,
+                                os.path.join(stage_dir, "start.pt"), peft, write=leader)
             commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
                                                  state_dims, metric)
         cmd = commands[stage.name]
         if leader:
             _write_json(os.path.join(run_dir, "run.json"),
                         {"task": meta["task"], "config": config, "commands": commands})
-        if os.path.isfile(done) and not fresh:
+        if os.path.isfile(done) and not replace:
             logger.info("%s: %s already done, skipped", run_dir, stage.name)
             continue
         gives_head = any(later.head_from == stage.name for later in method.stages)
         reserve = any(later.head_from == stage.name and later.reserve for later in method.stages)
         _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head,
                      parse_plan(stage.peft, state_dims["encoder_layers"]) if reserve else None,
-                     leader, _child_env(first_launch + index))
+                     leader, _child_env(first_launch + index), replace)
     return run_dir
 
 
