@@ -1,5 +1,5 @@
-"""Directories written all at once: a failure leaves nothing behind, a success replaces the
-old directory only once the new one is complete."""
+"""Directories and files written all at once: a failure leaves nothing behind, a success
+replaces the old one only once the new one is complete."""
 
 import os
 import shutil
@@ -30,3 +30,11 @@ def atomic_dir(out_dir):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_file(path, text):
+    """`text` into `path` through a temporary file: readers never see half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 
+from .atomic import write_file
 from .checkpoints import load_adapter, load_checkpoint, load_tensors, save_adapter, save_tensors
 from .data.binarize import load_metadata
 from .distributed import torchrun_settings
@@ -129,10 +130,7 @@ def valid_records(log_path):
 
 
 def _write_json(path, value):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
+    write_file(path, json.dumps(value, indent=2))
 
 
 def hand_over(stage1_dir, head_name, reserve_plan=None):

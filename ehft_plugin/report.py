@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+from .atomic import write_file
 from .errors import EhftError
 
 PUBLISHED = os.path.join(os.path.dirname(__file__), "references", "published.json")
@@ -269,16 +270,17 @@ def render_markdown(summary, published, unfinished, how):
     return out.getvalue()
 
 
-def write_csv(runs, path):
+def render_csv(runs):
     """One row per run and column: every metric of the selected validation."""
     metrics = sorted({m for r in runs for cell in r.cells.values() for m in cell})
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["task", "method", "seed", "run_dir"] + metrics)
-        for run in sorted(runs, key=lambda r: (_column_key(r.task), r.method, r.seed)):
-            for column, cell in sorted(run.cells.items(), key=lambda kv: _column_key(kv[0])):
-                writer.writerow([column, run.method, run.seed, run.path] + [
-                    "%.4f" % cell[m] if m in cell else "" for m in metrics])
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["task", "method", "seed", "run_dir"] + metrics)
+    for run in sorted(runs, key=lambda r: (_column_key(r.task), r.method, r.seed)):
+        for column, cell in sorted(run.cells.items(), key=lambda kv: _column_key(kv[0])):
+            writer.writerow([column, run.method, run.seed, run.path] + [
+                "%.4f" % cell[m] if m in cell else "" for m in metrics])
+    return out.getvalue()
 
 
 def summary_json(summary):
@@ -291,11 +293,16 @@ def summary_json(summary):
     return out
 
 
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def plot_curves(runs, summary, prefix):
     """One PNG per task: the paper metric against total updates, mean over seeds."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     paths = []
     for task in sorted({r.task for r in runs}, key=_column_key):
@@ -327,9 +334,7 @@ def plot_curves(runs, summary, prefix):
 
 def plot_bars(summary, prefix):
     """One grouped bar chart: every column, one bar per method, std as error bars."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     columns, methods = summary.columns, summary.methods
     width = 0.8 / len(methods)
@@ -364,13 +369,6 @@ def _save(fig, path):
     os.replace(tmp, path)
 
 
-def _write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def report(roots, out, select="best", published_files=None, plots=True, how=""):
     """Write the report files; returns their paths."""
     if not out.endswith(".md"):
@@ -388,9 +386,7 @@ def report(roots, out, select="best", published_files=None, plots=True, how=""):
     written = []
     if plots:
         written += plot_curves(runs, summary, prefix) + [plot_bars(summary, prefix)]
-    csv_tmp = prefix + ".csv.tmp"
-    write_csv(runs, csv_tmp)
-    os.replace(csv_tmp, prefix + ".csv")
-    _write_text(prefix + ".json", json.dumps(summary_json(summary), indent=2) + "\n")
-    _write_text(out, render_markdown(summary, published, unfinished, how))
+    write_file(prefix + ".csv", render_csv(runs))
+    write_file(prefix + ".json", json.dumps(summary_json(summary), indent=2) + "\n")
+    write_file(out, render_markdown(summary, published, unfinished, how))
     return [out, prefix + ".csv", prefix + ".json"] + written
