@@ -12,8 +12,7 @@ the plugin is imported (as --user-dir does, before fairseq reads its distributed
   MASTER_ADDR and MASTER_PORT: init method env://, the device LOCAL_RANK on CUDA, the gloo
   backend on CPU (nccl cannot run there);
 - wraps the model in torch's DistributedDataParallel without device ids on CPU;
-- gathers Python objects with torch.distributed.all_gather_object when tensors live on the
-  CPU;
+- gathers Python objects with torch.distributed.all_gather_object in a gloo group;
 - makes every rank read a checkpoint itself (fairseq's broadcast from rank 0 unpickles on
   the other ranks with torch.load, which torch >= 2.6 refuses for fairseq's states); like
   fairseq's own resuming, this needs the checkpoint on a filesystem every node sees;
@@ -104,10 +103,11 @@ def _distributed_model(original):
 
 def _all_gather_list(original):
     def all_gather_list(data, group=None, max_size=16384):
-        import torch
         import torch.distributed as dist
 
-        if torch.cuda.is_available():
+        # fairseq's version stages through a CUDA buffer; a gloo group (CPU training, even
+        # on a machine with GPUs) gathers the objects directly
+        if dist.get_backend(group) != "gloo":
             return original(data, group=group, max_size=max_size)
         out = [None] * dist.get_world_size(group=group)
         dist.all_gather_object(out, data, group=group)
