@@ -33,23 +33,33 @@ def data(tmp_path_factory):
     return prepare_rte(tmp_path_factory.mktemp("dist"), rows=40)
 
 
-def _train(data, save_dir, nproc, update_freq=1):
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def _fairseq_train(data, save_dir, *extra):
+    """fairseq-train of a tiny roberta_ehft on CPU, 4 sentences a batch per process."""
     arch = [a if a != "roberta_base" else "roberta_ehft_base" for a in TINY_ROBERTA]
-    cmd = [BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task", "glue_ehft",
-           "--criterion", "sentence_prediction_ehft", *arch, "--optimizer", "adam",
-           "--lr", "1e-3", "--batch-size", "4", "--update-freq", str(update_freq),
-           "--max-update", "6", "--cpu",
-           "--num-workers", "0", "--seed", "1", "--save-dir", save_dir, "--log-format",
-           "json", "--log-interval", "1", "--no-epoch-checkpoints"]
+    return [BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task", "glue_ehft",
+            "--criterion", "sentence_prediction_ehft", *arch, "--optimizer", "adam",
+            "--lr", "1e-3", "--batch-size", "4", "--cpu", "--num-workers", "0", "--seed", "1",
+            "--save-dir", save_dir, "--log-format", "json", "--log-interval", "1",
+            "--no-epoch-checkpoints", *extra]
+
+
+def _losses(log):
+    return [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
+            for line in log.splitlines() if "| train_inner | " in line]
+
+
+def _train(data, save_dir, nproc, update_freq=1):
+    cmd = _fairseq_train(data, save_dir, "--update-freq", str(update_freq), "--max-update", "6")
     if nproc > 1:
         cmd = [BIN / "torchrun", "--nproc-per-node", str(nproc), "--master-port", "29533",
                *cmd]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = run(cmd, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    result = run(cmd, env=ENV, cwd=ROOT)
     log = result.stdout + result.stderr
-    losses = [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
-              for line in log.splitlines() if "| train_inner | " in line]
-    return log, losses, valid_records(log)
+    return log, _losses(log), valid_records(log)
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
@@ -83,29 +93,22 @@ def test_correlations_gather_every_prediction_across_ranks(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--fp16", "--amp"])
 def test_half_precision_on_cpu_is_a_clear_error(data, tmp_path, flag):
-    result = run([BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task",
-                  "glue_ehft", "--criterion", "sentence_prediction_ehft", *TINY_ROBERTA,
-                  "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4", "--max-update",
-                  "1", "--cpu", "--save-dir", tmp_path, flag], check=False,
-                 cwd=os.path.dirname(os.path.dirname(__file__)))
+    result = run(_fairseq_train(data, tmp_path, "--max-update", "1", flag), check=False,
+                 cwd=ROOT)
     assert result.returncode != 0
     assert "error: %s needs a CUDA device; on CPU train in float32" % flag in result.stderr
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def _node(data, save_dir, rank, port):
-    arch = [a if a != "roberta_base" else "roberta_ehft_base" for a in TINY_ROBERTA]
-    cmd = [BIN / "torchrun", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-           "--master-addr", "127.0.0.1", "--master-port", str(port),
-           BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task", "glue_ehft",
-           "--criterion", "sentence_prediction_ehft", *arch, "--optimizer", "adam",
-           "--lr", "1e-3", "--batch-size", "4", "--max-update", "6", "--cpu", "--num-workers",
-           "0", "--seed", "1", "--save-dir", save_dir, "--log-format", "json",
-           "--log-interval", "1", "--no-epoch-checkpoints"]
+def _start(cmd, **kwargs):
     return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            cwd=os.path.dirname(os.path.dirname(__file__)),
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=ENV, **kwargs)
+
+
+def _node(data, save_dir, rank, port):
+    return _start([BIN / "torchrun", "--nnodes", "2", "--node-rank", str(rank),
+                   "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
+                   str(port), *_fairseq_train(data, save_dir, "--max-update", "6")])
 
 
 def test_two_nodes_rendezvous_into_one_world(data, tmp_path):
@@ -115,9 +118,7 @@ def test_two_nodes_rendezvous_into_one_world(data, tmp_path):
     assert "torchrun: rank 0 of world size 2" in logs[0]
     assert "torchrun: rank 1 of world size 2" in logs[1]
     _, losses1, _ = _train(data, tmp_path / "one", nproc=1, update_freq=2)
-    losses = [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
-              for line in logs[0].splitlines() if "| train_inner | " in line]
-    assert losses == pytest.approx(losses1, abs=2e-3)
+    assert _losses(logs[0]) == pytest.approx(losses1, abs=2e-3)
     one = torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=False)["model"]
     two = torch.load(tmp_path / "node0" / "checkpoint_last.pt", weights_only=False)["model"]
     assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one)
@@ -127,19 +128,11 @@ def test_a_dying_rank_ends_the_job_and_a_relaunch_resumes(data, tmp_path):
     import signal
     import time
 
-    arch = [a if a != "roberta_base" else "roberta_ehft_base" for a in TINY_ROBERTA]
-
     def launch(max_update):
-        cmd = [BIN / "torchrun", "--nproc-per-node", "2", "--master-port", "29557",
-               BIN / "fairseq-train", data, "--user-dir", "ehft_plugin", "--task",
-               "glue_ehft", "--criterion", "sentence_prediction_ehft", *arch, "--optimizer",
-               "adam", "--lr", "1e-3", "--batch-size", "4", "--max-update", str(max_update),
-               "--cpu", "--num-workers", "0", "--save-dir", tmp_path, "--save-interval-updates",
-               "2", "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1"]
-        return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                cwd=os.path.dirname(os.path.dirname(__file__)),
-                                env=dict(os.environ, OMP_NUM_THREADS="1"))
+        return _start([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", "29557",
+                       *_fairseq_train(data, tmp_path, "--max-update", str(max_update),
+                                       "--save-interval-updates", "2")],
+                      start_new_session=True)
 
     job = launch(100000)
     deadline = time.time() + 120
@@ -173,17 +166,15 @@ def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
             "--total-updates", "6", "--batch-size", "4"]
     fairseq = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
                "--attention-dropout", "0"]  # no random masks: ranks and one process agree
-    root = os.path.dirname(os.path.dirname(__file__))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     result = run([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", "29561",
-                  BIN / "ehft", *args, "--save-dir", tmp_path / "two", *fairseq], env=env,
-                 cwd=root)
+                  BIN / "ehft", *args, "--save-dir", tmp_path / "two", *fairseq], env=ENV,
+                 cwd=ROOT)
     log = result.stdout + result.stderr
     for rank in (0, 1):  # both stages ran in one world of 2
         assert log.count("torchrun: rank %d of world size 2" % rank) == 2
     # one process accumulating 2 batches of 4 sees what the 2 ranks see together
     run([BIN / "ehft", *args, "--save-dir", tmp_path / "one", *fairseq, "--update-freq", "2"],
-        env=env, cwd=root)
+        env=ENV, cwd=ROOT)
     two = tmp_path / "two" / "rte" / "ehft-bitfit" / "seed1"
     one = tmp_path / "one" / "rte" / "ehft-bitfit" / "seed1"
     for stage in ("stage1", "stage2"):
