@@ -279,6 +279,10 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first
         if replace:
             shutil.rmtree(run_dir)
         os.makedirs(run_dir, exist_ok=True)
+        # run.json first: another rank checking the directory meanwhile sees either nothing
+        # or this record, never stage files without it
+        _write_json(os.path.join(run_dir, "run.json"),
+                    {"task": meta["task"], "config": config, "commands": previous})
     commands = {}
     metric = meta["metrics"][0]
     for index, (stage, n) in enumerate(zip(method.stages, updates)):
