@@ -75,6 +75,9 @@ for method in $METHODS; do
         done
         wait "$job" || { echo "demo: $method failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
         trap - EXIT
+        # the last stage can finish between two polls: show where the run ended
+        now=$(progress "$run_dir")
+        if [ -n "$now" ] && [ "$now" != "$shown" ]; then echo "      $now"; fi
         grep -q "already done, skipped" "$log" && echo "      (finished before: reused)"
     done
 done

@@ -24,7 +24,7 @@ def test_the_demo_runs_and_reports_what_it_measured(tmp_path):
         assert "| %s | %.2f ±— (1) |" % (method, cell["mean"]) in out
     assert (tmp_path / "results-curves-cb.png").is_file()
     assert (tmp_path / "results-bars.png").is_file()
-    assert "stage2: update" in out  # progress reached stage 2
+    assert "stage2: update 4 of 4" in out  # progress shows where each run ended
     # a second run with the same settings reuses the finished runs
     again = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=600)
