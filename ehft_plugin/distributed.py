@@ -17,7 +17,9 @@ the plugin is imported (as --user-dir does, before fairseq reads its distributed
   the other ranks with torch.load, which torch >= 2.6 refuses for fairseq's states); like
   fairseq's own resuming, this needs the checkpoint on a filesystem every node sees;
 - refuses --fp16 / --memory-efficient-fp16 / --amp without CUDA, with a message instead of a
-  crash inside LayerNorm.
+  crash inside LayerNorm, and bad --optimizer ehft_adamw flags, before anything is written;
+- reads --bf16 as bfloat16 on this machine's GPU or CPU, where fairseq reads it as "on a TPU"
+  (and fails without torch_xla).
 """
 
 import logging
@@ -50,8 +52,30 @@ def check_precision(common):
     for flag in ("fp16", "memory_efficient_fp16", "amp"):
         if getattr(common, flag, False) and cpu:
             raise SystemExit("fairseq-train: error: --%s needs a CUDA device; on CPU train in "
-                             "float32 (drop --%s)" % (flag.replace("_", "-"),
-                                                      flag.replace("_", "-")))
+                             "float32 or bfloat16 (drop --%s, or use --bf16)"
+                             % (flag.replace("_", "-"), flag.replace("_", "-")))
+
+
+def _bf16_without_tpu(cfg):
+    """fairseq reads --bf16 as "train on a TPU" (options.py sets --tpu with it) and then fails
+    fetching an XLA device. Without torch_xla no TPU can be meant: train in bfloat16 on the
+    GPU or CPU instead."""
+    import importlib.util
+
+    import torch
+    from omegaconf import open_dict
+
+    common = cfg.common
+    if not (getattr(common, "bf16", False) and common.tpu
+            and importlib.util.find_spec("torch_xla") is None):
+        return
+    for section in (common, cfg.distributed_training):
+        with open_dict(section):
+            section.tpu = False
+    if getattr(cfg, "model", None) is not None and hasattr(cfg.model, "tpu"):
+        cfg.model.tpu = False  # the model's argparse copy of the flags
+    logger.info("--bf16 without torch_xla: bfloat16 on this machine's %s, not on a TPU",
+                "CPU" if common.cpu or not torch.cuda.is_available() else "GPU")
 
 
 def _call_main(original):
@@ -60,8 +84,13 @@ def _call_main(original):
         from omegaconf import open_dict
 
         check_precision(cfg.common)
+        _bf16_without_tpu(cfg)
         dist_cfg = cfg.distributed_training
         cuda = torch.cuda.is_available() and not cfg.common.cpu
+        if getattr(cfg.optimizer, "_name", None) == "ehft_adamw":
+            from .optim.ehft_adamw import check_config
+
+            check_config(cfg.optimizer, cuda)
         settings = None if dist_cfg.distributed_init_method else torchrun_settings(
             os.environ, cuda)
         if settings:

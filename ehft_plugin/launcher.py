@@ -97,7 +97,7 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
         "--task", "glue_ehft", "--criterion", "sentence_prediction_ehft",
         "--arch", arch, "--peft", stage.peft, "--head-type", opts.head_type,
         "--finetune-from-model", start, "--save-dir", save_dir,
-        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06",
+        "--optimizer", "ehft_adamw", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06",
         "--weight-decay", "0.1", "--lr", repr(stage.lr), "--lr-scheduler", "polynomial_decay",
         "--warmup-updates", str(warmup), "--total-num-update", str(updates),
         "--max-update", str(updates), "--max-epoch", "0", "--batch-size", str(opts.batch_size),

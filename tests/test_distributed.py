@@ -69,6 +69,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path)
     log1, losses1, valid1 = _train(data, tmp_path / "one", nproc=1, update_freq=2)
     assert "torchrun: rank 0 of world size 2" in log2 and "rank 1 of world size 2" in log2
     assert "backend gloo" in log2
+    # every validation compared the ranks' parameters (ehft_plugin/replicas.py)
+    assert log2.count("replicas agree: parameters bit-identical on all 2 ranks") == len(valid2)
     # rank 0 logs; each line is the global batch of both ranks
     assert len(losses2) == len(losses1) == 6
     assert losses2 == pytest.approx(losses1, abs=2e-3)  # the logged loss has 3 digits

@@ -255,3 +255,31 @@ def test_report_reads_real_run_directories(setup, tmp_path):
     assert row in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results-curves-rte.png").is_file()
     assert json.loads((setup["run"] / "run.json").read_text())["task"] == "rte"
+
+
+def test_sigterm_stops_the_launcher_and_its_fairseq_train(setup, tmp_path):
+    # torchrun ends a failed job with SIGTERM to each launcher: training must not go on
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN
+
+    args = [a if a != "6" else "100000" for a in setup["args"]]  # --total-updates
+    launcher = subprocess.Popen([str(BIN / "ehft"), "train", "--method", "ehft-bitfit",
+                                 "--save-dir", str(tmp_path), *map(str, args), *FAIRSEQ],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "rte" / "ehft-bitfit" / "seed1" / "stage1" / "train.log"
+    deadline = time.time() + 120
+    while not (log.is_file() and '"num_updates"' in log.read_text()) and time.time() < deadline:
+        time.sleep(0.5)
+    children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
+                              text=True).stdout.split()
+    assert len(children) == 1, "fairseq-train did not start within 120 s"
+    os.kill(launcher.pid, signal.SIGTERM)
+    assert launcher.wait(timeout=60) == 143
+    deadline = time.time() + 30
+    while os.path.exists("/proc/%s" % children[0]) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not os.path.exists("/proc/%s" % children[0]), "fairseq-train outlived its launcher"

@@ -37,6 +37,7 @@ from omegaconf import II, MISSING, OmegaConf, open_dict
 from ..data.binarize import load_metadata
 from ..data.task_table import RANKING, REGRESSION
 from ..data.tokenisers import load_dictionary
+from ..kernels import layer_norm_kernels
 from ..metrics import PREDICTIONS_KEY, derived_metric, needs_predictions
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ class GlueEhftTask(FairseqTask):
         model = models.build_model(cfg, self, from_checkpoint)
         outputs = 1 if self.kind in (RANKING, REGRESSION) else self.num_classes
         model.register_classification_head(self.cfg.classification_head_name, num_classes=outputs)
+        logger.info("LayerNorm kernels: %s", layer_norm_kernels(model))
         return model
 
     def reduce_metrics(self, logging_outputs, criterion):

@@ -1,0 +1,128 @@
+"""`--optimizer ehft_adamw`: AdamW (Loshchilov & Hutter, decoupled weight decay) stepping with
+the fastest kernel the machine has, and saying which in the log.
+
+fairseq's own `adam` is the same algorithm, but without NVIDIA apex it steps parameter by
+parameter in Python. `--adamw-kernel auto` takes apex's FusedAdam when apex is importable and
+the parameters are on CUDA, else torch.optim.AdamW with fused=True on CUDA and foreach=True
+on CPU (one multi-tensor call per step instead of one small kernel per parameter);
+benchmarks/optimizer_step.py measures the difference. The flags are fairseq adam's
+(--adam-betas, --adam-eps, --weight-decay), so switching optimizer changes one word.
+
+One difference from fairseq's `adam`, which follows the original paper's Algorithm 1: torch
+adds eps to the bias-corrected sqrt(v), fairseq to the uncorrected one, so early updates of
+parameters whose squared gradients are below ~eps^2 differ slightly.
+"""
+
+import ast
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any, List
+
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.optim import FairseqOptimizer, register_optimizer
+from omegaconf import II, OmegaConf
+
+from ..kernels import apex_fused_adam
+
+logger = logging.getLogger(__name__)
+
+KERNELS = ("auto", "apex", "fused", "foreach", "loop")
+
+
+@dataclass
+class EhftAdamWConfig(FairseqDataclass):
+    adam_betas: Any = field(default=(0.9, 0.999),
+                            metadata={"help": "(beta1, beta2), each in [0, 1)"})
+    adam_eps: float = field(default=1e-8, metadata={"help": "added to sqrt(v), > 0"})
+    weight_decay: float = field(default=0.0,
+                                metadata={"help": "decoupled weight decay per unit lr, >= 0"})
+    adamw_kernel: ChoiceEnum(KERNELS) = field(
+        default="auto", metadata={"help": "auto: apex FusedAdam if importable on CUDA, else "
+                                          "torch fused on CUDA, foreach on CPU; or force one "
+                                          "(loop: torch's per-parameter reference)"})
+    lr: List[float] = II("optimization.lr")
+
+
+def choose_kernel(requested, cuda, apex_available):
+    """The kernel `--adamw-kernel requested` means on this device (pure, for tests)."""
+    if requested == "auto":
+        return "apex" if cuda and apex_available else "fused" if cuda else "foreach"
+    if requested == "apex" and not (cuda and apex_available):
+        raise ValueError("--adamw-kernel apex needs NVIDIA apex built with its CUDA extensions "
+                         "and parameters on CUDA (%s); use --adamw-kernel auto"
+                         % ("apex is not importable" if not apex_available else "they are not"))
+    return requested
+
+
+def parse_betas(value):
+    """--adam-betas as fairseq writes it ("(0.9,0.98)") or as a config holds it."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            value = None
+    elif OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in value)):
+        return None
+    return tuple(float(b) for b in value)
+
+
+def check_config(cfg, cuda):
+    """Refuse bad flags before fairseq-train writes anything (torch would only say
+    'Invalid beta parameter' at the first update)."""
+    if parse_betas(cfg.adam_betas) is None:
+        raise SystemExit("fairseq-train: error: --adam-betas %r: expected two numbers in "
+                         "[0, 1), e.g. '(0.9,0.98)'" % (cfg.adam_betas,))
+    if not cfg.adam_eps > 0:
+        raise SystemExit("fairseq-train: error: --adam-eps %r: expected a number > 0"
+                         % cfg.adam_eps)
+    if not cfg.weight_decay >= 0:
+        raise SystemExit("fairseq-train: error: --weight-decay %r: expected a number >= 0"
+                         % cfg.weight_decay)
+    try:
+        choose_kernel(cfg.adamw_kernel, cuda, apex_fused_adam() is not None)
+    except ValueError as error:
+        raise SystemExit("fairseq-train: error: %s" % error)
+
+
+def _first_param(params):
+    for item in params:
+        return item["params"][0] if isinstance(item, dict) else item
+    raise ValueError("--optimizer ehft_adamw got no trainable parameters")
+
+
+@register_optimizer("ehft_adamw", dataclass=EhftAdamWConfig)
+class EhftAdamW(FairseqOptimizer):
+    def __init__(self, cfg, params):
+        super().__init__(cfg)
+        params = list(params)
+        device = _first_param(params).device
+        fused_adam = apex_fused_adam()
+        self.kernel = choose_kernel(cfg.adamw_kernel, device.type == "cuda",
+                                    fused_adam is not None)
+        if self.kernel == "apex":
+            self._optimizer = fused_adam(params, adam_w_mode=True, **self.optimizer_config)
+            name = "apex.optimizers.FusedAdam"
+        else:
+            self._optimizer = torch.optim.AdamW(params, **self.optimizer_config, **{
+                "fused": {"fused": True}, "foreach": {"foreach": True},
+                "loop": {"foreach": False}}[self.kernel])
+            name = "torch.optim.AdamW(%s)" % self.kernel
+        logger.info("--optimizer ehft_adamw: %s on %s, %d parameter tensors", name,
+                    device.type, sum(1 for _ in self.params))
+
+    @property
+    def optimizer_config(self):
+        """Overrides the values stored in a checkpoint's optimizer state on resume."""
+        lr = self.cfg.lr[0] if isinstance(self.cfg.lr, Collection) else self.cfg.lr
+        return {"lr": lr, "betas": parse_betas(self.cfg.adam_betas), "eps": self.cfg.adam_eps,
+                "weight_decay": self.cfg.weight_decay}
+
+    @property
+    def supports_flat_params(self):
+        return True  # --fp16 hands over one flat fp32 master tensor
+
