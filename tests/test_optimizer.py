@@ -10,7 +10,7 @@ import torch
 from conftest import fairseq_train, prepare_rte
 
 from ehft_plugin.kernels import apex_fused_adam
-from ehft_plugin.optim.ehft_adamw import EhftAdamW, EhftAdamWConfig, choose_kernel
+from ehft_plugin.optim.ehft_adamw import EhftAdamW, EhftAdamWConfig, choose_kernel, fused_on_cpu
 
 BETAS, EPS, LR, DECAY = (0.9, 0.98), 1e-6, 1e-2, 0.1
 
@@ -57,7 +57,7 @@ def test_every_kernel_makes_the_reference_adamw_updates(kernel):
     start, grads = _problem()
     params = [p.clone().requires_grad_() for p in start]
     optimizer = EhftAdamW(_config(kernel), params)
-    assert optimizer.kernel == ("foreach" if kernel == "auto" else kernel)  # CPU here
+    assert optimizer.kernel == ("fused" if kernel == "auto" else kernel)  # CPU, torch >= 2.4
     got = _steps(optimizer, params, grads)
     for p, want in zip(got, reference_adamw(start, grads)):
         assert torch.allclose(p.detach().double(), want, atol=1e-6, rtol=0)
@@ -78,10 +78,12 @@ def test_fairseq_adam_differs_only_where_eps_enters():
         assert not torch.equal(a, b)  # the two formulas are not the same code path
 
 
-def test_auto_prefers_apex_then_torch_fused_on_cuda_and_foreach_on_cpu():
+def test_auto_prefers_apex_then_torch_fused_and_foreach_on_an_old_torchs_cpu():
     assert choose_kernel("auto", cuda=True, apex_available=True) == "apex"
     assert choose_kernel("auto", cuda=True, apex_available=False) == "fused"
-    assert choose_kernel("auto", cuda=False, apex_available=True) == "foreach"
+    assert choose_kernel("auto", cuda=False, apex_available=True, cpu_fused=True) == "fused"
+    assert choose_kernel("auto", cuda=False, apex_available=False, cpu_fused=False) == "foreach"
+    assert fused_on_cpu("2.4.0") and fused_on_cpu("2.13.0+cpu") and not fused_on_cpu("2.3.1")
     assert choose_kernel("loop", cuda=True, apex_available=True) == "loop"
     with pytest.raises(ValueError, match="apex is not importable"):
         choose_kernel("apex", cuda=True, apex_available=False)
@@ -108,7 +110,7 @@ def test_fairseq_train_logs_its_kernels_and_resumes_exactly(data, tmp_path):
     flags = ["--optimizer", "ehft_adamw", "--adam-betas", "(0.9,0.98)", "--weight-decay", "0.1"]
     result, _ = fairseq_train(data, tmp_path / "straight", *flags, updates=6)
     log = result.stdout + result.stderr
-    assert "--optimizer ehft_adamw: torch.optim.AdamW(foreach) on cpu" in log
+    assert "--optimizer ehft_adamw: torch.optim.AdamW(fused) on cpu" in log
     assert "LayerNorm kernels: " in log and "(NVIDIA apex not importable)" in log
     fairseq_train(data, tmp_path / "resumed", *flags, updates=3)
     fairseq_train(data, tmp_path / "resumed", *flags, updates=6)  # from checkpoint_last

@@ -3,9 +3,10 @@ the fastest kernel the machine has, and saying which in the log.
 
 fairseq's own `adam` is the same algorithm, but without NVIDIA apex it steps parameter by
 parameter in Python. `--adamw-kernel auto` takes apex's FusedAdam when apex is importable and
-the parameters are on CUDA, else torch.optim.AdamW with fused=True on CUDA and foreach=True
-on CPU (one multi-tensor call per step instead of one small kernel per parameter);
-benchmarks/optimizer_step.py measures the difference. The flags are fairseq adam's
+the parameters are on CUDA, else torch.optim.AdamW with fused=True, on CUDA and, from torch
+2.4, on CPU too; foreach=True (one multi-tensor call per operation) on an older torch's CPU.
+On CPU the fused kernel is the fast one: benchmarks/optimizer_step.py measured it 4-5x
+faster than fairseq's `adam` while foreach was slower than it (benchmarks/results/). The flags are fairseq adam's
 (--adam-betas, --adam-eps, --weight-decay), so switching optimizer changes one word.
 
 One difference from fairseq's `adam`, which follows the original paper's Algorithm 1: torch
@@ -40,15 +41,24 @@ class EhftAdamWConfig(FairseqDataclass):
                                 metadata={"help": "decoupled weight decay per unit lr, >= 0"})
     adamw_kernel: ChoiceEnum(KERNELS) = field(
         default="auto", metadata={"help": "auto: apex FusedAdam if importable on CUDA, else "
-                                          "torch fused on CUDA, foreach on CPU; or force one "
-                                          "(loop: torch's per-parameter reference)"})
+                                          "torch's fused kernel (foreach on CPU before torch "
+                                          "2.4); or force one (loop: torch's per-parameter "
+                                          "reference)"})
     lr: List[float] = II("optimization.lr")
 
 
-def choose_kernel(requested, cuda, apex_available):
+def fused_on_cpu(version=torch.__version__):
+    """torch >= 2.4 has a fused AdamW kernel for CPU tensors too."""
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return (major, minor) >= (2, 4)
+
+
+def choose_kernel(requested, cuda, apex_available, cpu_fused=None):
     """The kernel `--adamw-kernel requested` means on this device (pure, for tests)."""
     if requested == "auto":
-        return "apex" if cuda and apex_available else "fused" if cuda else "foreach"
+        if cuda:
+            return "apex" if apex_available else "fused"
+        return "fused" if (fused_on_cpu() if cpu_fused is None else cpu_fused) else "foreach"
     if requested == "apex" and not (cuda and apex_available):
         raise ValueError("--adamw-kernel apex needs NVIDIA apex built with its CUDA extensions "
                          "and parameters on CUDA (%s); use --adamw-kernel auto"
