@@ -2,7 +2,6 @@
 when one rank's parameters drift."""
 
 import subprocess
-import sys
 import textwrap
 
 import torch
