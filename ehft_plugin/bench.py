@@ -8,6 +8,7 @@ the weights of the encoder's matrix multiplications plus 12·L·d·s for attenti
 non-padding tokens, over the machine's matmul peak measured in the same process.
 """
 
+import hashlib
 import os
 import platform
 import resource
@@ -73,6 +74,8 @@ def measure(fairseq_argv, steps=20, warmup=3):
     # --finetune-from-model / --restore-file exactly as fairseq-train reads them
     _, batches = checkpoint_utils.load_checkpoint(cfg.checkpoint, trainer)
     times, sequences, tokens, padded = [], 0, 0, 0
+    digest = hashlib.sha1()  # which examples were timed, batch by batch: configurations that
+    # claim to train on the same batches can be checked against each other
     iterator = batches.next_epoch_itr(shuffle=True)
     while len(times) < steps:
         sample = next(iterator, None)
@@ -90,6 +93,7 @@ def measure(fairseq_argv, steps=20, warmup=3):
             continue
         times.append(time.perf_counter() - start)
         for sample in samples:
+            digest.update(sample["id"].numpy().tobytes())
             sequences += sample["nsentences"]
             tokens += sample["ntokens"]
             padded += sum(v["src_tokens"].numel() for k, v in sample.items()
@@ -112,6 +116,7 @@ def measure(fairseq_argv, steps=20, warmup=3):
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "parameters": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "batches_digest": digest.hexdigest(),
     }
 
 

@@ -44,3 +44,35 @@ def test_the_gpu_benchmark_says_it_was_skipped_without_a_gpu(tmp_path):
         return  # it runs for real on a GPU
     out = _script("train_step.py", "--device", "cuda", "--out", tmp_path / "g")
     assert "skipped, no CUDA device" in out and not list(tmp_path.iterdir())
+
+
+def test_accuracy_grid_records_cells_skips_finished_ones_and_reports(tmp_path):
+    args = ["--tasks", "cb", "--methods", "ft", "ehft-bitfit", "--seeds", "1", "--updates", "4",
+            "--out", tmp_path / "accuracy", "--json", tmp_path / "accuracy.json",
+            "--work", tmp_path / "work"]
+    out = _script("accuracy_grid.py", *args)
+    assert "grid: 2 of 2 cells to run" in out
+    record = tmp_path / "accuracy" / "runs" / "cb" / "ehft-bitfit" / "seed1"
+    kept = sorted(str(p.relative_to(record)) for p in record.rglob("*") if p.is_file())
+    assert kept == ["run.json", "stage1/done.json", "stage2/done.json"]  # no checkpoints
+    summary = json.loads((tmp_path / "accuracy.json").read_text())
+    assert set(summary["cb"]) == {"ft", "ehft-bitfit"}
+    assert summary["cb"]["ft"]["seeds"] == 1 and "avg" in summary
+    assert "| ehft-bitfit |" in (tmp_path / "accuracy" / "results.md").read_text()
+    assert "grid: 0 of 2 cells to run" in _script("accuracy_grid.py", *args)  # all finished
+
+
+def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
+    out = _script("speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "8",
+                  "--wall-updates", "4", "--out", tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    for key in ("stage2_vs_fairseq", "bitfit_vs_ft", "lora_vs_ft", "prefix_vs_ft", "ft_vs_hf",
+                "bitfit_vs_hf", "lora_vs_hf", "default_pipeline_vs_hf", "mfu",
+                "ft_vs_ehft_wall"):
+        assert results[key]["value"] > 0 and isinstance(results[key]["met"], bool), key
+    assert results["run"]["same_batches"] is True  # plugin, stock fairseq and HF: same batches
+    assert results["ft_vs_hf"]["numerator"] > 0 and results["ft_vs_hf"]["denominator"] > 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Made by `python benchmarks/speed.py --steps 1" in text
+    assert "stock fairseq ft (sentence_prediction)" in text and "hf lora" in text
+    assert "speed: wrote" in out

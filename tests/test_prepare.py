@@ -43,6 +43,39 @@ def test_ranking_task_writes_one_stream_per_choice(tmp_path):
     assert {p.name for p in (tmp_path / "bin").iterdir()} >= {"input0", "input1", "input2"}
 
 
+def test_max_length_truncates_the_longer_segment_first_keeping_separators(tmp_path):
+    import torch
+
+    from ehft_plugin.data.binarize import truncate_longest_first
+
+    eos = 2
+    a, b = torch.tensor([5, 6, 7, 8, 9, 10, eos]), torch.tensor([11, 12, eos])
+    # roberta: <s> A </s> </s> B </s>, 1 + 7 + 1 + 3 = 12 tokens; fit 9
+    short_a, same_b = truncate_longest_first([a, b], 9, extra_per_segment=1)
+    assert short_a.tolist() == [5, 6, 7, eos] and same_b.tolist() == [11, 12, eos]
+    # bert joins without the extra separator: <s> A </s> B </s>, 11 tokens; fit 6 (at a tie
+    # the first segment gives way)
+    x, y = truncate_longest_first([a, b], 6, extra_per_segment=0)
+    assert x.tolist() == [5, eos] and y.tolist() == [11, 12, eos]
+    assert truncate_longest_first([a, b], 64, 1) == [a, b]  # short inputs are kept as they are
+
+    raw = subset(shared("glue/RTE"), tmp_path / "raw", rows=20)
+    meta = prepare(get_task("rte"), str(raw), str(tmp_path / "bin"), gpt2_spec(), max_length=32)
+    assert meta["max_length"] == 32
+    from fairseq.data import data_utils
+
+    from ehft_plugin.data.tokenisers import load_dictionary
+
+    d = load_dictionary(str(tmp_path / "bin/input0/dict.txt"))
+    first, second = (data_utils.load_indexed_dataset(str(tmp_path / "bin" / s / "train"), d)
+                     for s in ("input0", "input1"))
+    lengths = [1 + len(first[i]) + 1 + len(second[i]) for i in range(len(first))]
+    assert max(lengths) == 32 and all(first[i][-1] == d.eos() for i in range(len(first)))
+    with pytest.raises(EhftError, match="--max-length 32: expected an integer >= 4, for a task "
+                                        "without answer choices"):
+        prepare(get_task("copa"), str(raw), str(tmp_path / "copa"), gpt2_spec(), max_length=32)
+
+
 def _no_leftovers(parent):
     return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 

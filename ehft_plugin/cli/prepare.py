@@ -43,6 +43,11 @@ def add_parser(sub, name):
     p.add_argument("--force", action="store_true", help="replace an existing --out-dir")
     p.add_argument("--backbone", help="a directory written by `ehft convert`: its tokeniser, "
                                       "dictionary and input format (instead of --bpe ...)")
+    p.add_argument("--max-length", type=int, metavar="N",
+                   help="truncate each input to N tokens (>= 4), <s> and separators included, "
+                        "shortening the longer segment first as HF tokenizers do with "
+                        "truncation='longest_first'; not for tasks with answer choices "
+                        "(default: keep every token; glue_ehft truncates at --max-positions)")
     add_tokeniser_arguments(p)
     return p
 
@@ -63,7 +68,7 @@ def run(args):
         tokeniser = TokeniserSpec(**backbone["tokenizer"])
         pair_format = backbone.get("pair_format", "roberta")
     meta = prepare(spec, args.raw_dir, args.out_dir, tokeniser, force=args.force,
-                   pair_format=pair_format)
+                   pair_format=pair_format, max_length=args.max_length)
     counts = {split: info["examples"] for split, info in meta["splits"].items()}
     logger.info("wrote %s: task %s, %s", args.out_dir, spec.name, json.dumps(counts))
     print(args.out_dir)

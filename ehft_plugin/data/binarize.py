@@ -20,6 +20,7 @@ import os
 import shutil
 from dataclasses import asdict
 
+import torch
 
 from ..atomic import atomic_dir
 from ..errors import EhftError, TokeniserError
@@ -79,6 +80,21 @@ def encode_examples(examples, encode, dictionary, consumer):
     return list(zip(*streams))
 
 
+def truncate_longest_first(segments, max_length, extra_per_segment):
+    """Shorten the longest segment, one token at a time, until the joined input (one <s>,
+    each segment with its </s>, `extra_per_segment` separators before each further segment)
+    fits `max_length` tokens; each segment keeps its final </s> (HF's "longest_first")."""
+    lengths = [len(s) for s in segments]
+    overhead = 1 + extra_per_segment * (len(segments) - 1)
+    while sum(lengths) + overhead > max_length:
+        longest = max(range(len(lengths)), key=lambda i: (lengths[i], -i))
+        if lengths[longest] <= 1:
+            break
+        lengths[longest] -= 1
+    return [s if n == len(s) else torch.cat([s[:n - 1], s[-1:]]) for s, n in
+            zip(segments, lengths)]
+
+
 def _write_labels(spec, label_dir, split, examples):
     if spec.kind == REGRESSION:
         with open(os.path.join(label_dir, split + ".label"), "w") as f:
@@ -102,11 +118,14 @@ def _write_label_dict(spec, label_dir, train_examples):
 
 
 def prepare(spec: TaskSpec, raw_dir: str, out_dir: str, tokeniser: TokeniserSpec,
-            force: bool = False, pair_format: str = "roberta") -> dict:
+            force: bool = False, pair_format: str = "roberta", max_length=None) -> dict:
     """Binarise every labeled split of `spec` from `raw_dir` into `out_dir`; returns the metadata."""
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not force:
         raise EhftError("--out-dir %s already exists; pass --force to replace it" % out_dir)
+    if max_length is not None and (spec.choice_fields or max_length < 4):
+        raise EhftError("--max-length %d: expected an integer >= 4, for a task without answer "
+                        "choices (%s has %d)" % (max_length, spec.name, len(spec.choice_fields)))
     tokeniser.check()
     dictionary = load_dictionary(tokeniser.srcdict)
     encode = build_encoder(tokeniser)
@@ -117,10 +136,11 @@ def prepare(spec: TaskSpec, raw_dir: str, out_dir: str, tokeniser: TokeniserSpec
     }
     with atomic_dir(out_dir) as tmp:
         return _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits,
-                          pair_format)
+                          pair_format, max_length)
 
 
-def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits, pair_format):
+def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits, pair_format,
+               max_length=None):
     counter = _UnknownCounter(dictionary.unk())
     num_streams = len(next(iter(splits.values()))[0].segments) + len(spec.choice_fields)
     stream_dirs = [os.path.join(tmp, "input%d" % i) for i in range(num_streams)]
@@ -134,6 +154,10 @@ def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits, pair_f
     split_info = {}
     for split, examples in splits.items():
         streams = encode_examples(examples, encode, dictionary, counter)
+        if max_length:
+            extra = 0 if pair_format == "bert" else 1  # roberta: </s> </s> between segments
+            streams = list(zip(*[truncate_longest_first(list(example), max_length, extra)
+                                 for example in zip(*streams)]))
         for d, items in zip(stream_dirs, streams):
             _write_indexed(os.path.join(d, split), items, len(dictionary))
         _write_labels(spec, label_dir, split, examples)
@@ -153,6 +177,7 @@ def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits, pair_f
         "raw_dir": os.path.abspath(raw_dir),
         "tokenizer": asdict(tokeniser.copy_into(os.path.join(tmp, "tokenizer"))),
         "pair_format": pair_format,  # how glue_ehft joins segments: roberta or bert
+        "max_length": max_length,  # inputs truncated longest-first to this many tokens
     }
     with open(os.path.join(tmp, METADATA_FILE), "w") as f:
         json.dump(meta, f, indent=2)

@@ -43,6 +43,7 @@ from ..metrics import PREDICTIONS_KEY, derived_metric, needs_predictions
 logger = logging.getLogger(__name__)
 
 SHORTEN_METHODS = ChoiceEnum(["none", "truncate", "random_crop"])
+BATCH_ORDERS = ChoiceEnum(["length", "random"])
 
 
 @dataclass
@@ -63,6 +64,16 @@ class GlueEhftConfig(FairseqDataclass):
         default="sentence_classification_head", metadata={"help": "name of the head to train"}
     )
     no_shuffle: bool = field(default=False, metadata={"help": "keep the file order of examples"})
+    batch_order: BATCH_ORDERS = field(
+        default="length",
+        metadata={"help": "length: shuffle, then sort by length within each window of "
+                          "--length-window examples, so that a batch holds inputs of similar "
+                          "length and little padding (fairseq shuffles the batches each epoch); "
+                          "random: shuffled examples, as fairseq's sentence_prediction"},
+    )
+    length_window: int = field(
+        default=1024, metadata={"help": "examples sorted together by --batch-order length (>= 1)"}
+    )
     seed: int = II("common.seed")
 
 
@@ -81,6 +92,8 @@ class GlueEhftTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
+        if cfg.length_window < 1:
+            raise ValueError("--length-window %d: expected an integer >= 1" % cfg.length_window)
         meta = load_metadata(cfg.data)
         dictionary = load_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
         label_dictionary = None
@@ -166,11 +179,18 @@ class GlueEhftTask(FairseqTask):
         sizes = np.max([c.sizes for c in candidates], axis=0)
         dataset = NestedDictionaryDataset(dataset, sizes=[sizes])
         if not self.cfg.no_shuffle:
-            with data_utils.numpy_seed(self.cfg.seed):
-                shuffle = np.random.permutation(len(dataset))
-            dataset = SortDataset(dataset, sort_order=[shuffle])
+            dataset = SortDataset(dataset, sort_order=self._example_order(sizes))
         logger.info("loaded %s: %d examples", split, len(dataset))
         return dataset
+
+    def _example_order(self, sizes):
+        """np.lexsort keys, last = primary: a random key per example and, for --batch-order
+        length, the window of that key and then the length ahead of it."""
+        with data_utils.numpy_seed(self.cfg.seed):
+            key = np.random.permutation(len(sizes))
+        if self.cfg.batch_order == "random":
+            return [key]
+        return [key, sizes, key // self.cfg.length_window]
 
     def get_batch_iterator(self, dataset, **kwargs):
         # fairseq main drops the last batch when its size is not a multiple of

@@ -1,0 +1,139 @@
+"""Accuracy over seeds on real data: `ehft train` for every (task, method, seed) cell of the
+grid, then `ehft report`. Cells already finished are skipped, so an interrupted grid is
+completed by running the same command again (as many times as it takes).
+
+    .venv/bin/python benchmarks/accuracy_grid.py [--hours H] [--seeds 1 2 3 4] [--tasks ...]
+
+Default backbone: the converted all-MiniLM-L6-v2; data: ../shared/data. Cells run seed by
+seed (every task and method gets seed 1 before any gets seed 2), so a partial grid is a
+balanced one. Training happens under .cache/grid-runs (checkpoints, never committed); each
+finished cell leaves its small record (run.json and each stage's done.json: settings,
+commands, every validation) in benchmarks/accuracy/runs/TASK/METHOD/seedK/, and the report is
+made from those records only: benchmarks/accuracy/results.{md,csv,json} and
+benchmarks/accuracy.json ({task: {method: {mean, std, seeds}}} plus "avg" per method).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from ehft_plugin.atomic import write_file  # noqa: E402
+
+# (raw directory under ../shared/data, total updates): about 2 epochs of the smaller GLUE sets
+# and 10 of CB and COPA at batch 16, what this 2-core machine finishes in ~3 minutes a cell
+TASKS = {"rte": ("glue/RTE", 300), "mrpc": ("glue/MRPC", 300), "cola": ("glue/CoLA", 300),
+         "stsb": ("glue/STS-B", 300), "cb": ("superglue/CB", 160), "copa": ("superglue/COPA", 250)}
+# FT, LP-FT, the three EH-FT methods, a SPAFIT configuration (6 layers: 2 frozen, 2 BitFit,
+# 2 LoRA+BitFit) and the single-stage PEFT methods, of which the report shows the best
+METHODS = ["ft", "lp-ft", "ehft-bitfit", "ehft-lora", "ehft-prefix", "spafit-2-4-II",
+           "bitfit", "lora", "prefix"]
+BATCH, FT_LR = 16, 5e-5  # small models finetune at a higher rate than RoBERTa-large's 1e-5
+KEEP = ("run.json", "done.json")
+
+
+def ehft(*args):
+    return [os.path.join(os.path.dirname(sys.executable), "ehft"), *map(str, args)]
+
+
+def prepare(task, args):
+    out = os.path.join(ROOT, ".cache", "grid-data", task)
+    if not os.path.isfile(os.path.join(out, "ehft_task.json")):
+        subprocess.run(ehft("prepare", task, "--raw-dir", os.path.join(args.shared, TASKS[task][0]),
+                            "--out-dir", out, "--backbone", args.backbone, "--force"),
+                       check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def record_dir(task, method, seed, args):
+    return os.path.join(args.out, "runs", task, method, "seed%d" % seed)
+
+
+def finished(task, method, seed, args):
+    path = os.path.join(record_dir(task, method, seed, args), "run.json")
+    if not os.path.isfile(path):
+        return False
+    stages = json.load(open(path))["config"]["stages"]
+    return os.path.isfile(os.path.join(os.path.dirname(path), stages[-1]["name"], "done.json"))
+
+
+def run_cell(task, method, seed, args):
+    work = args.work
+    cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
+               os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
+               "--total-updates", args.updates or TASKS[task][1], "--batch-size", BATCH, "--lr-stage2", FT_LR,
+               "--", "--cpu", "--num-workers", "0", "--log-interval", "50")
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit("grid: %s %s seed %d failed:\n%s" % (task, method, seed,
+                                                             result.stderr[-3000:]))
+    source = os.path.join(work, task, method, "seed%d" % seed)
+    target = record_dir(task, method, seed, args)
+    for folder, _, files in os.walk(source):
+        for name in files:
+            if name in KEEP:
+                rel = os.path.relpath(os.path.join(folder, name), source)
+                os.makedirs(os.path.dirname(os.path.join(target, rel)), exist_ok=True)
+                shutil.copyfile(os.path.join(folder, name), os.path.join(target, rel))
+    shutil.rmtree(source)  # checkpoints: hundreds of MB a cell
+
+
+def summarise(args):
+    runs = os.path.join(args.out, "runs")
+    if not os.path.isdir(runs):
+        return
+    subprocess.run(ehft("report", runs, "--out", os.path.join(args.out, "results.md")),
+                   check=True, stdout=subprocess.DEVNULL)
+    # the report's JSON is already {task: {method: {mean, std, seeds, metric}}, "avg": ...}
+    with open(os.path.join(args.out, "results.json")) as f:
+        write_file(args.json, f.read())
+
+
+def cells(args):
+    return [(task, method, seed) for seed in args.seeds for task in args.tasks
+            for method in args.methods]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--hours", type=float, default=0,
+                        help="start no new cell after this many hours (0: run them all)")
+    parser.add_argument("--backbone", default=os.path.join(ROOT, ".cache", "backbones",
+                                                           "all-MiniLM-L6-v2"))
+    parser.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"))
+    parser.add_argument("--updates", type=int, help="total updates of every cell (default: "
+                                                     "the per-task budget above)")
+    parser.add_argument("--out", default=os.path.join(HERE, "accuracy"))
+    parser.add_argument("--json", default=os.path.join(HERE, "accuracy.json"))
+    parser.add_argument("--work", default=os.path.join(ROOT, ".cache", "grid-runs"),
+                        help="where cells train (checkpoints; emptied cell by cell)")
+    args = parser.parse_args()
+    start = time.time()
+    todo = [c for c in cells(args) if not finished(*c, args)]
+    print("grid: %d of %d cells to run (batch %d, full-finetuning lr %g, updates %s)" % (
+        len(todo), len(cells(args)), BATCH, FT_LR,
+        {t: args.updates or TASKS[t][1] for t in args.tasks}), flush=True)
+    for i, (task, method, seed) in enumerate(todo):
+        if args.hours and time.time() - start > args.hours * 3600:
+            print("grid: --hours %g reached; run again to go on" % args.hours)
+            break
+        began = time.time()
+        run_cell(task, method, seed, args)
+        print("  %d/%d %s %s seed %d: %.0f s" % (i + 1, len(todo), task, method, seed,
+                                                time.time() - began), flush=True)
+    summarise(args)
+    print("grid: report in %s/results.md, %s" % (args.out, args.json))
+
+
+if __name__ == "__main__":
+    main()

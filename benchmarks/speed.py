@@ -1,0 +1,208 @@
+"""Speed and memory, side by side in one run: the plugin's training step against stock
+fairseq and against HF transformers + HF PEFT, on the same backbone and the same real batches.
+
+    .venv/bin/python benchmarks/speed.py [--backbone DIR] [--steps 20] [--batch-size 32]
+
+Default: the converted all-MiniLM-L6-v2, the GLUE RTE train pairs from
+../shared/data truncated to 128 tokens (ehft prepare --max-length 128), batch 32, on CPU with
+the machine's threads. Every configuration runs in a process of its own (peak memory is its
+own) and reports which examples it timed, so that "the same batches" is checked, not assumed.
+Writes benchmarks/results.json (ratio keys, each with its raw figures), benchmarks/RESULTS.md
+and benchmarks/results/speed.json (every measurement).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from ehft_plugin.atomic import write_file  # noqa: E402
+
+# on every layer ("all" is replaced by 0-(L-1)): what HF PEFT's configs in hf_step.py do
+LORA_PLAN = "all:lora(r=8,alpha=16,dropout=0,targets=q+k+v+out)"
+PREFIX_PLAN = "all:prefix(len=16)"  # = PrefixTuningConfig(num_virtual_tokens=16)
+# (name, what, --peft or HF method, batch order); "random" is fairseq's and HF's default
+PLUGIN = [("plugin ft, random batches", "full", "random"),
+          ("plugin bitfit, random batches", "bitfit", "random"),
+          ("plugin lora, random batches", LORA_PLAN, "random"),
+          ("plugin prefix, random batches", PREFIX_PLAN, "random"),
+          ("plugin ft, default pipeline", "full", "length")]
+HF = ["ft", "bitfit", "lora", "prefix"]
+TARGETS = {"stage2_vs_fairseq": 0.98, "bitfit_vs_ft": 1.3, "lora_vs_ft": 1.15,
+           "prefix_vs_ft": 1.2, "ft_vs_hf": 1.0, "bitfit_vs_hf": 1.0, "lora_vs_hf": 1.0,
+           "default_pipeline_vs_hf": 1.5, "mfu": 0.5, "ft_vs_ehft_wall": 1 / 1.05}
+
+
+def sh(cmd, **kwargs):
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT,
+                            **kwargs)
+    if result.returncode != 0:
+        raise SystemExit("speed: %s failed:\n%s" % (" ".join(map(str, cmd[:4])),
+                                                    result.stderr[-3000:]))
+    return result.stdout
+
+
+def prepare(args):
+    out = os.path.join(ROOT, ".cache", "bench-data", "rte-%s-%d" % (
+        os.path.basename(os.path.normpath(args.backbone)), args.max_length))
+    if not os.path.isfile(os.path.join(out, "ehft_task.json")):
+        sh([os.path.join(os.path.dirname(sys.executable), "ehft"), "prepare", "rte",
+            "--raw-dir", os.path.join(args.shared, "glue", "RTE"), "--out-dir", out,
+            "--backbone", args.backbone, "--max-length", args.max_length, "--force"])
+    return out
+
+
+def model_flags(backbone):
+    record = json.load(open(os.path.join(backbone, "ehft_backbone.json")))
+    flags = []
+    for key in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
+                "encoder_attention_heads", "max_positions"):
+        flags += ["--" + key.replace("_", "-"), str(record["model"][key])]
+    return flags, record
+
+
+def fairseq_argv(args, data, stock, peft=None, order=None):
+    flags, record = model_flags(args.backbone)
+    common = [data, *flags, "--finetune-from-model", os.path.join(args.backbone, "model.pt"),
+              "--batch-size", str(args.batch_size), "--lr", "1e-5", "--cpu",
+              "--num-workers", "0", "--seed", "1", "--no-save",
+              "--save-dir", os.path.join(ROOT, ".cache", "bench-save")]
+    if stock:  # fairseq's own task, criterion, model and optimizer, as its RoBERTa GLUE recipe
+        return common + ["--task", "sentence_prediction", "--criterion", "sentence_prediction",
+                         "--num-classes", "2", "--init-token", "0", "--separator-token", "2",
+                         "--arch", "roberta_base", "--optimizer", "adam",
+                         "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-6"]
+    return common + ["--user-dir", os.path.join(ROOT, "ehft_plugin"), "--task", "glue_ehft",
+                     "--criterion", "sentence_prediction_ehft", "--arch", "roberta_ehft_base",
+                     "--layer-norm-eps", str(record["model"].get("layer_norm_eps", 1e-5)),
+                     "--optimizer", "ehft_adamw", "--adam-betas", "(0.9,0.98)",
+                     "--adam-eps", "1e-6", "--batch-order", order, "--peft",
+                     peft.replace("all:", "0-%d:" % (record["model"]["encoder_layers"] - 1))]
+
+
+def measure_all(args, data):
+    rows = {}
+    steps = [str(args.steps), str(args.warmup)]
+    configs = [("stock fairseq ft (sentence_prediction)",
+                [sys.executable, "-m", "ehft_plugin.bench", *steps,
+                 *fairseq_argv(args, data, stock=True)])]
+    configs += [(name, [sys.executable, "-m", "ehft_plugin.bench", *steps,
+                        *fairseq_argv(args, data, False, peft, order)])
+                for name, peft, order in PLUGIN]
+    configs += [("hf %s, random batches" % m,
+                 [sys.executable, os.path.join(HERE, "hf_step.py"), *steps, data, args.hf_model,
+                  m, str(args.batch_size), "random"]) for m in HF]
+    for name, cmd in configs:
+        row = json.loads(sh(cmd).strip().splitlines()[-1])
+        rows[name] = dict(row, command=" ".join(os.path.relpath(c, ROOT) if os.path.isabs(c)
+                                                else c for c in map(str, cmd)))
+        print("  %-42s %6.2f seq/s %7.0f non-pad tokens/s  peak %5.0f MB  padding %.0f%%" % (
+            name, row["sequences_per_s"], row["tokens_per_s"], row["peak_memory_mb"],
+            100 * row["padding_share"]), flush=True)
+    return rows
+
+
+def ehft_wall(args, data, method):
+    start = time.perf_counter()
+    sh([os.path.join(os.path.dirname(sys.executable), "ehft"), "train", "--method", method,
+        "--data", data, "--checkpoint", os.path.join(args.backbone, "model.pt"),
+        "--save-dir", os.path.join(ROOT, ".cache", "bench-runs", str(os.getpid())),
+        "--total-updates", args.wall_updates, "--batch-size", args.batch_size, "--overwrite",
+        "--", "--cpu", "--num-workers", "0"])
+    return time.perf_counter() - start
+
+
+def ratio(numerator, denominator, key="sequences_per_s"):
+    return {"value": numerator[key] / denominator[key], "of": key,
+            "numerator": numerator[key], "denominator": denominator[key]}
+
+
+def ratios(rows, walls):
+    r = rows
+    hf, ft = r["hf ft, random batches"], r["plugin ft, random batches"]
+    out = {
+        # stock fairseq adds one more separator per pair: compare tokens, not sequences
+        "stage2_vs_fairseq": ratio(ft, r["stock fairseq ft (sentence_prediction)"],
+                                   "tokens_per_s"),
+        "bitfit_vs_ft": ratio(r["plugin bitfit, random batches"], ft),
+        "lora_vs_ft": ratio(r["plugin lora, random batches"], ft),
+        "prefix_vs_ft": ratio(r["plugin prefix, random batches"], ft),
+        "ft_vs_hf": ratio(ft, hf),
+        "bitfit_vs_hf": ratio(r["plugin bitfit, random batches"], r["hf bitfit, random batches"]),
+        "lora_vs_hf": ratio(r["plugin lora, random batches"], r["hf lora, random batches"]),
+        "prefix_vs_hf": ratio(r["plugin prefix, random batches"], r["hf prefix, random batches"]),
+        "default_pipeline_vs_hf": ratio(r["plugin ft, default pipeline"], hf, "tokens_per_s"),
+        "mfu": {"value": r["plugin ft, default pipeline"]["mfu"],
+                "model_flops_per_s": r["plugin ft, default pipeline"]["model_flops_per_s"],
+                "matmul_peak_flops_per_s":
+                    r["plugin ft, default pipeline"]["matmul_peak_flops_per_s"]},
+        "ft_vs_ehft_wall": {"value": walls["ft"] / walls["ehft-bitfit"],
+                            "ft_seconds": walls["ft"], "ehft_seconds": walls["ehft-bitfit"]},
+    }
+    for key, entry in out.items():
+        if key in TARGETS:
+            entry["target"] = TARGETS[key]
+            entry["met"] = entry["value"] >= TARGETS[key] - 1e-12
+    for name in ("bitfit", "lora", "prefix"):  # frozen weights carry no optimizer state
+        out["%s_vs_ft" % name]["peak_memory_mb"] = r["plugin %s, random batches" % name][
+            "peak_memory_mb"]
+        out["%s_vs_ft" % name]["ft_peak_memory_mb"] = ft["peak_memory_mb"]
+        out["%s_vs_ft" % name]["lower_memory"] = (out["%s_vs_ft" % name]["peak_memory_mb"]
+                                                  < ft["peak_memory_mb"])
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", default=os.path.join(ROOT, ".cache", "backbones",
+                                                           "all-MiniLM-L6-v2"))
+    parser.add_argument("--hf-model", help="the backbone's HF directory (default: the source "
+                                           "recorded by ehft convert)")
+    parser.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--wall-updates", type=int, default=100,
+                        help="total updates of the end-to-end FT vs EH-FT wall-time runs")
+    parser.add_argument("--out", default=HERE)
+    args = parser.parse_args()
+    args.hf_model = args.hf_model or json.load(open(os.path.join(
+        args.backbone, "ehft_backbone.json")))["source"]
+    import torch
+
+    run = {"command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+           "machine": "%s, %d cores" % (platform.machine(), os.cpu_count()),
+           "threads": torch.get_num_threads(), "python": platform.python_version(),
+           "torch": torch.__version__, "backbone": os.path.relpath(args.backbone, ROOT),
+           "batch_size": args.batch_size, "max_length": args.max_length,
+           "steps": args.steps, "warmup": args.warmup, "wall_updates": args.wall_updates}
+    print("speed: %s" % json.dumps(run), flush=True)
+    data = prepare(args)
+    rows = measure_all(args, data)
+    same = {rows[n]["batches_digest"] for n in rows if "random" in n or "stock" in n}
+    run["same_batches"] = len(same) == 1
+    walls = {m: ehft_wall(args, data, m) for m in ("ft", "ehft-bitfit")}
+    print("  ehft train, %d updates: ft %.0f s, ehft-bitfit %.0f s" % (
+        args.wall_updates, walls["ft"], walls["ehft-bitfit"]))
+    results = dict(run=run, **ratios(rows, walls))
+    os.makedirs(os.path.join(args.out, "results"), exist_ok=True)
+    write_file(os.path.join(args.out, "results", "speed.json"),
+               json.dumps(dict(run=run, measurements=rows, walls=walls), indent=1) + "\n")
+    write_file(os.path.join(args.out, "results.json"), json.dumps(results, indent=1) + "\n")
+    from speed_report import write_markdown
+
+    write_markdown(os.path.join(args.out, "RESULTS.md"), run, rows, results)
+    print("speed: wrote %s" % ", ".join(os.path.join(args.out, f) for f in (
+        "results.json", "RESULTS.md", "results/speed.json")))
+
+
+if __name__ == "__main__":
+    main()
