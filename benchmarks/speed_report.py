@@ -23,11 +23,12 @@ def write_markdown(path, run, rows, results):
     lines = ["# Benchmarks", "",
              "Made by `%s` on %s (%d threads), torch %s, Python %s. Backbone `%s`, RTE train "
              "pairs truncated to %d tokens, batch %d, %d timed steps after %d warm-up steps, "
-             "each configuration in its own process. Same batches across the random-order "
+             "each configuration in its own process, measured %d times in turn (the median "
+             "run is shown: this machine's speed drifts by 10-20%% over minutes). Same batches across the random-order "
              "configurations (checked by a digest of the timed example ids): %s."
              % (run["command"], run["machine"], run["threads"], run["torch"], run["python"],
                 run["backbone"], run["max_length"], run["batch_size"], run["steps"],
-                run["warmup"], "yes" if run["same_batches"] else "NO"), "",
+                run["warmup"], run["repeats"], "yes" if run["same_batches"] else "NO"), "",
              "## Targets", "", "| key | what | measured | target | met |", "|---|---|---|---|---|"]
     for key, text in EXPLAIN.items():
         entry = results[key]
@@ -43,12 +44,13 @@ def write_markdown(path, run, rows, results):
                                                results["%s_vs_ft" % m]["ft_peak_memory_mb"])
                   for m in ("bitfit", "lora", "prefix")) + ".", "",
               "## Measurements", "",
-              "| configuration | seq/s | non-pad tokens/s | padding | peak RSS MB | trainable |",
-              "|---|---|---|---|---|---|"]
+              "| configuration | seq/s | every run, seq/s | non-pad tokens/s | padding | "
+              "peak RSS MB | trainable |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        lines.append("| %s | %.2f | %.0f | %.0f%% | %.0f | %s |" % (
-            name, r["sequences_per_s"], r["tokens_per_s"], 100 * r["padding_share"],
-            r["peak_memory_mb"], "{:,}".format(r["trainable_parameters"])))
+        lines.append("| %s | %.2f | %s | %.0f | %.0f%% | %.0f | %s |" % (
+            name, r["sequences_per_s"], ", ".join("%.2f" % v for v in r["runs_sequences_per_s"]),
+            r["tokens_per_s"], 100 * r["padding_share"], r["peak_memory_mb"],
+            "{:,}".format(r["trainable_parameters"])))
     lines += ["", "EH-FT end to end (`ehft train`, %d updates in all, validation and checkpoints "
               "included): FT %.0f s, EH-FT(BitFit) %.0f s." % (
                   run["wall_updates"], results["ft_vs_ehft_wall"]["ft_seconds"],

@@ -32,7 +32,7 @@ echo "setup: build requirements (torch CPU, numpy, cython)"
 pip install -r requirements/build.txt
 echo "setup: fairseq-fixed (compiles C++/Cython extensions the first time: a few minutes)"
 pip install --no-build-isolation --no-deps -r requirements/fairseq.txt
-echo "setup: runtime and test requirements"
+echo "setup: runtime, test and benchmark requirements"
 pip install -r requirements/runtime.txt -r requirements/test.txt
 echo "setup: ehft_plugin (editable)"
 pip install --no-build-isolation --no-deps -e .

@@ -64,7 +64,7 @@ def test_accuracy_grid_records_cells_skips_finished_ones_and_reports(tmp_path):
 
 def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     out = _script("speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "8",
-                  "--wall-updates", "4", "--out", tmp_path)
+                  "--repeats", "2", "--wall-updates", "4", "--out", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("stage2_vs_fairseq", "bitfit_vs_ft", "lora_vs_ft", "prefix_vs_ft", "ft_vs_hf",
                 "bitfit_vs_hf", "lora_vs_hf", "default_pipeline_vs_hf", "mfu",
@@ -75,4 +75,6 @@ def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Made by `python benchmarks/speed.py --steps 1" in text
     assert "stock fairseq ft (sentence_prediction)" in text and "hf lora" in text
+    speed = json.loads((tmp_path / "results" / "speed.json").read_text())
+    assert all(len(r["runs_sequences_per_s"]) == 2 for r in speed["measurements"].values())
     assert "speed: wrote" in out
