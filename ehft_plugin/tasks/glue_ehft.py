@@ -92,8 +92,10 @@ class GlueEhftTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
-        if cfg.length_window < 1:
-            raise ValueError("--length-window %d: expected an integer >= 1" % cfg.length_window)
+        # a task config written before these settings existed (a Namespace) takes the defaults
+        window = getattr(cfg, "length_window", GlueEhftConfig.length_window)
+        if window < 1:
+            raise ValueError("--length-window %d: expected an integer >= 1" % window)
         meta = load_metadata(cfg.data)
         dictionary = load_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
         label_dictionary = None
@@ -188,9 +190,9 @@ class GlueEhftTask(FairseqTask):
         length, the window of that key and then the length ahead of it."""
         with data_utils.numpy_seed(self.cfg.seed):
             key = np.random.permutation(len(sizes))
-        if self.cfg.batch_order == "random":
+        if getattr(self.cfg, "batch_order", "length") == "random":
             return [key]
-        return [key, sizes, key // self.cfg.length_window]
+        return [key, sizes, key // getattr(self.cfg, "length_window", 1024)]
 
     def get_batch_iterator(self, dataset, **kwargs):
         # fairseq main drops the last batch when its size is not a multiple of
