@@ -3,6 +3,7 @@ grid, then `ehft report`. Cells already finished are skipped, so an interrupted 
 completed by running the same command again (as many times as it takes).
 
     .venv/bin/python benchmarks/accuracy_grid.py [--hours H] [--seeds 1 2 3 4] [--tasks ...]
+                                                 [--device cpu|cuda] [--jobs N]
 
 Default backbone: the converted all-MiniLM-L6-v2; data: ../shared/data. Cells run seed by
 seed (every task and method gets seed 1 before any gets seed 2), so a partial grid is a
@@ -14,6 +15,7 @@ benchmarks/accuracy.json ({task: {method: {mean, std, seeds}}} plus "avg" per me
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -64,15 +66,23 @@ def finished(task, method, seed, args):
     return os.path.isfile(os.path.join(os.path.dirname(path), stages[-1]["name"], "done.json"))
 
 
+class CellFailed(Exception):
+    pass
+
+
 def run_cell(task, method, seed, args):
-    work = args.work
+    work = os.path.join(args.work, "%s-%s-%d" % (task, method, seed))  # cells may run at once
     cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
                "--total-updates", args.updates or TASKS[task][1], "--batch-size", BATCH, "--lr-stage2", FT_LR,
-               "--", "--cpu", "--num-workers", "0", "--log-interval", "50")
-    result = subprocess.run(cmd, capture_output=True, text=True)
+               "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
+               "--log-interval", "50")
+    # cells that share a machine share its cores: one thread each keeps them from contending
+    env = dict(os.environ, OMP_NUM_THREADS="1") if args.jobs > 1 else None
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
-        raise SystemExit("grid: %s %s seed %d failed:\n%s" % (task, method, seed,
+        shutil.rmtree(work, ignore_errors=True)
+        raise CellFailed("grid: %s %s seed %d failed:\n%s" % (task, method, seed,
                                                              result.stderr[-3000:]))
     source = os.path.join(work, task, method, "seed%d" % seed)
     target = record_dir(task, method, seed, args)
@@ -82,7 +92,7 @@ def run_cell(task, method, seed, args):
                 rel = os.path.relpath(os.path.join(folder, name), source)
                 os.makedirs(os.path.dirname(os.path.join(target, rel)), exist_ok=True)
                 shutil.copyfile(os.path.join(folder, name), os.path.join(target, rel))
-    shutil.rmtree(source)  # checkpoints: hundreds of MB a cell
+    shutil.rmtree(work)  # checkpoints: hundreds of MB a cell
 
 
 def summarise(args):
@@ -115,24 +125,55 @@ def main():
                                                      "the per-task budget above)")
     parser.add_argument("--out", default=os.path.join(HERE, "accuracy"))
     parser.add_argument("--json", default=os.path.join(HERE, "accuracy.json"))
+    parser.add_argument("--device", choices=["cpu", "cuda"],
+                        help="where cells train (default: cuda when torch sees a GPU)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells trained at once (on a GPU several small cells fit side by side)")
     parser.add_argument("--work", default=os.path.join(ROOT, ".cache", "grid-runs"),
                         help="where cells train (checkpoints; emptied cell by cell)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1, got %d" % args.jobs)
+    if args.device is None:
+        import torch
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.time()
     todo = [c for c in cells(args) if not finished(*c, args)]
-    print("grid: %d of %d cells to run (batch %d, full-finetuning lr %g, updates %s)" % (
-        len(todo), len(cells(args)), BATCH, FT_LR,
-        {t: args.updates or TASKS[t][1] for t in args.tasks}), flush=True)
-    for i, (task, method, seed) in enumerate(todo):
+    print("grid: %d of %d cells to run on %s, %d at a time (batch %d, full-finetuning lr %g, "
+          "updates %s)" % (len(todo), len(cells(args)), args.device, args.jobs, BATCH, FT_LR,
+                           {t: args.updates or TASKS[t][1] for t in args.tasks}), flush=True)
+    for task in sorted({c[0] for c in todo}):
+        prepare(task, args)  # once, before cells of the task may start side by side
+
+    def timed(cell):
         if args.hours and time.time() - start > args.hours * 3600:
-            print("grid: --hours %g reached; run again to go on" % args.hours)
-            break
+            return cell, None
         began = time.time()
-        run_cell(task, method, seed, args)
-        print("  %d/%d %s %s seed %d: %.0f s" % (i + 1, len(todo), task, method, seed,
-                                                time.time() - began), flush=True)
+        try:
+            run_cell(*cell, args)
+        except CellFailed as failure:
+            return cell, failure
+        return cell, time.time() - began
+
+    done, skipped, failed = 0, 0, []
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        for (task, method, seed), outcome in pool.map(timed, todo):
+            if outcome is None:
+                skipped += 1
+            elif isinstance(outcome, CellFailed):
+                failed.append(str(outcome))
+                print(outcome, flush=True)  # the other cells go on; the grid exits 1 at the end
+            else:
+                done += 1
+                print("  %d/%d %s %s seed %d: %.0f s" % (done, len(todo), task, method, seed,
+                                                        outcome), flush=True)
+    if skipped:
+        print("grid: --hours %g reached, %d cells not started; run again to go on"
+              % (args.hours, skipped))
     summarise(args)
     print("grid: report in %s/results.md, %s" % (args.out, args.json))
+    if failed:
+        raise SystemExit("grid: %d cells failed (above); their records were not kept" % len(failed))
 
 
 if __name__ == "__main__":

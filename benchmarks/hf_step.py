@@ -9,7 +9,6 @@ vocabulary), with HF Trainer's default optimizer. One configuration per process:
 import hashlib
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -17,6 +16,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ehft_plugin.bench import peak_memory_mb  # noqa: E402
 
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
         "target_modules": ["query", "key", "value", "attention.output.dense"]}
@@ -98,7 +99,7 @@ def measure(data, model_dir, method, batch_size, order, steps, warmup):
             "median_step_ms": 1e3 * statistics.median(times),
             "sequences_per_s": sequences / seconds, "tokens_per_s": tokens / seconds,
             "padded_tokens_per_s": padded / seconds, "padding_share": 1 - tokens / padded,
-            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10,
+            "peak_memory_mb": peak_memory_mb(torch.device("cpu")),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "optimizer": optimizer_name, "threads": torch.get_num_threads(),
             "batches_digest": digest.hexdigest()}

@@ -23,12 +23,11 @@ def build_trainer(fairseq_argv):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
-    from .distributed import _bf16_without_tpu, check_precision
+    from .distributed import early_checks
 
     args = options.parse_args_and_arch(options.get_training_parser(), input_args=fairseq_argv)
     cfg = convert_namespace_to_omegaconf(args)
-    check_precision(cfg.common)
-    _bf16_without_tpu(cfg)
+    early_checks(cfg)  # as fairseq-train's call_main does with the plugin
     torch.manual_seed(cfg.common.seed)
     task = tasks.setup_task(cfg.task)
     task.load_dataset(cfg.dataset.train_subset)
@@ -83,21 +82,19 @@ def measure(fairseq_argv, steps=20, warmup=3):
             batches = trainer.get_train_iterator(batches.epoch + 1, load_dataset=False)
             iterator = batches.next_epoch_itr(shuffle=True)
             continue
-        samples = [sample]
         _sync(device)
         start = time.perf_counter()
-        trainer.train_step(samples)
+        trainer.train_step([sample])  # one batch an update (--update-freq 1)
         _sync(device)
         if warmup > 0:
             warmup -= 1
             continue
         times.append(time.perf_counter() - start)
-        for sample in samples:
-            digest.update(sample["id"].numpy().tobytes())
-            sequences += sample["nsentences"]
-            tokens += sample["ntokens"]
-            padded += sum(v["src_tokens"].numel() for k, v in sample.items()
-                          if k.startswith("net_input"))
+        digest.update(sample["id"].numpy().tobytes())
+        sequences += sample["nsentences"]
+        tokens += sample["ntokens"]
+        padded += sum(v["src_tokens"].numel() for k, v in sample.items()
+                      if k.startswith("net_input"))
     seconds = sum(times)
     model = trainer.model
     dtype = torch.float16 if cfg.common.fp16 else torch.bfloat16 if cfg.common.bf16 \
@@ -110,7 +107,7 @@ def measure(fairseq_argv, steps=20, warmup=3):
         "steps": len(times), "seconds": seconds, "median_step_ms": 1e3 * statistics.median(times),
         "sequences_per_s": sequences / seconds, "tokens_per_s": tokens / seconds,
         "padded_tokens_per_s": padded / seconds, "padding_share": 1 - tokens / padded,
-        "peak_memory_mb": _peak_memory_mb(device), "precision": str(dtype).replace("torch.", ""),
+        "peak_memory_mb": peak_memory_mb(device), "precision": str(dtype).replace("torch.", ""),
         "device": _device_name(device), "model_flops_per_s": achieved,
         "matmul_peak_flops_per_s": peak, "mfu": achieved / peak,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -120,7 +117,7 @@ def measure(fairseq_argv, steps=20, warmup=3):
     }
 
 
-def _peak_memory_mb(device):
+def peak_memory_mb(device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10  # KiB on Linux

@@ -78,19 +78,27 @@ def _bf16_without_tpu(cfg):
                 "CPU" if common.cpu or not torch.cuda.is_available() else "GPU")
 
 
+def early_checks(cfg):
+    """What fairseq-train's configuration needs before anything runs or is written: precision
+    flags this machine can honour, --bf16 off TPUs, valid --optimizer ehft_adamw flags."""
+    import torch
+
+    check_precision(cfg.common)
+    _bf16_without_tpu(cfg)
+    if getattr(cfg.optimizer, "_name", None) == "ehft_adamw":
+        from .optim.ehft_adamw import check_config
+
+        check_config(cfg.optimizer, torch.cuda.is_available() and not cfg.common.cpu)
+
+
 def _call_main(original):
     def call_main(cfg, main, **kwargs):
         import torch
         from omegaconf import open_dict
 
-        check_precision(cfg.common)
-        _bf16_without_tpu(cfg)
+        early_checks(cfg)
         dist_cfg = cfg.distributed_training
         cuda = torch.cuda.is_available() and not cfg.common.cpu
-        if getattr(cfg.optimizer, "_name", None) == "ehft_adamw":
-            from .optim.ehft_adamw import check_config
-
-            check_config(cfg.optimizer, cuda)
         settings = None if dist_cfg.distributed_init_method else torchrun_settings(
             os.environ, cuda)
         if settings:

@@ -2,8 +2,8 @@
 
 NVIDIA apex is optional: when it is importable and the model is on CUDA, fairseq's LayerNorm
 is apex's FusedLayerNorm and `--optimizer ehft_adamw` steps with apex's FusedAdam. Without it
-the run uses torch's own kernels (torch.nn.LayerNorm; torch.optim.AdamW, fused on CUDA,
-foreach on CPU). apex is not on PyPI: the PyPI package named `apex` is an unrelated web
+the run uses torch's own kernels (torch.nn.LayerNorm; torch.optim.AdamW, fused, or foreach on
+a CPU before torch 2.4). apex is not on PyPI: the PyPI package named `apex` is an unrelated web
 toolkit, so a bare `import apex` proves nothing; only apex's CUDA submodules count.
 """
 

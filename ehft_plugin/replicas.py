@@ -14,8 +14,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 _SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
 _PRIME = 2 ** 31 - 1  # keeps every product below 2**63: no integer overflow anywhere
 
 

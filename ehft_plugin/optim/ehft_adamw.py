@@ -5,9 +5,10 @@ fairseq's own `adam` is the same algorithm, but without NVIDIA apex it steps par
 parameter in Python. `--adamw-kernel auto` takes apex's FusedAdam when apex is importable and
 the parameters are on CUDA, else torch.optim.AdamW with fused=True, on CUDA and, from torch
 2.4, on CPU too; foreach=True (one multi-tensor call per operation) on an older torch's CPU.
-On CPU the fused kernel is the fast one: benchmarks/optimizer_step.py measured it 4-5x
-faster than fairseq's `adam` while foreach was slower than it (benchmarks/results/). The flags are fairseq adam's
-(--adam-betas, --adam-eps, --weight-decay), so switching optimizer changes one word.
+On CPU the fused kernel is the fast one: benchmarks/optimizer_step.py measured it 3.5-5.4x
+faster than fairseq's `adam`, and foreach no faster than `adam` (benchmarks/results/). The
+flags are fairseq adam's (--adam-betas, --adam-eps, --weight-decay), so switching optimizer
+changes one word.
 
 One difference from fairseq's `adam`, which follows the original paper's Algorithm 1: torch
 adds eps to the bias-corrected sqrt(v), fairseq to the uncorrected one, so early updates of

@@ -88,14 +88,15 @@ class GlueEhftTask(FairseqTask):
         self.num_classes = meta["num_classes"]
         self.num_choices = meta["choices"]
         self.metric_names = meta["metrics"]
+        # a task config written before these settings existed (a Namespace) takes the defaults
+        self.batch_order = getattr(cfg, "batch_order", GlueEhftConfig.batch_order)
+        self.length_window = getattr(cfg, "length_window", GlueEhftConfig.length_window)
+        if self.length_window < 1:
+            raise ValueError("--length-window %d: expected an integer >= 1" % self.length_window)
         self._warned_multiple = False
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
-        # a task config written before these settings existed (a Namespace) takes the defaults
-        window = getattr(cfg, "length_window", GlueEhftConfig.length_window)
-        if window < 1:
-            raise ValueError("--length-window %d: expected an integer >= 1" % window)
         meta = load_metadata(cfg.data)
         dictionary = load_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
         label_dictionary = None
@@ -190,9 +191,9 @@ class GlueEhftTask(FairseqTask):
         length, the window of that key and then the length ahead of it."""
         with data_utils.numpy_seed(self.cfg.seed):
             key = np.random.permutation(len(sizes))
-        if getattr(self.cfg, "batch_order", "length") == "random":
+        if self.batch_order == "random":
             return [key]
-        return [key, sizes, key // getattr(self.cfg, "length_window", 1024)]
+        return [key, sizes, key // self.length_window]
 
     def get_batch_iterator(self, dataset, **kwargs):
         # fairseq main drops the last batch when its size is not a multiple of
