@@ -49,9 +49,9 @@ def test_the_gpu_benchmark_says_it_was_skipped_without_a_gpu(tmp_path):
 def test_accuracy_grid_records_cells_skips_finished_ones_and_reports(tmp_path):
     args = ["--tasks", "cb", "--methods", "ft", "ehft-bitfit", "--seeds", "1", "--updates", "4",
             "--out", tmp_path / "accuracy", "--json", tmp_path / "accuracy.json",
-            "--work", tmp_path / "work"]
+            "--work", tmp_path / "work", "--device", "cpu", "--jobs", "2"]
     out = _script("accuracy_grid.py", *args)
-    assert "grid: 2 of 2 cells to run" in out
+    assert "grid: 2 of 2 cells to run on cpu, 2 at a time" in out
     record = tmp_path / "accuracy" / "runs" / "cb" / "ehft-bitfit" / "seed1"
     kept = sorted(str(p.relative_to(record)) for p in record.rglob("*") if p.is_file())
     assert kept == ["run.json", "stage1/done.json", "stage2/done.json"]  # no checkpoints
@@ -60,6 +60,22 @@ def test_accuracy_grid_records_cells_skips_finished_ones_and_reports(tmp_path):
     assert summary["cb"]["ft"]["seeds"] == 1 and "avg" in summary
     assert "| ehft-bitfit |" in (tmp_path / "accuracy" / "results.md").read_text()
     assert "grid: 0 of 2 cells to run" in _script("accuracy_grid.py", *args)  # all finished
+
+
+def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
+    def grid(*args):
+        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy_grid.py"),
+                               "--tasks", "cb", "--seeds", "1", "--device", "cpu",
+                               "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json"),
+                               "--work", str(tmp_path / "w"), *args],
+                              capture_output=True, text=True, cwd=REPO, timeout=600)
+    failed = grid("--methods", "no-such-method", "--updates", "4")
+    assert failed.returncode == 1
+    assert "grid: cb no-such-method seed 1 failed" in failed.stdout
+    assert "grid: 1 cells failed" in failed.stderr
+    assert not (tmp_path / "a" / "runs").exists() and not (tmp_path / "w").exists()
+    refused = grid("--jobs", "0")
+    assert refused.returncode == 2 and "--jobs must be at least 1, got 0" in refused.stderr
 
 
 def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
