@@ -51,28 +51,32 @@ SCRIPT = textwrap.dedent("""
             model.weight[0, 0] += 1e-7
     try:
         check_replicas(model, None, dist.get_world_size(), epoch=3)
-        print("rank %d: agreed" % dist.get_rank())
+        outcome = "agreed"
     except RuntimeError as error:
-        print("rank %d: %s" % (dist.get_rank(), error))
+        outcome = str(error)
+    # one file per rank: two ranks printing to one pipe can interleave mid-line
+    with open(os.path.join(os.environ["OUT"], "rank%d" % dist.get_rank()), "w") as f:
+        f.write(outcome)
     dist.destroy_process_group()
 """)
 
 
 def _torchrun(tmp_path, drift):
+    """The outcome each rank reports, rank 0 first."""
     script = tmp_path / "check.py"
     script.write_text(SCRIPT)
+    out = tmp_path / ("drift" + drift)
+    out.mkdir()
     result = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port",
                              "29571", str(script)], capture_output=True, text=True, timeout=120,
-                            env={"DRIFT": drift, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+                            env={"DRIFT": drift, "OUT": str(out), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
                                  "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return [(out / ("rank%d" % rank)).read_text() for rank in (0, 1)]
 
 
 def test_a_rank_that_drifted_stops_every_rank_with_a_clear_error(tmp_path):
-    assert sorted(_torchrun(tmp_path, "0").split("\n")[:2]) == ["rank 0: agreed",
-                                                               "rank 1: agreed"]
-    out = _torchrun(tmp_path, "1")
+    assert _torchrun(tmp_path, "0") == ["agreed", "agreed"]
     message = ("data-parallel replicas diverged: the parameters of rank(s) [1] differ from "
                "rank 0's at the validation of epoch 3")
-    assert "rank 0: " + message in out and "rank 1: " + message in out
+    assert _torchrun(tmp_path, "1") == [message, message]
