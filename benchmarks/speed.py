@@ -1,7 +1,8 @@
 """Speed and memory, side by side in one run: the plugin's training step against stock
 fairseq and against HF transformers + HF PEFT, on the same backbone and the same real batches.
 
-    .venv/bin/python benchmarks/speed.py [--backbone DIR] [--steps 20] [--batch-size 32]
+    .venv/bin/python benchmarks/speed.py [--backbone DIR] [--steps 15] [--repeats 3]
+                                         [--batch-size 32]
 
 Default: the converted all-MiniLM-L6-v2, the GLUE RTE train pairs from
 ../shared/data truncated to 128 tokens (ehft prepare --max-length 128), batch 32, on CPU with

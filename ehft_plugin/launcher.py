@@ -108,6 +108,8 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
     for name in _DIMS + _CARRIED:
         if name in dims:
             cmd += ["--" + name.replace("_", "-"), str(dims[name])]
+    if getattr(opts, "log_drift", False):
+        cmd += ["--log-drift-from", os.path.abspath(opts.checkpoint)]
     return cmd + list(opts.fairseq_args)
 
 
@@ -268,6 +270,7 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first
               "total_updates": opts.total_updates, "updates": updates, "arch": arch,
               **({"total_epochs": opts.total_epochs} if getattr(opts, "total_epochs", None)
                  is not None else {}),
+              **({"log_drift": True} if getattr(opts, "log_drift", False) else {}),
               "head_type": opts.head_type, "batch_size": opts.batch_size,
               "warmup_ratio": opts.warmup_ratio, "fairseq_args": list(opts.fairseq_args),
               "stages": [dict({"name": s.name, "peft": s.peft, "lr": s.lr},

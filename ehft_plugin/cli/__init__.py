@@ -10,7 +10,7 @@ import os
 import sys
 
 from ..errors import EhftError
-from . import convert, export, predict, prepare, report, train, user_dir
+from . import analyze, convert, export, predict, prepare, report, train, user_dir
 
 # name -> (add_parser, run)
 SUBCOMMANDS = {
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "prepare": (prepare.add_parser, prepare.run),
     "train": (train.add_parser, train.run),
     "report": (report.add_parser, report.run),
+    "analyze": (analyze.add_parser, analyze.run),
     "predict": (predict.add_parser, predict.run),
     "export-adapter": (export.add_adapter_parser, export.run_adapter),
     "export-merged": (export.add_merged_parser, export.run_merged),

@@ -39,6 +39,9 @@ def add_parser(sub, name):
     p.add_argument("--batch-size", type=int, help="sentences per batch (default 32)")
     p.add_argument("--warmup-ratio", type=float,
                    help="warmup share of each stage, linear decay after it (default 0.1)")
+    p.add_argument("--log-drift", action="store_true",
+                   help="log every stage's distance from the pretrained backbone at every update "
+                        "(‖θ − θ₀‖, for `ehft analyze`'s parameter-drift figure)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run directory that holds other files or settings")
     p.add_argument("fairseq_args", nargs="*", help="after '--': extra fairseq-train arguments")

@@ -74,6 +74,12 @@ class GlueEhftConfig(FairseqDataclass):
     length_window: int = field(
         default=1024, metadata={"help": "examples sorted together by --batch-order length (>= 1)"}
     )
+    log_drift_from: str = field(
+        default="",
+        metadata={"help": "a checkpoint (the pretrained model.pt): log the L2 distance of the "
+                          "backbone's parameters from its weights as `drift` at every update "
+                          "(for `ehft analyze`; costs one float32 copy of the backbone)"},
+    )
     seed: int = II("common.seed")
 
 
@@ -94,6 +100,8 @@ class GlueEhftTask(FairseqTask):
         if self.length_window < 1:
             raise ValueError("--length-window %d: expected an integer >= 1" % self.length_window)
         self._warned_multiple = False
+        self.log_drift_from = getattr(cfg, "log_drift_from", "")
+        self._drift_reference = None
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -209,6 +217,16 @@ class GlueEhftTask(FairseqTask):
         return super().get_batch_iterator(dataset, **kwargs)
 
     # ---- model and metrics ----------------------------------------------------
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if self.log_drift_from:
+            from ..drift import parameter_distance, reference_parameters
+
+            if self._drift_reference is None:
+                self._drift_reference = reference_parameters(self.log_drift_from, model)
+            # before this update's step: the first record of a stage is its start
+            metrics.log_scalar("drift", parameter_distance(model, self._drift_reference))
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def build_model(self, cfg, from_checkpoint=False):
         from fairseq import models

@@ -1,0 +1,249 @@
+"""The EH-FT paper's diagnostics on a set of finished runs, as JSON-ready dicts.
+
+- feature_drift (Figure 1): mean L2 distance between the final-layer <s> features of the
+  pretrained backbone and of the finetuned model, over training examples;
+- parameter_drift (Figure 5): ‖θ − θ₀‖ of the backbone over the last stage's updates, from the
+  `drift` the runs logged (`ehft train --log-drift`);
+- heads (Figure 4 and the initial gradient): random, LP and EH-FT stage-1 heads on the
+  pretrained backbone: t-SNE of their hidden layer on dev examples, how well it separates the
+  labels (silhouette), and the gradient norm each sends into the backbone at the start;
+- convergence (Figure 7): training loss and accuracy over total updates, per method and
+  stage-1 share;
+- share_ablation (Figure 6a): dev metric against the stage-1 share of a fixed total.
+"""
+
+import collections
+import math
+
+import numpy as np
+import torch
+
+from ..data.task_table import RANKING, REGRESSION
+from ..report import mean_std
+from .models import Built
+from .runs import AnalyzeError, is_ehft, train_records, training_curve
+
+
+def _summary(values):
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "seeds": len(values)}
+
+
+def _by_task(runs):
+    tasks = collections.defaultdict(list)
+    for run in runs:
+        tasks[run.task].append(run)
+    return dict(sorted(tasks.items()))
+
+
+def _reference(run, device):
+    """The pretrained backbone the run started from, with a fresh head (seeded by the run)."""
+    last = run.commands.get(run.stages[-1])
+    if not last:
+        raise AnalyzeError("%s: run.json records no command for stage %s"
+                           % (run.path, run.stages[-1]))
+    built = Built(last, run.path + "/run.json", seed=run.seed, peft="full", device=device)
+    return built.load(run.config["checkpoint"], strict=False)
+
+
+def _features_by_id(built, split, limit, batch_size):
+    out = {}
+    for sample in built.batches(split, limit, batch_size):
+        for i, f in zip(sample["id"].tolist(), built.features(sample).cpu()):
+            out[i] = f
+    return out
+
+
+def feature_drift(runs, examples, batch_size, device, log):
+    result = {}
+    for task, task_runs in _by_task(runs).items():
+        with_model = [r for r in task_runs if r.final_checkpoint()]
+        if not with_model:
+            log("feature drift: %s: no run kept its final checkpoint, skipped" % task)
+            continue
+        before = {}
+        per_label = collections.defaultdict(dict)
+        for run in sorted(with_model, key=lambda r: (r.label, r.seed)):
+            original = run.config["checkpoint"]
+            if original not in before:
+                log("feature drift: %s: features of the pretrained backbone %s" % (task, original))
+                before[original] = _features_by_id(_reference(run, device), "train", examples,
+                                                   batch_size)
+            built = Built(run.commands[run.stages[-1]], run.path, device=device)
+            after = _features_by_id(built.load(run.final_checkpoint()), "train", examples,
+                                    batch_size)
+            ids = sorted(after)
+            distance = torch.stack([(after[i] - before[original][i]).norm() for i in ids])
+            per_label[run.label][run.seed] = float(distance.mean())
+            log("feature drift: %s %s seed %d: %.3f over %d examples"
+                % (task, run.label, run.seed, per_label[run.label][run.seed], len(ids)))
+        result[task] = {"examples": len(ids), "split": "train", "methods": {
+            label: dict(_summary(list(seeds.values())), by_seed=seeds)
+            for label, seeds in per_label.items()}}
+    return result
+
+
+def parameter_drift(runs):
+    """Runs that logged `drift`: its curve over the last stage's updates, mean over seeds."""
+    result = {}
+    for task, task_runs in _by_task(runs).items():
+        curves = collections.defaultdict(list)
+        for run in task_runs:
+            records = [(int(r["num_updates"]), r["drift"])
+                       for r in train_records(run.stage_dir(run.stages[-1]))
+                       if isinstance(r.get("drift"), float)]
+            if records:
+                curves[run.label].append(dict(records))
+        if curves:
+            result[task] = {label: _mean_curve(seed_curves, "drift")
+                            for label, seed_curves in sorted(curves.items())}
+    return result
+
+
+def _mean_curve(seed_curves, name):
+    """{x: y} per seed -> x where every seed has a value, the mean there, and the last
+    value of every seed."""
+    xs = sorted(set.intersection(*(set(c) for c in seed_curves)))
+    return {"updates": xs, name: [sum(c[x] for c in seed_curves) / len(seed_curves) for x in xs],
+            "final": _summary([c[max(c)] for c in seed_curves])}
+
+
+def convergence(runs):
+    result = {}
+    for task, task_runs in _by_task(runs).items():
+        by_label = collections.defaultdict(list)
+        for run in task_runs:
+            by_label[run.label].append(run)
+        entry = {}
+        for label, label_runs in sorted(by_label.items()):
+            curves = {}
+            for key in ("loss", "accuracy"):
+                seed_curves = [dict(training_curve(r, key)) for r in label_runs]
+                if all(seed_curves):
+                    curves[key] = _mean_curve(seed_curves, key)
+            if curves:
+                entry[label] = {"stage2_starts": sorted({sum(r.updates[:-1]) for r in label_runs
+                                                         if len(r.updates) > 1}),
+                                "seeds": len(label_runs), **curves}
+        if entry:
+            result[task] = entry
+    return result
+
+
+def share_ablation(runs):
+    """EH-FT methods run with two or more stage-1 shares: dev metric per share."""
+    result = {}
+    for task, task_runs in _by_task(runs).items():
+        groups = collections.defaultdict(lambda: collections.defaultdict(list))
+        metric = None
+        for run in task_runs:
+            score = run.dev_score() if is_ehft(run.method) else None
+            if score:
+                metric = score[0]
+                groups[run.method][round(run.share, 4)].append(score[1])
+        entry = {method: {"%g" % share: _summary(values)
+                          for share, values in sorted(shares.items())}
+                 for method, shares in sorted(groups.items()) if len(shares) > 1}
+        if entry:
+            result[task] = {"metric": metric, "methods": entry}
+    return result
+
+
+def _head_sources(task_runs):
+    """(label, seed, head file or None for a fresh random head) to compare: one random head
+    per seed, and every stage-1 head (LP-FT's linear probe, the EH-FT methods')."""
+    sources = [("random", seed, None) for seed in sorted({r.seed for r in task_runs})]
+    for run in sorted(task_runs, key=lambda r: (r.label, r.seed)):
+        head = run.handed_over_head()
+        if head and (run.method == "lp-ft" or is_ehft(run.method)):
+            name = "LP" if run.method == "lp-ft" else "%s stage 1" % run.label
+            sources.append((name, run.seed, head))
+    return sources
+
+
+def heads(runs, examples, batch_size, grad_batches, device, log):
+    from sklearn.manifold import TSNE
+    from sklearn.metrics import silhouette_score
+
+    result = {}
+    for task, task_runs in _by_task(runs).items():
+        sources = _head_sources(task_runs)
+        if all(path is None for _, _, path in sources):
+            log("heads: %s: no stage-1 head to compare with a random one, skipped" % task)
+            continue
+        built = _reference(min(task_runs, key=lambda r: r.seed), device)
+        grads = collections.defaultdict(dict)
+        hidden = {}
+        for label, seed, path in sources:
+            if path is None:
+                torch.manual_seed(seed)  # nn.Linear's own init, as a newly registered head
+                _reinit(built.head)
+            else:
+                built.load_head(path)
+            norms = [built.backbone_gradient_norm(sample) for sample in
+                     built.batches("train", grad_batches * batch_size, batch_size)]
+            grads[label][seed] = sum(norms) / len(norms)
+            log("heads: %s %s seed %d: initial backbone gradient norm %.4g"
+                % (task, label, seed, grads[label][seed]))
+            if label not in hidden and built.task.kind != RANKING:
+                hidden[label] = _hidden(built, examples, batch_size)
+        result[task] = {
+            "gradient": {"batches": grad_batches, "batch_size": batch_size,
+                         "methods": {label: dict(_summary(list(s.values())), by_seed=s)
+                                     for label, s in grads.items()}},
+            "random_over": {label: _ratio(grads["random"], s) for label, s in grads.items()
+                            if label != "random"},
+        }
+        if hidden:
+            result[task]["tsne"] = _tsne(hidden, built.task.kind, TSNE, silhouette_score)
+    return result
+
+
+def _reinit(head):
+    for module in head.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.reset_parameters()
+
+
+def _ratio(random, other):
+    """Mean over the seeds both have of (random head's norm / this head's norm)."""
+    seeds = sorted(set(random) & set(other))
+    if not seeds:
+        return None
+    return sum(random[s] / other[s] for s in seeds) / len(seeds)
+
+
+def _hidden(built, examples, batch_size):
+    ids, rows, targets = [], [], []
+    for sample in built.batches("valid", examples, batch_size):
+        ids += sample["id"].tolist()
+        rows.append(built.head_hidden(sample).cpu())
+        targets += sample["target"].view(-1).tolist()
+    order = np.argsort(ids)
+    return np.concatenate([r.numpy() for r in rows])[order], np.asarray(targets)[order]
+
+
+def _tsne(hidden, kind, TSNE, silhouette_score):
+    out = {"split": "valid"}
+    for label, (x, y) in hidden.items():
+        perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
+        xy = TSNE(n_components=2, init="pca", random_state=0,
+                  perplexity=perplexity).fit_transform(x)
+        entry = {"points": np.round(xy.astype(float), 3).tolist(), "targets": y.tolist(),
+                 "perplexity": perplexity}
+        if kind != REGRESSION and len(set(y.tolist())) > 1:
+            # in the hidden space itself, not the 2-d picture: t-SNE distorts distances
+            entry["silhouette"] = float(silhouette_score(x, y))
+        out[label] = entry
+    return out
+
+
+def tidy(value):
+    """NaN and infinities are not JSON; they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): tidy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [tidy(v) for v in value]
+    return value
