@@ -74,7 +74,8 @@ def run_cell(task, method, seed, args):
     work = os.path.join(args.work, "%s-%s-%d" % (task, method, seed))  # cells may run at once
     cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
-               "--total-updates", args.updates or TASKS[task][1], "--batch-size", BATCH, "--lr-stage2", FT_LR,
+               "--total-updates", args.updates or TASKS[task][1], "--batch-size", BATCH,
+               "--lr-stage2", FT_LR,
                "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
                "--log-interval", "50")
     # cells that share a machine share its cores: one thread each keeps them from contending

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import ehft, prepare_rte, stock_checkpoint
+from conftest import ehft, fairseq_train, prepare_rte, stock_checkpoint
 
 from ehft_plugin.analyze.runs import train_records
 from ehft_plugin.drift import parameter_distance
@@ -43,6 +43,15 @@ def test_log_drift_records_the_distance_from_the_pretrained_backbone(runs):
     assert stage2[0] == (1, 0.0) and stage2[-1][1] > 0
     # a linear probe never touches the backbone
     assert {d for _, d in _drift(runs / "runs/rte/lp/seed1", "finetune")} == {0.0}
+
+
+def test_log_drift_from_a_missing_file_stops_before_training(runs, tmp_path):
+    result, _ = fairseq_train(runs / "bin", tmp_path / "save", "--log-drift-from",
+                              tmp_path / "nowhere.pt", check=False)
+    assert result.returncode != 0
+    assert "--log-drift-from %s: no such checkpoint file" % (tmp_path / "nowhere.pt") \
+        in result.stderr
+    assert not (tmp_path / "save" / "checkpoint_last.pt").exists()
 
 
 def test_parameter_distance_is_the_l2_norm_over_the_named_parameters():

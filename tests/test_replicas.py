@@ -69,8 +69,8 @@ def _torchrun(tmp_path, drift):
     out.mkdir()
     result = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port",
                              "29571", str(script)], capture_output=True, text=True, timeout=120,
-                            env={"DRIFT": drift, "OUT": str(out), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
-                                 "PYTHONPATH": str(REPO)})
+                            env={"DRIFT": drift, "OUT": str(out), "PATH": "/usr/bin:/bin",
+                                 "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-3000:]
     return [(out / ("rank%d" % rank)).read_text() for rank in (0, 1)]
 

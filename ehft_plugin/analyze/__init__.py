@@ -109,7 +109,7 @@ def render_markdown(results):
                 silhouette = entry.get("tsne", {}).get(label, {}).get("silhouette")
                 lines.append("| %s | %s | %s | %s | %s |" % (
                     task, label, _fmt(cell, 4), "–" if ratio is None else "%.1f×" % ratio,
-                    "–" if silhouette is None else "%.3f" % silhouette))
+                    "–" if silhouette is None else "%.4f" % silhouette))
         lines.append("")
     if "share_ablation" in results:
         lines += ["## Stage-1 share (paper Figure 6a)", "",

@@ -61,11 +61,11 @@ def heads(result, out_dir):
             ax.scatter(xs, ys, c=cell["targets"], s=6, cmap="coolwarm")
             silhouette = cell.get("silhouette")
             ax.set_title("%s%s" % (label, "" if silhouette is None
-                                   else "\nsilhouette %.3f" % silhouette), fontsize=9)
+                                   else "\nsilhouette %.4f" % silhouette), fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
         fig.suptitle("%s: t-SNE of the head's hidden layer on dev examples, pretrained backbone"
-                     % _name(task), fontsize=10)
+                     % _name(task), fontsize=10, y=1.08)  # above the two-line panel titles
         paths.append(_write(plt, fig, out_dir, "heads_tsne-%s.png" % task))
     return paths
 

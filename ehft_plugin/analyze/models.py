@@ -72,21 +72,16 @@ class Built:
         self.head.load_state_dict(state)
 
     def batches(self, split, limit, batch_size=32):
-        """Samples of `split` holding only its first `limit` examples (file order)."""
+        """The first `limit` examples of `split` (file order) in batches of `batch_size`, the
+        same examples whatever the task's batch order (which sorts by length)."""
         from fairseq import utils
 
         if split not in self.task.datasets:
             self.task.load_dataset(split)
         dataset = self.task.dataset(split)
-        iterator = self.task.get_batch_iterator(
-            dataset, max_sentences=batch_size, ignore_invalid_inputs=False, seed=1
-        ).next_epoch_itr(shuffle=False)
-        for sample in iterator:
-            keep = sample["id"] < limit
-            if not keep.any():
-                continue
-            if not keep.all():
-                sample = _select(sample, keep)
+        ids = list(range(min(limit, len(dataset))))
+        for start in range(0, len(ids), batch_size):
+            sample = dataset.collater([dataset[i] for i in ids[start:start + batch_size]])
             yield utils.move_to_cuda(sample) if self.device.startswith("cuda") else sample
 
     def _inputs(self, sample):
@@ -120,17 +115,3 @@ class Built:
             raise AnalyzeError("no gradient reached the backbone (is it frozen by --peft?)")
         return float(torch.stack(squares).sum().sqrt())
 
-
-def _select(sample, keep):
-    """The rows of a fairseq sample where `keep` is true."""
-    if torch.is_tensor(sample):
-        return sample[keep] if sample.dim() > 0 and sample.size(0) == keep.size(0) else sample
-    if isinstance(sample, dict):
-        out = {k: _select(v, keep) for k, v in sample.items()}
-        if "nsentences" in out:
-            out["nsentences"] = int(keep.sum())
-        if "ntokens" in out:
-            out["ntokens"] = sum(int(out[k]["src_lengths"].sum()) for k in out
-                                 if k.startswith("net_input"))
-        return out
-    return sample

@@ -101,6 +101,8 @@ class GlueEhftTask(FairseqTask):
             raise ValueError("--length-window %d: expected an integer >= 1" % self.length_window)
         self._warned_multiple = False
         self.log_drift_from = getattr(cfg, "log_drift_from", "")
+        if self.log_drift_from and not os.path.isfile(self.log_drift_from):
+            raise ValueError("--log-drift-from %s: no such checkpoint file" % self.log_drift_from)
         self._drift_reference = None
 
     @classmethod
