@@ -113,21 +113,28 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
     return cmd + list(opts.fairseq_args)
 
 
+def log_records(log_path):
+    """Every JSON stats record of a fairseq --log-file (--log-format json), in order; none
+    if the file does not exist."""
+    if not os.path.isfile(log_path):
+        return
+    with open(log_path) as f:
+        for line in f:
+            try:  # the configuration dump also starts with "{" but is not JSON
+                stats = json.loads(line) if line.startswith("{") else None
+            except ValueError:
+                continue
+            if isinstance(stats, dict):
+                yield stats
+
+
 def valid_records(log_path):
     """fairseq's JSON validation stats from a --log-file, with the subset name added."""
     records = []
-    if os.path.isfile(log_path):
-        with open(log_path) as f:
-            for line in f:
-                try:  # the configuration dump also starts with "{" but is not JSON
-                    stats = json.loads(line) if line.startswith("{") else None
-                except ValueError:
-                    stats = None
-                if not isinstance(stats, dict):
-                    continue
-                subset = next((k.split("_")[0] for k in stats if re.match(r"valid\d*_", k)), None)
-                if subset:
-                    records.append(dict(stats, subset=subset))
+    for stats in log_records(log_path):
+        subset = next((k.split("_")[0] for k in stats if re.match(r"valid\d*_", k)), None)
+        if subset:
+            records.append(dict(stats, subset=subset))
     return records
 
 

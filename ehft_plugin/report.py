@@ -148,13 +148,19 @@ def collect(roots, select="best"):
     for root in roots:
         if not os.path.isdir(root):
             raise ReportError("%s: no such directory" % root)
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            if "run.json" in filenames:
-                run = read_run(dirpath, select)
-                (runs.append(run) if run else unfinished.append(dirpath))
-                dirnames[:] = []  # stage directories hold no runs
+        for run_dir in run_dirs(root):
+            run = read_run(run_dir, select)
+            (runs.append(run) if run else unfinished.append(run_dir))
     return runs, unfinished
+
+
+def run_dirs(root):
+    """The run directories of `ehft train` (those holding run.json) under `root`, sorted."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if "run.json" in filenames:
+            dirnames[:] = []  # stage directories hold no runs
+            yield dirpath
 
 
 def mean_std(values):

@@ -14,10 +14,9 @@ from ..checkpoints import load_tensors
 from ..data.task_table import RANKING
 from ..drift import BACKBONE
 from ..handover import strip_heads
+from ..launcher import HEAD_FORMAT
 from ..safe_loading import safe_load
 from .runs import AnalyzeError
-
-HEAD_FORMAT = "ehft-head/1"
 
 
 class Built:

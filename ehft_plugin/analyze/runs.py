@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from ..errors import EhftError
-from ..report import paper_metric, read_run
+from ..launcher import log_records
+from ..report import paper_metric, read_run, run_dirs
 
 
 class AnalyzeError(EhftError):
@@ -79,16 +80,11 @@ def find_runs(paths) -> List[Run]:
     for root in paths:
         if not os.path.isdir(root):
             raise AnalyzeError("%s: no such directory" % root)
-        found = 0
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            if "run.json" in filenames:
-                runs.append(_read(dirpath))
-                found += 1
-                dirnames[:] = []
+        found = [_read(run_dir) for run_dir in run_dirs(root)]
         if not found:
             raise AnalyzeError("%s holds no run directories (run.json, written by `ehft train`)"
                                % root)
+        runs += found
     return runs
 
 
@@ -109,19 +105,11 @@ def train_records(stage_dir):
     """fairseq's per-interval training stats (train_inner) of a stage, one per update count
     in order, as floats (fairseq logs the last interval of a run twice)."""
     records = {}
-    path = os.path.join(stage_dir, "train.log")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        for line in f:
-            try:  # the configuration dump also starts with "{" but is not JSON
-                stats = json.loads(line) if line.startswith("{") else None
-            except ValueError:
-                continue
-            # train_inner records carry unprefixed keys; epoch summaries "train_*"
-            if isinstance(stats, dict) and "num_updates" in stats and "loss" in stats:
-                record = {k: _number(v) for k, v in stats.items()}
-                records[record["num_updates"]] = record
+    for stats in log_records(os.path.join(stage_dir, "train.log")):
+        # train_inner records carry unprefixed keys; epoch summaries "train_*"
+        if "num_updates" in stats and "loss" in stats:
+            record = {k: _number(v) for k, v in stats.items()}
+            records[record["num_updates"]] = record
     return [records[n] for n in sorted(records)]
 
 
