@@ -4,6 +4,7 @@ completed by running the same command again (as many times as it takes).
 
     .venv/bin/python benchmarks/accuracy_grid.py [--hours H] [--seeds 1 2 3 4] [--tasks ...]
                                                  [--device cpu|cuda] [--jobs N]
+                                                 [--batch-order length|random]
 
 Default backbone: the converted all-MiniLM-L6-v2; data: ../shared/data. Cells run seed by
 seed (every task and method gets seed 1 before any gets seed 2), so a partial grid is a
@@ -12,6 +13,11 @@ finished cell leaves its small record (run.json and each stage's done.json: sett
 commands, every validation) in benchmarks/accuracy/runs/TASK/METHOD/seedK/, and the report is
 made from those records only: benchmarks/accuracy/results.{md,csv,json} and
 benchmarks/accuracy.json ({task: {method: {mean, std, seeds}}} plus "avg" per method).
+
+`--batch-order random` trains with fairseq sentence_prediction's random batches instead of the
+default length-grouped ones, into benchmarks/accuracy-random-batches/, and compares its cells
+with the same cells of the default grid (comparison.md: difference of means and Welch's t-test
+over seeds), which shows whether grouping batches by length changes dev accuracy.
 """
 
 import argparse
@@ -77,7 +83,7 @@ def run_cell(task, method, seed, args):
                "--total-updates", args.updates or TASKS[task][1], "--batch-size", BATCH,
                "--lr-stage2", FT_LR,
                "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
-               "--log-interval", "50")
+               "--log-interval", "50", "--batch-order", args.batch_order)
     # cells that share a machine share its cores: one thread each keeps them from contending
     env = dict(os.environ, OMP_NUM_THREADS="1") if args.jobs > 1 else None
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -103,8 +109,49 @@ def summarise(args):
     subprocess.run(ehft("report", runs, "--out", os.path.join(args.out, "results.md")),
                    check=True, stdout=subprocess.DEVNULL)
     # the report's JSON is already {task: {method: {mean, std, seeds, metric}}, "avg": ...}
+    if args.json:
+        with open(os.path.join(args.out, "results.json")) as f:
+            write_file(args.json, f.read())
+    if args.batch_order == "random":
+        if os.path.isfile(args.compare_with):
+            compare(args)
+        else:
+            print("grid: no comparison, %s does not exist (run the default grid first)"
+                  % args.compare_with)
+
+
+def compare(args):
+    """Dev metric of random against length-grouped batches, cell by cell."""
+    from scipy.stats import ttest_ind_from_stats
+
     with open(os.path.join(args.out, "results.json")) as f:
-        write_file(args.json, f.read())
+        random_batches = json.load(f)
+    with open(args.compare_with) as f:
+        length_grouped = json.load(f)
+    rows = ["| task | method | length-grouped | random | difference | Welch p |",
+            "|---|---|---|---|---|---|"]
+    for task in sorted(set(random_batches) - {"avg"}):
+        for method, r in sorted(random_batches[task].items()):
+            g = length_grouped.get(task, {}).get(method)
+            if not g:
+                continue
+            p = "n/a"  # a t-test needs two seeds a side
+            if min(r["seeds"], g["seeds"]) > 1 and (r["std"] or g["std"]):
+                p = "%.2f" % ttest_ind_from_stats(g["mean"], g["std"], g["seeds"], r["mean"],
+                                                  r["std"], r["seeds"], equal_var=False).pvalue
+            rows.append("| %s | %s | %s | %s | %+.2f | %s |" % (
+                task, method, _mean_std(g), _mean_std(r), r["mean"] - g["mean"], p))
+    command = " ".join(["python", "benchmarks/accuracy_grid.py"] + sys.argv[1:])
+    write_file(os.path.join(args.out, "comparison.md"), (
+        "# Dev metric: length-grouped against random batches\n\n"
+        "Made by `%s`; the length-grouped cells are from %s. Mean ± std over n seeds; a Welch "
+        "p below 0.05 would mean the batch order changed the metric beyond seed noise.\n\n%s\n"
+        % (command, os.path.relpath(args.compare_with, ROOT), "\n".join(rows))))
+
+
+def _mean_std(cell):
+    std = "-" if cell["std"] is None else "%.2f" % cell["std"]
+    return "%.2f ± %s (n=%d)" % (cell["mean"], std, cell["seeds"])
 
 
 def cells(args):
@@ -124,8 +171,15 @@ def main():
     parser.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"))
     parser.add_argument("--updates", type=int, help="total updates of every cell (default: "
                                                      "the per-task budget above)")
-    parser.add_argument("--out", default=os.path.join(HERE, "accuracy"))
-    parser.add_argument("--json", default=os.path.join(HERE, "accuracy.json"))
+    parser.add_argument("--batch-order", choices=["length", "random"], default="length",
+                        help="glue_ehft's --batch-order for every cell (random: the comparison "
+                             "grid, by default in benchmarks/accuracy-random-batches)")
+    parser.add_argument("--out", help="records and report (default: benchmarks/accuracy, or "
+                                      "benchmarks/accuracy-random-batches with random batches)")
+    parser.add_argument("--json", help="copy of the report's JSON (default: "
+                                       "benchmarks/accuracy.json; none with random batches)")
+    parser.add_argument("--compare-with", default=os.path.join(HERE, "accuracy", "results.json"),
+                        help="the length-grouped report that random batches are compared with")
     parser.add_argument("--device", choices=["cpu", "cuda"],
                         help="where cells train (default: cuda when torch sees a GPU)")
     parser.add_argument("--jobs", type=int, default=1,
@@ -135,14 +189,21 @@ def main():
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1, got %d" % args.jobs)
+    default_order = args.batch_order == "length"
+    if args.out is None:
+        args.out = os.path.join(HERE, "accuracy" if default_order else "accuracy-random-batches")
+    if args.json is None and default_order:
+        args.json = os.path.join(HERE, "accuracy.json")
     if args.device is None:
         import torch
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.time()
     todo = [c for c in cells(args) if not finished(*c, args)]
-    print("grid: %d of %d cells to run on %s, %d at a time (batch %d, full-finetuning lr %g, "
-          "updates %s)" % (len(todo), len(cells(args)), args.device, args.jobs, BATCH, FT_LR,
-                           {t: args.updates or TASKS[t][1] for t in args.tasks}), flush=True)
+    print("grid: %d of %d cells to run on %s, %d at a time (batch %d, %s batches, full-finetuning "
+          "lr %g, updates %s)" % (len(todo), len(cells(args)), args.device, args.jobs, BATCH,
+                                  args.batch_order, FT_LR,
+                                  {t: args.updates or TASKS[t][1] for t in args.tasks}),
+          flush=True)
     for task in sorted({c[0] for c in todo}):
         prepare(task, args)  # once, before cells of the task may start side by side
 

@@ -1,6 +1,8 @@
 """The benchmark scripts run and write what they measured, with how they were run (the
 numbers themselves are for benchmarks/results/, not for tests)."""
 
+import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +16,13 @@ def _script(name, *args):
                             capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def _load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_optimizer_step_benchmark_records_every_kernel(tmp_path):
@@ -60,6 +69,34 @@ def test_accuracy_grid_records_cells_skips_finished_ones_and_reports(tmp_path):
     assert summary["cb"]["ft"]["seeds"] == 1 and "avg" in summary
     assert "| ehft-bitfit |" in (tmp_path / "accuracy" / "results.md").read_text()
     assert "grid: 0 of 2 cells to run" in _script("accuracy_grid.py", *args)  # all finished
+
+    # the same cell with fairseq's random batches, beside the length-grouped one
+    out = _script("accuracy_grid.py", "--tasks", "cb", "--methods", "ft", "--seeds", "1",
+                  "--updates", "4", "--batch-order", "random", "--out", tmp_path / "random",
+                  "--compare-with", tmp_path / "accuracy" / "results.json",
+                  "--work", tmp_path / "work", "--device", "cpu")
+    assert "random batches" in out and not (tmp_path / "random" / "accuracy.json").exists()
+    run = json.loads((tmp_path / "random" / "runs" / "cb" / "ft" / "seed1" / "run.json")
+                     .read_text())
+    assert run["commands"]["finetune"][-2:] == ["--batch-order", "random"]
+    assert "| cb | ft | " in (tmp_path / "random" / "comparison.md").read_text()
+
+
+def test_the_batch_order_comparison_tests_the_difference_over_seeds(tmp_path):
+    grid = _load_benchmark("accuracy_grid")
+    cell = {"mean": 80.0, "std": 1.0, "seeds": 4, "metric": "accuracy"}
+    (tmp_path / "random").mkdir()
+    (tmp_path / "random" / "results.json").write_text(json.dumps(
+        {"mrpc": {"ft": dict(cell, mean=70.0)}, "cb": {"ft": dict(cell, seeds=1, std=None)},
+         "avg": {"ft": 75.0}}))
+    (tmp_path / "length.json").write_text(json.dumps(
+        {"mrpc": {"ft": cell, "lora": cell}, "cb": {"ft": cell}}))
+    grid.compare(argparse.Namespace(out=str(tmp_path / "random"),
+                                    compare_with=str(tmp_path / "length.json")))
+    rows = (tmp_path / "random" / "comparison.md").read_text().splitlines()
+    assert "| cb | ft | 80.00 ± 1.00 (n=4) | 80.00 ± - (n=1) | +0.00 | n/a |" in rows
+    assert "| mrpc | ft | 80.00 ± 1.00 (n=4) | 70.00 ± 1.00 (n=4) | -10.00 | 0.00 |" in rows
+    assert not [r for r in rows if "lora" in r or "avg" in r]  # only cells both grids have
 
 
 def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
