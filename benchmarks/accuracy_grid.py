@@ -77,7 +77,8 @@ class CellFailed(Exception):
 
 
 def run_cell(task, method, seed, args):
-    work = os.path.join(args.work, "%s-%s-%d" % (task, method, seed))  # cells may run at once
+    # cells may run at once, and a random-batch grid beside the default one
+    work = os.path.join(args.work, "%s-%s-%d-%s" % (task, method, seed, args.batch_order))
     cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
                "--total-updates", args.updates or TASKS[task][1], "--batch-size", BATCH,
