@@ -4,6 +4,7 @@ accuracy grid's budget, then `ehft analyze`.
 
     .venv/bin/python benchmarks/diagnostics.py [--task rte] [--seeds 1] [--methods ...]
                                                [--shares 0.1 0.5 0.9] [--device cpu|cuda]
+                                               [--updates N] [--examples N]
 
 Runs go to .cache/diagnostics-runs (checkpoints: never committed); a run already finished is
 kept, so an interrupted command is completed by running it again. Output:
@@ -34,7 +35,7 @@ def train(method, seed, args, share=None):
     save_dir = os.path.join(args.work, "main" if share is None else "share%g" % share)
     cmd = ehft("train", "--method", method, "--data", prepare(args.task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", save_dir, "--seeds", seed,
-               "--total-updates", TASKS[args.task][1], "--batch-size", BATCH,
+               "--total-updates", args.updates or TASKS[args.task][1], "--batch-size", BATCH,
                "--lr-stage2", FT_LR, "--log-drift",
                *(["--stage1-ratio", share] if share is not None else []),
                "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
@@ -60,7 +61,10 @@ def main():
     parser.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"))
     parser.add_argument("--work", default=os.path.join(ROOT, ".cache", "diagnostics-runs"))
     parser.add_argument("--out", default=os.path.join(HERE, "diagnostics"))
-    parser.add_argument("--examples", type=int, default=512)
+    parser.add_argument("--updates", type=int,
+                        help="total updates of every run (default: the accuracy grid's budget)")
+    parser.add_argument("--examples", type=int, default=512,
+                        help="training examples whose features are compared (Figure 1)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     if any(not 0 < s < 1 for s in args.shares):

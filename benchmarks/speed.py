@@ -191,7 +191,7 @@ def main():
         args.backbone, "ehft_backbone.json")))["source"]
     import torch
 
-    run = {"command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+    run = {"command": " ".join(["python", "benchmarks/speed.py"] + sys.argv[1:]),
            "machine": "%s, %d cores" % (platform.machine(), os.cpu_count()),
            "threads": torch.get_num_threads(), "python": platform.python_version(),
            "torch": torch.__version__, "backbone": os.path.relpath(args.backbone, ROOT),

@@ -115,6 +115,25 @@ def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
     assert refused.returncode == 2 and "--jobs must be at least 1, got 0" in refused.stderr
 
 
+def test_diagnostics_benchmark_trains_the_runs_and_analyzes_them(tmp_path):
+    args = ["--task", "cb", "--methods", "ft", "ehft-bitfit", "--shares", "0.5", "--updates", "10",
+            "--examples", "8", "--work", tmp_path / "runs", "--out", tmp_path / "d"]
+    out = _script("diagnostics.py", *args)
+    assert "diagnostics: ehft-bitfit seed 1 (stage 1 share 0.5)" in out
+    folder = tmp_path / "d" / "cb"
+    how = json.loads((folder / "how.json").read_text())
+    assert how["command"].startswith("python ") and "--shares 0.5" in how["command"]
+    assert {c["method"] for c in how["runs"].values()} == {"ft", "ehft-bitfit"}
+    assert all(c["total_updates"] == 10 for c in how["runs"].values())
+    analysis = json.loads((folder / "analysis.json").read_text())
+    assert analysis["settings"]["examples"] == 8
+    drift = analysis["feature_drift"]["cb"]["methods"]
+    assert set(drift) == {"ft", "ehft-bitfit (stage 1 10%)", "ehft-bitfit (stage 1 50%)"}
+    assert all(d["mean"] > 0 for d in drift.values())  # every method moved the backbone
+    assert set(analysis["share_ablation"]["cb"]["methods"]["ehft-bitfit"]) == {"0.1", "0.5"}
+    assert {"feature_drift.png", "parameter_drift-cb.png"} <= {p.name for p in folder.iterdir()}
+
+
 def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     out = _script("speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "8",
                   "--repeats", "2", "--wall-updates", "4", "--out", tmp_path)
