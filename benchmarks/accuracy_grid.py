@@ -13,6 +13,8 @@ finished cell leaves its small record (run.json and each stage's done.json: sett
 commands, every validation) in benchmarks/accuracy/runs/TASK/METHOD/seedK/, and the report is
 made from those records only: benchmarks/accuracy/results.{md,csv,json} and
 benchmarks/accuracy.json ({task: {method: {mean, std, seeds}}} plus "avg" per method).
+A cell is locked while it trains: a second grid reaching it leaves it alone and counts it as
+failed (exit 1), so two grids never write the same cell.
 
 `--batch-order random` trains with fairseq sentence_prediction's random batches instead of the
 default length-grouped ones, into benchmarks/accuracy-random-batches/, and compares its cells
@@ -34,6 +36,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from ehft_plugin.atomic import write_file  # noqa: E402
+from ehft_plugin.errors import EhftError  # noqa: E402
+from ehft_plugin.locks import acquire  # noqa: E402
 
 # (raw directory under ../shared/data, total updates): about 2 epochs of the smaller GLUE sets
 # and 10 of CB and COPA at batch 16, what this 2-core machine finishes in ~3 minutes a cell
@@ -79,6 +83,16 @@ class CellFailed(Exception):
 def run_cell(task, method, seed, args):
     # cells may run at once, and a random-batch grid beside the default one
     work = os.path.join(args.work, "%s-%s-%d-%s" % (task, method, seed, args.batch_order))
+    try:
+        lock = acquire(work, "accuracy grid")
+    except EhftError as busy:  # a second grid on the same cell would delete the first's files
+        raise CellFailed("grid: %s %s seed %d: %s" % (task, method, seed, busy))
+    with lock:
+        if not finished(task, method, seed, args):  # by the grid that held it before
+            train_cell(task, method, seed, args, work)
+
+
+def train_cell(task, method, seed, args, work):
     cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
                "--total-updates", args.updates or TASKS[task][1], "--batch-size", BATCH,

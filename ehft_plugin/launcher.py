@@ -14,6 +14,7 @@ launcher builds argument lists and calls the pure hand-over functions; fairseq d
 training.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from .data.binarize import load_metadata
 from .distributed import torchrun_settings
 from .errors import CheckpointError, EhftError
 from .handover import extract_head, extract_peft, graft_head, graft_params, strip_heads
+from .locks import exclusive
 from .methods import MethodError, resolve_method, split_updates, with_learning_rates
 from .peft.plan import parse_plan
 from .recipes import get_recipe
@@ -238,12 +240,32 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
         return
     if gives_head:
         hand_over(stage_dir, "sentence_classification_head", reserve_plan)
-    records = valid_records(os.path.join(stage_dir, "train.log"))
+    log = os.path.join(stage_dir, "train.log")
+    records = valid_records(log)
+    if "--disable-validation" not in cmd and not _validated_at_the_end(log):
+        # a record without its final validation would only fail later, in `ehft report`
+        raise EhftError("%s of %s finished, but %s holds no validation at its last update (was "
+                        "the log removed, or written by another process?); pass --overwrite to "
+                        "train the run again" % (stage.name, run_dir, log))
     _write_json(os.path.join(stage_dir, "done.json"),
                 {"updates": n, "metric": metric, "valid": records})
     start = os.path.join(stage_dir, "start.pt")
     if os.path.isfile(start):
         os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
+
+
+def _validated_at_the_end(log_path):
+    """Whether the log holds a validation at the stage's last update. fairseq validates
+    whenever it stops (--max-update, or --max-epoch, --patience ... first) unless validation
+    is disabled, and then writes the epoch's train stats with that update count."""
+    last, validated = None, set()
+    for stats in log_records(log_path):
+        for key, value in stats.items():
+            if key == "train_num_updates":
+                last = int(float(value))
+            elif re.match(r"valid\d*_num_updates$", key):
+                validated.add(int(float(value)))
+    return last is not None and last in validated
 
 
 def _run_child(cmd, env=None):
@@ -271,6 +293,14 @@ def _child_env(launch):
 
 def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first_launch=0):
     run_dir = os.path.join(opts.save_dir, meta["task"], method_slug(method.name), "seed%d" % seed)
+    # rank 0 alone writes the run directory, and no other `ehft train` may at the same time
+    with exclusive(run_dir, "ehft train") if rank == 0 else contextlib.nullcontext():
+        _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch,
+                  run_dir)
+    return run_dir
+
+
+def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch, run_dir):
     updates = split_updates(opts.total_updates, method)
     config = {"method": method.name, "data": os.path.abspath(opts.data),
               "checkpoint": os.path.abspath(opts.checkpoint), "seed": seed,
@@ -323,7 +353,6 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first
         _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head,
                      parse_plan(stage.peft, state_dims["encoder_layers"]) if reserve else None,
                      leader, _child_env(first_launch + index), replace)
-    return run_dir
 
 
 def apply_recipe(opts, meta):

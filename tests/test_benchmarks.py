@@ -110,7 +110,22 @@ def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
     assert failed.returncode == 1
     assert "grid: cb no-such-method seed 1 failed" in failed.stdout
     assert "grid: 1 cells failed" in failed.stderr
-    assert not (tmp_path / "a" / "runs").exists() and not (tmp_path / "w").exists()
+    assert not (tmp_path / "a" / "runs").exists()
+    assert [p.name for p in (tmp_path / "w").iterdir()] == [".cb-no-such-method-1-length.lock"]
+
+    # a cell another grid is training is left to it: its files are not touched
+    from ehft_plugin.locks import exclusive
+
+    other = tmp_path / "w" / "cb-ft-1-length"
+    with exclusive(other, "accuracy grid"):
+        (other / "checkpoint_last.pt").parent.mkdir()
+        (other / "checkpoint_last.pt").write_text("the other grid's")
+        busy = grid("--methods", "ft", "--updates", "4")
+    assert busy.returncode == 1
+    assert "grid: cb ft seed 1: %s is in use by another accuracy grid" % other in busy.stdout
+    assert (other / "checkpoint_last.pt").read_text() == "the other grid's"
+    assert not (tmp_path / "a" / "runs").exists()
+
     refused = grid("--jobs", "0")
     assert refused.returncode == 2 and "--jobs must be at least 1, got 0" in refused.stderr
 

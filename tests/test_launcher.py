@@ -10,6 +10,7 @@ from conftest import ehft, prepare_rte, run, stock_checkpoint
 
 from ehft_plugin.launcher import HEAD_FORMAT, read_original, stage_start
 from ehft_plugin.checkpoints import load_tensors
+from ehft_plugin.errors import EhftError
 
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0"]
 
@@ -111,6 +112,57 @@ def test_a_stage_trained_but_not_recorded_is_not_trained_again(setup, tmp_path):
     assert "stage2 already trained for 5 updates" in result.stderr
     assert (run_dir / "stage2" / "checkpoint_last.pt").stat().st_mtime == mtime
     assert (run_dir / "stage2" / "done.json").is_file()
+
+
+def test_a_stage_whose_log_holds_no_final_validation_is_not_recorded(setup, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(setup["tmp"] / "runs", runs)
+    stage2 = runs / "rte" / "ehft-bitfit" / "seed1" / "stage2"
+    (stage2 / "done.json").unlink()
+    (stage2 / "train.log").unlink()  # trained, but its validations are gone
+    result = ehft("train", "--method", "ehft-bitfit", "--save-dir", runs, *setup["args"],
+                  *FAIRSEQ, check=False)
+    assert result.returncode == 2
+    assert "stage2 of %s finished, but %s holds no validation at its last update" % (
+        stage2.parent, stage2 / "train.log") in result.stderr
+    assert not (stage2 / "done.json").exists()  # `ehft report` would have refused it
+    assert (stage2 / "checkpoint_last.pt").is_file()  # the training is kept
+
+
+def test_a_run_directory_in_use_by_another_launcher_is_refused(setup, tmp_path):
+    import os
+
+    from ehft_plugin.locks import exclusive
+
+    run_dir = tmp_path / "runs" / "rte" / "ft" / "seed1"
+    with exclusive(run_dir, "ehft train"):
+        result = ehft("train", "--method", "ft", "--save-dir", tmp_path / "runs",
+                      *setup["args"], *FAIRSEQ, check=False)
+    assert result.returncode == 2
+    assert "%s is in use by another ehft train (pid %d" % (run_dir, os.getpid()) \
+        in result.stderr
+    assert not run_dir.exists()
+
+
+def test_the_lock_of_a_killed_launcher_is_free(tmp_path):
+    import subprocess
+    import sys
+
+    from ehft_plugin.locks import exclusive
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from ehft_plugin.locks import exclusive\n"
+        "with exclusive(sys.argv[1], 'ehft train'):\n"
+        "    print('held', flush=True); time.sleep(60)"), str(tmp_path / "run")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(EhftError, match="in use by another ehft train"):
+        with exclusive(tmp_path / "run", "ehft train"):
+            pass
+    holder.kill()  # SIGKILL: no clean-up code runs
+    holder.wait()
+    with exclusive(tmp_path / "run", "ehft train"):
+        pass
 
 
 def test_a_run_directory_with_other_settings_or_files_is_refused(setup, tmp_path):
