@@ -239,7 +239,7 @@ def load_published(paths):
     return tables
 
 
-def render_markdown(summary, published, unfinished, how):
+def render_markdown(summary, published, unfinished, how, baseline="ft"):
     out = io.StringIO()
     out.write("# Dev results\n\n")
     out.write("Measured by the runs below (%s). Cells: mean ± sample std over seeds (seeds); "
@@ -253,6 +253,8 @@ def render_markdown(summary, published, unfinished, how):
         row = [method] + [_fmt(summary.cells.get((c, method))) for c in summary.columns]
         row.append("%.2f" % avg if avg is not None else "—")
         out.write("| " + " | ".join(row) + " |\n")
+    if baseline in summary.methods and len(summary.methods) > 1:
+        out.write(render_versus(summary, baseline))
     for table in published:
         columns = sorted({c for r in table["rows"] for c in r["values"]}, key=_column_key)
         out.write("\n## Published, not measured here: %s\n\n" % table["name"])
@@ -273,6 +275,58 @@ def render_markdown(summary, published, unfinished, how):
     if unfinished:
         out.write("\n## Unfinished runs (not counted)\n\n")
         out.writelines("- %s\n" % path for path in unfinished)
+    return out.getvalue()
+
+
+def welch_p(a, b):
+    """Two-sided p of Welch's t-test between two lists of per-seed values; None when either
+    side has fewer than two seeds or neither varies (no test possible)."""
+    if min(len(a), len(b)) < 2 or (mean_std(a)[1] == 0 and mean_std(b)[1] == 0):
+        return None
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def render_versus(summary, baseline):
+    """Every other method against `baseline`: per column the difference of means and Welch's
+    p over seeds, the Avg difference, and a verdict line per method counted from them."""
+    out = io.StringIO()
+    out.write("\n## Against %s\n\n" % baseline)
+    out.write("Difference of means (method − %s) and, in brackets, the two-sided p of Welch's "
+              "t-test over seeds (n/a: fewer than two seeds a side). p < 0.05 is counted as "
+              "beyond seed noise, with no correction for the number of tests in this table.\n\n"
+              % baseline)
+    header = ["method"] + [_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
+    out.write("| " + " | ".join(header) + " |\n")
+    out.write("|" + "---|" * len(header) + "\n")
+    verdicts = []
+    for method in (m for m in summary.methods if m != baseline):
+        row, higher, better, worse, compared = [method], 0, 0, 0, 0
+        for column in summary.columns:
+            base, cell = (summary.cells.get((column, m)) for m in (baseline, method))
+            if not (base and cell):
+                row.append("—")
+                continue
+            diff = cell["mean"] - base["mean"]
+            p = welch_p(cell["values"], base["values"])
+            compared += 1
+            higher += diff > 0
+            better += p is not None and p < 0.05 and diff > 0
+            worse += p is not None and p < 0.05 and diff < 0
+            row.append("%+.2f (%s)" % (diff, "n/a" if p is None else "p %.2f" % p))
+        avg, base_avg = summary.avg[method]["mean"], summary.avg[baseline]["mean"]
+        avg_diff = None if avg is None or base_avg is None else avg - base_avg
+        row.append("—" if avg_diff is None else "%+.2f" % avg_diff)
+        out.write("| " + " | ".join(row) + " |\n")
+        if compared:
+            verdicts.append("- %s: higher mean than %s on %d of %d tasks; beyond seed noise "
+                            "higher on %d, lower on %d; Avg %s.\n" % (
+                                method, baseline, higher, compared, better, worse,
+                                "not comparable (missing cells)" if avg_diff is None
+                                else "%+.2f" % avg_diff))
+    out.write("\n")
+    out.writelines(verdicts)
     return out.getvalue()
 
 
@@ -375,8 +429,9 @@ def _save(fig, path):
     os.replace(tmp, path)
 
 
-def report(roots, out, select="best", published_files=None, plots=True, how=""):
-    """Write the report files; returns their paths."""
+def report(roots, out, select="best", published_files=None, plots=True, how="", baseline=None):
+    """Write the report files; returns their paths. `baseline`: the method every other one is
+    compared with (default: ft, when there are runs of it)."""
     if not out.endswith(".md"):
         raise ReportError("--out %s: expected a .md file name (the CSV, JSON and PNG files go "
                           "next to it)" % out)
@@ -386,6 +441,9 @@ def report(roots, out, select="best", published_files=None, plots=True, how=""):
                           "stage)%s" % (", ".join(roots), "; unfinished: %d" % len(unfinished)
                                         if unfinished else ""))
     summary = summarise(runs)
+    if baseline is not None and baseline not in summary.methods:
+        raise ReportError("--baseline %s: no finished runs of it; methods: %s"
+                          % (baseline, ", ".join(summary.methods)))
     published = load_published(published_files if published_files is not None else [PUBLISHED])
     prefix = out[:-len(".md")]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -394,5 +452,5 @@ def report(roots, out, select="best", published_files=None, plots=True, how=""):
         written += plot_curves(runs, summary, prefix) + [plot_bars(summary, prefix)]
     write_file(prefix + ".csv", render_csv(runs))
     write_file(prefix + ".json", json.dumps(summary_json(summary), indent=2) + "\n")
-    write_file(out, render_markdown(summary, published, unfinished, how))
+    write_file(out, render_markdown(summary, published, unfinished, how, baseline or "ft"))
     return [out, prefix + ".csv", prefix + ".json"] + written

@@ -3,6 +3,7 @@ metric per task, published rows kept apart, plots, and refusals."""
 
 import csv
 import json
+import shutil
 import statistics
 
 import pytest
@@ -206,3 +207,35 @@ def test_a_run_without_a_dev_validation_is_named(tmp_path):
                                           r"validation of the dev set with its metric "
                                           r"'accuracy'"):
         collect([str(tmp_path)])
+
+
+def test_every_method_is_compared_with_ft_over_seeds(runs, tmp_path):
+    from scipy.stats import ttest_ind
+
+    out = tmp_path / "v.md"
+    report([str(runs)], str(out), published_files=[], plots=False)
+    versus = out.read_text().split("## Against ft")[1]
+    diff = statistics.mean(RTE_EHFT) - statistics.mean(RTE_FT)
+    p = ttest_ind(RTE_EHFT, RTE_FT, equal_var=False).pvalue
+    avg_diff = (statistics.mean(RTE_EHFT) + 80) / 2 - (statistics.mean(RTE_FT) + 75) / 2
+    # MRPC: one ehft-bitfit seed finished, so no test there
+    assert "| ehft-bitfit | %+.2f (p %.2f) | +5.00 (n/a) | %+.2f |" % (diff, p, avg_diff) \
+        in versus
+    assert ("- ehft-bitfit: higher mean than ft on 2 of 2 tasks; beyond seed noise higher on "
+            "%d, lower on 0; Avg %+.2f." % (p < 0.05, avg_diff)) in versus
+
+
+def test_the_baseline_can_be_another_method_and_must_exist(runs, tmp_path):
+    result = ehft("report", runs, "--out", tmp_path / "b.md", "--no-published", "--no-plots",
+                  "--baseline", "ehft-bitfit")
+    text = (tmp_path / "b.md").read_text()
+    assert "## Against ehft-bitfit" in text and "## Against ft" not in text
+    assert "- ft: higher mean than ehft-bitfit on 0 of 2 tasks" in text
+    result = ehft("report", runs, "--out", tmp_path / "c.md", "--baseline", "lora", check=False)
+    assert result.returncode == 2
+    assert "--baseline lora: no finished runs of it; methods: ft, ehft-bitfit" in result.stderr
+    assert not (tmp_path / "c.md").exists()
+    shutil.rmtree(runs / "rte" / "ft")
+    shutil.rmtree(runs / "mrpc" / "ft")
+    report([str(runs)], str(tmp_path / "d.md"), published_files=[], plots=False)
+    assert "## Against" not in (tmp_path / "d.md").read_text()  # no ft runs: nothing to compare

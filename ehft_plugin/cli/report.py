@@ -23,6 +23,10 @@ def add_parser(sub, name):
     p.add_argument("--no-published", action="store_true",
                    help="leave out the bundled published reference tables")
     p.add_argument("--no-plots", action="store_true", help="write no PNG files")
+    p.add_argument("--baseline", metavar="METHOD",
+                   help="compare every other method with this one: difference of means and "
+                        "Welch's t-test over seeds per task, and a verdict per method (default: "
+                        "ft, when the runs hold it)")
     return p
 
 
@@ -32,5 +36,6 @@ def run(args):
     published = ([] if args.no_published else [PUBLISHED]) + args.published_file
     how = "`ehft %s`, select=%s" % (" ".join(shlex.quote(a) for a in sys.argv[1:]) or "report",
                                     args.select)
-    for path in report(args.runs, args.out, args.select, published, not args.no_plots, how):
+    for path in report(args.runs, args.out, args.select, published, not args.no_plots, how,
+                       args.baseline):
         print(json.dumps({"wrote": path}))
