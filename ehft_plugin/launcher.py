@@ -116,12 +116,18 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
 
 
 def log_records(log_path):
-    """Every JSON stats record of a fairseq --log-file (--log-format json), in order; none
-    if the file does not exist."""
+    """Every JSON stats record of a fairseq --log-file (--log-format json), in order, each
+    once; none if the file does not exist. fairseq adds one more file handler to its progress
+    logger every epoch, so epoch k writes each of its lines k times in a row: a line equal to
+    the one before it is that copy (two real records always differ, in wps at least)."""
     if not os.path.isfile(log_path):
         return
+    previous = None
     with open(log_path) as f:
         for line in f:
+            if line == previous:
+                continue
+            previous = line
             try:  # the configuration dump also starts with "{" but is not JSON
                 stats = json.loads(line) if line.startswith("{") else None
             except ValueError:

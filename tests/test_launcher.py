@@ -234,8 +234,13 @@ def test_single_stage_methods_start_with_a_new_head(setup, tmp_path):
     assert record["config"]["updates"] == [6]
     assert record["config"]["stages"] == [
         {"name": "finetune", "peft": "0-1:lora(r=32,alpha=32,targets=q+v)", "lr": 5e-4}]
-    assert "valid_accuracy" in json.loads((run_dir / "finetune" / "done.json").read_text())[
-        "valid"][-1]
+    valid = json.loads((run_dir / "finetune" / "done.json").read_text())["valid"]
+    assert "valid_accuracy" in valid[-1]
+    # 5 batches an epoch: validations at the end of epoch 1 and at update 6, each once
+    # (fairseq writes epoch 2's log lines twice)
+    assert [r["valid_num_updates"] for r in valid] == ["5", "6"]
+    log = (run_dir / "finetune" / "train.log").read_text()
+    assert log.count('"valid_num_updates": "6"') == 2
     assert not (run_dir / "finetune" / "head.safetensors").exists()  # nothing hands over
     # the pretrained file carries a head: the stage started from a copy without it
     assert "Loaded checkpoint %s" % (run_dir / "finetune" / "start.pt") in (
