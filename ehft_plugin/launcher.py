@@ -248,7 +248,7 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
         hand_over(stage_dir, "sentence_classification_head", reserve_plan)
     log = os.path.join(stage_dir, "train.log")
     records = valid_records(log)
-    if "--disable-validation" not in cmd and not _validated_at_the_end(log):
+    if "--disable-validation" not in cmd and not _validated_at_the_end(log, records):
         # a record without its final validation would only fail later, in `ehft report`
         raise EhftError("%s of %s finished, but %s holds no validation at its last update (was "
                         "the log removed, or written by another process?); pass --overwrite to "
@@ -260,18 +260,16 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
         os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
 
 
-def _validated_at_the_end(log_path):
-    """Whether the log holds a validation at the stage's last update. fairseq validates
-    whenever it stops (--max-update, or --max-epoch, --patience ... first) unless validation
-    is disabled, and then writes the epoch's train stats with that update count."""
-    last, validated = None, set()
-    for stats in log_records(log_path):
-        for key, value in stats.items():
-            if key == "train_num_updates":
-                last = int(float(value))
-            elif re.match(r"valid\d*_num_updates$", key):
-                validated.add(int(float(value)))
-    return last is not None and last in validated
+def _validated_at_the_end(log_path, records):
+    """Whether `records` (valid_records of the log) hold a validation at the stage's last
+    update. fairseq validates whenever it stops (--max-update, or --max-epoch, --patience ...
+    first) unless validation is disabled, and then writes the epoch's train stats with that
+    update count."""
+    ends = [int(float(stats["train_num_updates"])) for stats in log_records(log_path)
+            if "train_num_updates" in stats]
+    validated = {int(float(r[r["subset"] + "_num_updates"])) for r in records
+                 if r["subset"] + "_num_updates" in r}
+    return bool(ends) and ends[-1] in validated
 
 
 def _run_child(cmd, env=None):
