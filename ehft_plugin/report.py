@@ -389,7 +389,20 @@ def plot_curves(runs, summary, prefix):
         _save(fig, path)
         plt.close(fig)
         paths.append(path)
+    _remove_stale_curves(prefix, paths)
     return paths
+
+
+def _remove_stale_curves(prefix, kept):
+    """A curve PNG of a task that has no finished run any more (a run directory removed or
+    moved) would otherwise sit beside the report as if it belonged to it."""
+    directory, stem = os.path.split(os.path.abspath(prefix))
+    pattern = stem + "-curves-"
+    kept = {os.path.abspath(p) for p in kept}
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith(pattern) and name.endswith(".png") and path not in kept:
+            os.remove(path)
 
 
 def plot_bars(summary, prefix):

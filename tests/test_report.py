@@ -116,6 +116,19 @@ def test_curves_run_over_both_stages_in_total_updates(runs):
     assert run.stage_starts == [2]
 
 
+def test_a_task_without_runs_loses_its_curve_plot_on_the_next_report(runs, tmp_path):
+    out = tmp_path / "out" / "results.md"
+    report([str(runs)], str(out))
+    assert (tmp_path / "out" / "results-curves-mrpc.png").exists()
+    (tmp_path / "out" / "results-curves.png").write_bytes(b"not ours")  # another name: kept
+    shutil.rmtree(runs / "mrpc")
+    written = report([str(runs)], str(out))
+    assert not (tmp_path / "out" / "results-curves-mrpc.png").exists()
+    assert (tmp_path / "out" / "results-curves-rte.png").exists()
+    assert (tmp_path / "out" / "results-curves.png").exists()
+    assert not any("mrpc" in p for p in written)
+
+
 def test_mnli_mismatched_is_read_at_the_update_chosen_on_matched(tmp_path):
     records = [{"num_updates": 5, "accuracy": 80.0}, {"subset": "valid1", "num_updates": 5,
                                                        "accuracy": 79.0},
