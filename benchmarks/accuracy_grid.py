@@ -38,6 +38,7 @@ sys.path.insert(0, ROOT)
 from ehft_plugin.atomic import write_file  # noqa: E402
 from ehft_plugin.errors import EhftError  # noqa: E402
 from ehft_plugin.locks import acquire  # noqa: E402
+from ehft_plugin.report import welch_p_of_cells  # noqa: E402
 
 # (raw directory under ../shared/data, total updates) at batch 16: about 2 epochs of RTE and
 # CoLA, 1.3 of MRPC, 0.8 of STS-B, 10 of CB and COPA, what this 2-core machine finishes in
@@ -140,8 +141,6 @@ def summarise(args):
 
 def compare(args):
     """Dev metric of random against length-grouped batches, cell by cell."""
-    from scipy.stats import ttest_ind_from_stats
-
     with open(os.path.join(args.out, "results.json")) as f:
         random_batches = json.load(f)
     with open(args.compare_with) as f:
@@ -153,10 +152,8 @@ def compare(args):
             g = length_grouped.get(task, {}).get(method)
             if not g:
                 continue
-            p = "n/a"  # a t-test needs two seeds a side
-            if min(r["seeds"], g["seeds"]) > 1 and (r["std"] or g["std"]):
-                p = "%.2f" % ttest_ind_from_stats(g["mean"], g["std"], g["seeds"], r["mean"],
-                                                  r["std"], r["seeds"], equal_var=False).pvalue
+            p = welch_p_of_cells(g, r)  # None: a t-test needs two seeds a side
+            p = "n/a" if p is None else "%.2f" % p
             rows.append("| %s | %s | %s | %s | %+.2f | %s |" % (
                 task, method, _mean_std(g), _mean_std(r), r["mean"] - g["mean"], p))
     command = " ".join(["python", "benchmarks/accuracy_grid.py"] + sys.argv[1:])

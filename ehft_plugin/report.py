@@ -281,11 +281,23 @@ def render_markdown(summary, published, unfinished, how, baseline="ft"):
 def welch_p(a, b):
     """Two-sided p of Welch's t-test between two lists of per-seed values; None when either
     side has fewer than two seeds or neither varies (no test possible)."""
-    if min(len(a), len(b)) < 2 or (mean_std(a)[1] == 0 and mean_std(b)[1] == 0):
-        return None
-    from scipy.stats import ttest_ind
+    return welch_p_of_cells(_cell(a), _cell(b))
 
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+def welch_p_of_cells(a, b):
+    """The same test from two summary cells ({"mean", "std", "seeds"}, as in X.json), for
+    comparisons made from reports rather than from runs."""
+    if min(a["seeds"], b["seeds"]) < 2 or not (a["std"] or b["std"]):
+        return None
+    from scipy.stats import ttest_ind_from_stats
+
+    return float(ttest_ind_from_stats(a["mean"], a["std"], a["seeds"], b["mean"], b["std"],
+                                      b["seeds"], equal_var=False).pvalue)
+
+
+def _cell(values):
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "seeds": len(values)}
 
 
 def render_versus(summary, baseline):
