@@ -1,5 +1,10 @@
 """benchmarks/RESULTS.md from what benchmarks/speed.py measured (nothing typed in)."""
 
+import json
+import math
+import os
+import sys
+
 from ehft_plugin.atomic import write_file
 
 EXPLAIN = {
@@ -17,6 +22,27 @@ EXPLAIN = {
     "mfu": "model FLOPs utilisation of the default pipeline on non-pad tokens",
     "ft_vs_ehft_wall": "ehft train wall time: FT / EH-FT(BitFit), same total updates",
 }
+
+
+def trainable_note(rows):
+    """Why the plugin and HF train different parameter counts under the same method name."""
+    gaps = {m: rows["plugin %s, random batches" % m]["trainable_parameters"]
+            - rows["hf %s, random batches" % m]["trainable_parameters"]
+            for m in ("lora", "prefix", "bitfit")}
+    text = ("Trainable parameters, plugin minus HF: " + ", ".join(
+        "%s %+d" % (m, gap) for m, gap in gaps.items()) + ".")
+    width = math.isqrt(gaps["lora"])
+    if gaps["lora"] == gaps["prefix"] > 0 and width * width + width == gaps["lora"]:
+        text += (" For LoRA and prefix that is one %d×%d dense layer with its bias: the plugin "
+                 "trains its whole classification head (dense + out_proj) with every method, "
+                 "as EH-FT's stage 1 must, while HF PEFT trains the classifier and leaves "
+                 "BERT's pooler, the equivalent dense layer, frozen. It runs on the first "
+                 "token only, so its share of a step's compute is negligible." % (width, width))
+        if gaps["bitfit"] == -width:
+            text += (" For BitFit, HF's freezing by name also trains the embedding LayerNorm's "
+                     "bias (%d), which the plugin's BitFit leaves frozen with the embeddings."
+                     % width)
+    return text
 
 
 def write_markdown(path, run, rows, results):
@@ -51,6 +77,7 @@ def write_markdown(path, run, rows, results):
             name, r["sequences_per_s"], ", ".join("%.2f" % v for v in r["runs_sequences_per_s"]),
             r["tokens_per_s"], 100 * r["padding_share"], r["peak_memory_mb"],
             "{:,}".format(r["trainable_parameters"])))
+    lines += ["", trainable_note(rows)]
     lines += ["", "EH-FT end to end (`ehft train`, %d updates in all, validation and checkpoints "
               "included): FT %.0f s, EH-FT(BitFit) %.0f s." % (
                   run["wall_updates"], results["ft_vs_ehft_wall"]["ft_seconds"],
@@ -59,3 +86,17 @@ def write_markdown(path, run, rows, results):
               "raw figures: `benchmarks/results.json`. Optimizer step times: "
               "`benchmarks/results/optimizer_step.md`.", ""]
     write_file(path, "\n".join(lines))
+
+
+def main():
+    """Rewrite RESULTS.md from the saved measurements (after a change to this file)."""
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(out, "results", "speed.json")) as f:
+        saved = json.load(f)
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    write_markdown(os.path.join(out, "RESULTS.md"), saved["run"], saved["measurements"], results)
+
+
+if __name__ == "__main__":
+    main()

@@ -165,3 +165,20 @@ def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     speed = json.loads((tmp_path / "results" / "speed.json").read_text())
     assert all(len(r["runs_sequences_per_s"]) == 2 for r in speed["measurements"].values())
     assert "speed: wrote" in out
+
+
+def test_speed_report_explains_a_trainable_count_gap_only_when_it_is_one_dense_layer():
+    report = _load_benchmark("speed_report")
+
+    def rows(lora, prefix, bitfit):
+        counts = {"lora": lora, "prefix": prefix, "bitfit": bitfit}
+        table = {"hf %s, random batches" % m: {"trainable_parameters": 1000} for m in counts}
+        table.update({"plugin %s, random batches" % m: {"trainable_parameters": 1000 + gap}
+                      for m, gap in counts.items()})
+        return table
+
+    note = report.trainable_note(rows(16 * 16 + 16, 16 * 16 + 16, -16))
+    assert "lora +272, prefix +272, bitfit -16" in note
+    assert "16×16 dense layer" in note and "embedding LayerNorm's bias (16)" in note
+    note = report.trainable_note(rows(300, 300, 0))  # 300 is no h² + h: stated, not explained
+    assert note == "Trainable parameters, plugin minus HF: lora +300, prefix +300, bitfit +0."
