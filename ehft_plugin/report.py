@@ -300,6 +300,29 @@ def _cell(values):
     return {"mean": mean, "std": std, "seeds": len(values)}
 
 
+def avg_difference_interval(summary, method, baseline, level=0.95):
+    """(low, high) of the Avg difference method − baseline: the Avg is a mean over columns of
+    per-column means, so its variance is the sum of the cells' s²/n over columns², with
+    Welch–Satterthwaite degrees of freedom. None when a column lacks a cell or a cell has fewer
+    than two seeds (no spread to go on), or when no cell varies."""
+    parts = []  # (variance of a cell's mean, its seeds) for every cell in the Avg
+    for column in summary.columns:
+        for m in (method, baseline):
+            cell = summary.cells.get((column, m))
+            if cell is None or cell["std"] is None:
+                return None
+            parts.append((cell["std"] ** 2 / len(cell["values"]), len(cell["values"])))
+    spread = sum(v for v, _ in parts)
+    if spread == 0:
+        return None
+    from scipy.stats import t
+
+    freedom = spread ** 2 / sum(v ** 2 / (n - 1) for v, n in parts)
+    half = t.ppf(0.5 + level / 2, freedom) * math.sqrt(spread) / len(summary.columns)
+    diff = summary.avg[method]["mean"] - summary.avg[baseline]["mean"]
+    return diff - half, diff + half
+
+
 def render_versus(summary, baseline):
     """Every other method against `baseline`: per column the difference of means and Welch's
     p over seeds, the Avg difference, and a verdict line per method counted from them."""
@@ -307,7 +330,10 @@ def render_versus(summary, baseline):
     out.write("\n## Against %s\n\n" % baseline)
     out.write("Difference of means (method − %s) and, in brackets, the two-sided p of Welch's "
               "t-test over seeds (n/a: fewer than two seeds a side). p < 0.05 is counted as "
-              "beyond seed noise, with no correction for the number of tests in this table.\n\n"
+              "beyond seed noise, with no correction for the number of tests in this table. "
+              "Avg: the difference of the Avg columns with its 95%% confidence interval from "
+              "the cells' seed spread (none while a cell has fewer than two seeds); an interval "
+              "that excludes 0 is a difference beyond seed noise on average.\n\n"
               % baseline)
     header = ["method"] + [_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
     out.write("| " + " | ".join(header) + " |\n")
@@ -329,14 +355,25 @@ def render_versus(summary, baseline):
             row.append("%+.2f (%s)" % (diff, "n/a" if p is None else "p %.2f" % p))
         avg, base_avg = summary.avg[method]["mean"], summary.avg[baseline]["mean"]
         avg_diff = None if avg is None or base_avg is None else avg - base_avg
-        row.append("—" if avg_diff is None else "%+.2f" % avg_diff)
+        interval = None if avg_diff is None else avg_difference_interval(summary, method,
+                                                                         baseline)
+        avg_text = "—" if avg_diff is None else "%+.2f" % avg_diff
+        if interval:
+            avg_text += " [%+.2f, %+.2f]" % interval
+        row.append(avg_text)
         out.write("| " + " | ".join(row) + " |\n")
         if compared:
+            if avg_diff is None:
+                on_average = "not comparable (missing cells)"
+            elif interval is None:
+                on_average = "%s, no interval (a cell has one seed)" % avg_text
+            else:
+                on_average = "%s: %s on average" % (
+                    avg_text, "higher beyond seed noise" if interval[0] > 0 else
+                    "lower beyond seed noise" if interval[1] < 0 else "within seed noise")
             verdicts.append("- %s: higher mean than %s on %d of %d tasks; beyond seed noise "
                             "higher on %d, lower on %d; Avg %s.\n" % (
-                                method, baseline, higher, compared, better, worse,
-                                "not comparable (missing cells)" if avg_diff is None
-                                else "%+.2f" % avg_diff))
+                                method, baseline, higher, compared, better, worse, on_average))
     out.write("\n")
     out.writelines(verdicts)
     return out.getvalue()

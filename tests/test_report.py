@@ -9,8 +9,8 @@ import statistics
 import pytest
 from conftest import ehft
 
-from ehft_plugin.report import (PUBLISHED, ReportError, collect, load_published, read_run,
-                                report, summarise)
+from ehft_plugin.report import (PUBLISHED, ReportError, avg_difference_interval, collect,
+                                load_published, read_run, render_versus, report, summarise)
 
 
 def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True):
@@ -235,7 +235,36 @@ def test_every_method_is_compared_with_ft_over_seeds(runs, tmp_path):
     assert "| ehft-bitfit | %+.2f (p %.2f) | +5.00 (n/a) | %+.2f |" % (diff, p, avg_diff) \
         in versus
     assert ("- ehft-bitfit: higher mean than ft on 2 of 2 tasks; beyond seed noise higher on "
-            "%d, lower on 0; Avg %+.2f." % (p < 0.05, avg_diff)) in versus
+            "%d, lower on 0; Avg %+.2f, no interval (a cell has one seed)." % (p < 0.05, avg_diff)
+            ) in versus
+
+
+def test_the_avg_difference_gets_a_confidence_interval_once_every_cell_has_seeds(tmp_path):
+    from scipy.stats import ttest_ind
+
+    ft, ehft_ = [50.0, 54.0, 52.0, 57.0], [58.0, 61.0, 57.0, 63.0]
+    for seed, (a, b) in enumerate(zip(ft, ehft_), 1):
+        fake_run(tmp_path, "rte", "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
+        fake_run(tmp_path, "rte", "ehft-bitfit", seed, one_stage({"num_updates": 5,
+                                                                  "accuracy": b}))
+    summary = summarise(collect([str(tmp_path)])[0])
+    # one column: the Avg difference is that column's, and its interval is Welch's
+    welch = ttest_ind(ehft_, ft, equal_var=False).confidence_interval(0.95)
+    low, high = avg_difference_interval(summary, "ehft-bitfit", "ft")
+    assert (low, high) == pytest.approx((welch.low, welch.high))
+    assert low > 0  # these seeds are far apart: beyond noise
+    text = render_versus(summary, "ft")
+    assert "Avg %+.2f [%+.2f, %+.2f]: higher beyond seed noise on average." % (
+        statistics.mean(ehft_) - statistics.mean(ft), low, high) in text
+    # a second column where the two overlap widens the interval across 0
+    for seed, (a, b) in enumerate(zip([70.0, 80.0, 75.0, 72.0], [71.0, 74.0, 79.0, 70.0]), 1):
+        fake_run(tmp_path, "cb", "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
+        fake_run(tmp_path, "cb", "ehft-bitfit", seed, one_stage({"num_updates": 5,
+                                                                 "accuracy": b}))
+    summary = summarise(collect([str(tmp_path)])[0])
+    low2, high2 = avg_difference_interval(summary, "ehft-bitfit", "ft")
+    assert low2 < 0 < high2
+    assert "within seed noise on average." in render_versus(summary, "ft")
 
 
 def test_the_baseline_can_be_another_method_and_must_exist(runs, tmp_path):
