@@ -323,6 +323,11 @@ def avg_difference_interval(summary, method, baseline, level=0.95):
     return diff - half, diff + half
 
 
+def p_text(p):
+    """Two decimals, or two significant digits below 0.01 (where "0.00" would hide how small)."""
+    return "n/a" if p is None else "p %.2f" % p if p >= 0.01 else "p %.1e" % p
+
+
 def render_versus(summary, baseline):
     """Every other method against `baseline`: per column the difference of means and Welch's
     p over seeds, the Avg difference, and a verdict line per method counted from them."""
@@ -352,7 +357,7 @@ def render_versus(summary, baseline):
             higher += diff > 0
             better += p is not None and p < 0.05 and diff > 0
             worse += p is not None and p < 0.05 and diff < 0
-            row.append("%+.2f (%s)" % (diff, "n/a" if p is None else "p %.2f" % p))
+            row.append("%+.2f (%s)" % (diff, p_text(p)))
         avg, base_avg = summary.avg[method]["mean"], summary.avg[baseline]["mean"]
         avg_diff = None if avg is None or base_avg is None else avg - base_avg
         interval = None if avg_diff is None else avg_difference_interval(summary, method,

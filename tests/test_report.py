@@ -242,7 +242,7 @@ def test_every_method_is_compared_with_ft_over_seeds(runs, tmp_path):
 def test_the_avg_difference_gets_a_confidence_interval_once_every_cell_has_seeds(tmp_path):
     from scipy.stats import ttest_ind
 
-    ft, ehft_ = [50.0, 54.0, 52.0, 57.0], [58.0, 61.0, 57.0, 63.0]
+    ft, ehft_ = [50.0, 54.0, 52.0, 57.0], [60.0, 62.0, 61.0, 63.0]
     for seed, (a, b) in enumerate(zip(ft, ehft_), 1):
         fake_run(tmp_path, "rte", "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
         fake_run(tmp_path, "rte", "ehft-bitfit", seed, one_stage({"num_updates": 5,
@@ -256,6 +256,8 @@ def test_the_avg_difference_gets_a_confidence_interval_once_every_cell_has_seeds
     text = render_versus(summary, "ft")
     assert "Avg %+.2f [%+.2f, %+.2f]: higher beyond seed noise on average." % (
         statistics.mean(ehft_) - statistics.mean(ft), low, high) in text
+    assert "| ehft-bitfit | +8.25 (p %.1e) | +8.25 [" % ttest_ind(ehft_, ft, equal_var=False
+                                                                ).pvalue in text  # p < 0.01
     # a second column where the two overlap widens the interval across 0
     for seed, (a, b) in enumerate(zip([70.0, 80.0, 75.0, 72.0], [71.0, 74.0, 79.0, 70.0]), 1):
         fake_run(tmp_path, "cb", "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
