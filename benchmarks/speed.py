@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -39,6 +40,46 @@ HF = ["ft", "bitfit", "lora", "prefix"]
 TARGETS = {"stage2_vs_fairseq": 0.98, "bitfit_vs_ft": 1.3, "lora_vs_ft": 1.15,
            "prefix_vs_ft": 1.2, "ft_vs_hf": 1.0, "bitfit_vs_hf": 1.0, "lora_vs_hf": 1.0,
            "default_pipeline_vs_hf": 1.5, "mfu": 0.5, "ft_vs_ehft_wall": 1 / 1.05}
+
+
+def busy_cpu_seconds(stat_text):
+    """CPU seconds the whole machine has spent busy, from /proc/stat's first ("cpu") line."""
+    fields = stat_text.splitlines()[0].split()
+    if fields[0] != "cpu":
+        raise ValueError("not a /proc/stat text: first field %r" % fields[0])
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Share of the machine's CPU that processes other than this benchmark used while it ran.
+
+    Other work on a 2-core machine slows every configuration by a different amount (the
+    earlier committed run was measured beside a training job), so the run records how quiet
+    the machine was instead of leaving it to be guessed. None where /proc/stat is missing.
+    """
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                busy = busy_cpu_seconds(f.read())
+        except OSError:
+            return None
+        own = sum(getattr(resource.getrusage(who), field) for who in
+                  (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for field in ("ru_utime", "ru_stime"))
+        return busy, own, time.monotonic()
+
+    def share(self):
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        busy, own, wall = (b - a for a, b in zip(self.start, end))
+        return max(0.0, (busy - own) / (wall * os.cpu_count()))
 
 
 def sh(cmd, **kwargs):
@@ -131,8 +172,18 @@ def ehft_wall(args, data, method):
 
 
 def ratio(numerator, denominator, key="sequences_per_s"):
+    """numerator / denominator of `key` (medians), and the same ratio within each repeat.
+
+    Repeat i of every configuration ran in the same round, minutes apart at most, so the
+    per-repeat ratios show how far this machine's drift moves the figure.
+    """
+    def per_run(row):  # the same batches every repeat: `key` scales with sequences/s
+        scale = row[key] / row["sequences_per_s"]
+        return [scale * v for v in row.get("runs_sequences_per_s", [row["sequences_per_s"]])]
+
     return {"value": numerator[key] / denominator[key], "of": key,
-            "numerator": numerator[key], "denominator": denominator[key]}
+            "numerator": numerator[key], "denominator": denominator[key],
+            "per_repeat": [n / d for n, d in zip(per_run(numerator), per_run(denominator))]}
 
 
 def ratios(rows, walls):
@@ -200,12 +251,17 @@ def main():
            "wall_updates": args.wall_updates}
     print("speed: %s" % json.dumps(run), flush=True)
     data = prepare(args)
+    load = OtherLoad()
     rows = measure_all(args, data)
     same = {rows[n]["batches_digest"] for n in rows if "random" in n or "stock" in n}
     run["same_batches"] = len(same) == 1
     walls = {m: ehft_wall(args, data, m) for m in ("ft", "ehft-bitfit")}
     print("  ehft train, %d updates: ft %.0f s, ehft-bitfit %.0f s" % (
         args.wall_updates, walls["ft"], walls["ehft-bitfit"]))
+    run["other_cpu_share"] = load.share()
+    if run["other_cpu_share"] is not None:
+        print("  other processes used %.1f%% of the machine's CPU meanwhile"
+              % (100 * run["other_cpu_share"]))
     results = dict(run=run, **ratios(rows, walls))
     os.makedirs(os.path.join(args.out, "results"), exist_ok=True)
     write_file(os.path.join(args.out, "results", "speed.json"),

@@ -45,6 +45,29 @@ def trainable_note(rows):
     return text
 
 
+def verdict(entry):
+    if entry.get("target") is None:
+        return "—"
+    text = "yes" if entry["met"] else "**missed**"
+    repeats = entry.get("per_repeat", [])
+    if len(repeats) > 1:
+        met = sum(v >= entry["target"] - 1e-12 for v in repeats)
+        text += " (%d of %d repeats)" % (met, len(repeats))
+    return text
+
+
+def quietness(run):
+    share = run.get("other_cpu_share")
+    if share is None:
+        return "How busy the machine was with other work was not recorded for this run."
+    text = ("Other processes used %.1f%% of the machine's CPU while it was measured"
+            % (100 * share))
+    if share > 0.05:
+        return text + ": **the machine was not quiet**, so every figure below is slowed by an " \
+                      "unknown and uneven amount; measure again on an idle machine."
+    return text + " (a quiet machine)."
+
+
 def write_markdown(path, run, rows, results):
     lines = ["# Benchmarks", "",
              "Made by `%s` on %s (%d threads), torch %s, Python %s. Backbone `%s`, RTE train "
@@ -55,13 +78,19 @@ def write_markdown(path, run, rows, results):
              % (run["command"], run["machine"], run["threads"], run["torch"], run["python"],
                 run["backbone"], run["max_length"], run["batch_size"], run["steps"],
                 run["warmup"], run["repeats"], "yes" if run["same_batches"] else "NO"), "",
-             "## Targets", "", "| key | what | measured | target | met |", "|---|---|---|---|---|"]
+             quietness(run), "",
+             "## Targets", "",
+             "Measured: the ratio of the configurations' median runs. Every repeat: the same "
+             "ratio within each round of measurements; where the rounds fall on both sides of "
+             "the target, this machine's drift is larger than the margin.", "",
+             "| key | what | measured | every repeat | target | met |",
+             "|---|---|---|---|---|---|"]
     for key, text in EXPLAIN.items():
         entry = results[key]
-        target = entry.get("target")
-        lines.append("| `%s` | %s | %.3f | %s | %s |" % (
-            key, text, entry["value"], "≥ %.3f" % target if target else "—",
-            "—" if target is None else "yes" if entry["met"] else "**missed**"))
+        lines.append("| `%s` | %s | %.3f | %s | %s | %s |" % (
+            key, text, entry["value"],
+            ", ".join("%.3f" % v for v in entry.get("per_repeat", [])) or "—",
+            "≥ %.3f" % entry["target"] if entry.get("target") else "—", verdict(entry)))
     lines += ["", "Lower peak memory than full finetuning (frozen weights carry no gradient or "
               "optimizer state): " + ", ".join(
                   "%s %s (%.0f vs %.0f MB)" % (m, "yes" if results["%s_vs_ft" % m]["lower_memory"]
@@ -89,12 +118,15 @@ def write_markdown(path, run, rows, results):
 
 
 def main():
-    """Rewrite RESULTS.md from the saved measurements (after a change to this file)."""
+    """Rewrite results.json and RESULTS.md from the saved measurements (results/speed.json),
+    after a change to the way they are reported; nothing is measured again."""
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(out, "results", "speed.json")) as f:
         saved = json.load(f)
-    with open(os.path.join(out, "results.json")) as f:
-        results = json.load(f)
+    from speed import ratios  # the ratios are recomputed too: one source, speed.json
+
+    results = dict(run=saved["run"], **ratios(saved["measurements"], saved["walls"]))
+    write_file(os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n")
     write_markdown(os.path.join(out, "RESULTS.md"), saved["run"], saved["measurements"], results)
 
 

@@ -164,7 +164,50 @@ def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     assert "stock fairseq ft (sentence_prediction)" in text and "hf lora" in text
     speed = json.loads((tmp_path / "results" / "speed.json").read_text())
     assert all(len(r["runs_sequences_per_s"]) == 2 for r in speed["measurements"].values())
+    assert 0 <= results["run"]["other_cpu_share"] <= 1  # how quiet the machine was is recorded
+    assert "of the machine's CPU while it was measured" in text
     assert "speed: wrote" in out
+    # the ratio within each round, beside the ratio of the medians
+    assert len(results["bitfit_vs_ft"]["per_repeat"]) == 2
+    assert "of 2 repeats)" in text
+    # speed_report.py rewrites both files from speed.json alone, to the same figures
+    (tmp_path / "results.json").unlink()
+    (tmp_path / "RESULTS.md").unlink()
+    _script("speed_report.py", tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert (tmp_path / "RESULTS.md").read_text() == text
+
+
+def test_speed_run_counts_only_the_busy_fields_of_proc_stat():
+    speed = _load_benchmark("speed")
+    hz = speed.os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat = "cpu  100 20 30 5000 70 1 2 3 0 0\ncpu0 50 10 15 2500 35 0 1 1 0 0\n"
+    assert speed.busy_cpu_seconds(stat) == (100 + 20 + 30 + 1 + 2 + 3) / hz
+    try:
+        speed.busy_cpu_seconds("intr 1 2 3\n")
+    except ValueError as error:
+        assert "not a /proc/stat text" in str(error)
+    else:
+        raise AssertionError("a text without the cpu line was accepted")
+
+
+def test_speed_report_counts_the_repeats_that_meet_a_target():
+    report = _load_benchmark("speed_report")
+    entry = {"value": 1.02, "target": 1.0, "met": True, "per_repeat": [0.95, 1.02, 1.10]}
+    assert report.verdict(entry) == "yes (2 of 3 repeats)"
+    entry.update(value=0.97, met=False, per_repeat=[0.9, 0.97, 0.99])
+    assert report.verdict(entry) == "**missed** (0 of 3 repeats)"
+    assert report.verdict({"value": 0.6, "target": 0.5, "met": True}) == "yes"  # one figure
+    assert report.verdict({"value": 1.0}) == "—"  # no target
+
+
+def test_speed_report_flags_a_busy_machine():
+    report = _load_benchmark("speed_report")
+    assert "(a quiet machine)" in report.quietness({"other_cpu_share": 0.01})
+    busy = report.quietness({"other_cpu_share": 0.42})
+    assert "42.0%" in busy and "not quiet" in busy
+    assert "not recorded" in report.quietness({})  # runs saved before it was measured
 
 
 def test_speed_report_explains_a_trainable_count_gap_only_when_it_is_one_dense_layer():
