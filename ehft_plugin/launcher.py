@@ -3,6 +3,7 @@
     <save-dir>/<task>/<method>/seed<k>/
         run.json              the resolved configuration and every stage's command
         stage1/ (or finetune/) fairseq save dir: checkpoints, train.log (JSON), done.json
+                              (validations, and the software that finished the stage)
         stage1/head.safetensors   the hand-over: stage 1's final head, nothing else
         stage1/peft.safetensors   -reserve variants only: stage 1's PEFT parameters
         stage2/start.pt       original checkpoint + that head (removed once the stage is done;
@@ -34,6 +35,7 @@ from .handover import extract_head, extract_peft, graft_head, graft_params, stri
 from .locks import exclusive
 from .methods import MethodError, resolve_method, split_updates, with_learning_rates
 from .peft.plan import parse_plan
+from .provenance import software
 from .recipes import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -254,7 +256,7 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
                         "the log removed, or written by another process?); pass --overwrite to "
                         "train the run again" % (stage.name, run_dir, log))
     _write_json(os.path.join(stage_dir, "done.json"),
-                {"updates": n, "metric": metric, "valid": records})
+                {"updates": n, "metric": metric, "valid": records, "software": software()})
     start = os.path.join(stage_dir, "start.pt")
     if os.path.isfile(start):
         os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import ehft, prepare_rte, run, stock_checkpoint
 
+import ehft_plugin
 from ehft_plugin.launcher import HEAD_FORMAT, read_original, stage_start
 from ehft_plugin.checkpoints import load_tensors
 from ehft_plugin.errors import EhftError
@@ -42,6 +43,8 @@ def test_run_directory_layout_and_budget(setup):
     for stage, updates in (("stage1", 1), ("stage2", 5)):
         done = json.loads((run_dir / stage / "done.json").read_text())
         assert done["updates"] == updates and "valid_accuracy" in done["valid"][-1]
+        assert done["software"]["torch"] == torch.__version__  # what made the record
+        assert done["software"]["ehft_plugin"] == ehft_plugin.__version__
         assert (run_dir / stage / "checkpoint_last.pt").is_file()
     assert not (run_dir / "stage2" / "start.pt").exists()  # rebuilt on demand, not kept
 
