@@ -45,13 +45,18 @@ def trainable_note(rows):
     return text
 
 
+def meets(value, target):
+    """The one test of a figure against its target (1/1.05 is not exact in floats)."""
+    return value >= target - 1e-12
+
+
 def verdict(entry):
     if entry.get("target") is None:
         return "—"
     text = "yes" if entry["met"] else "**missed**"
     repeats = entry.get("per_repeat", [])
     if len(repeats) > 1:
-        met = sum(v >= entry["target"] - 1e-12 for v in repeats)
+        met = sum(meets(v, entry["target"]) for v in repeats)
         text += " (%d of %d repeats)" % (met, len(repeats))
     return text
 

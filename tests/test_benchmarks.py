@@ -202,6 +202,14 @@ def test_speed_report_counts_the_repeats_that_meet_a_target():
     assert report.verdict({"value": 1.0}) == "—"  # no target
 
 
+def test_a_figure_exactly_on_its_target_meets_it():
+    report = _load_benchmark("speed_report")
+    wall_target = 1 / 1.05  # FT wall / EH-FT wall: EH-FT may take up to 5% longer
+    assert report.meets(100.0 / 105.0, wall_target)  # 105 s vs 100 s is exactly 1.05x
+    assert not report.meets(100.0 / 105.1, wall_target)
+    assert report.meets(1.3, 1.3) and not report.meets(1.2999, 1.3)
+
+
 def test_speed_report_flags_a_busy_machine():
     report = _load_benchmark("speed_report")
     assert "(a quiet machine)" in report.quietness({"other_cpu_share": 0.01})
