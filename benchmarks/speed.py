@@ -13,6 +13,7 @@ and benchmarks/results/speed.json (every measurement).
 """
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -162,13 +163,29 @@ def measure_all(args, data):
 
 
 def ehft_wall(args, data, method):
+    """(wall seconds of `ehft train` for `method`, where they went: stage_seconds)."""
+    save_dir = os.path.join(ROOT, ".cache", "bench-runs", str(os.getpid()))
     start = time.perf_counter()
     sh([os.path.join(os.path.dirname(sys.executable), "ehft"), "train", "--method", method,
         "--data", data, "--checkpoint", os.path.join(args.backbone, "model.pt"),
-        "--save-dir", os.path.join(ROOT, ".cache", "bench-runs", str(os.getpid())),
+        "--save-dir", save_dir,
         "--total-updates", args.wall_updates, "--batch-size", args.batch_size, "--overwrite",
         "--", "--cpu", "--num-workers", "0"])
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return seconds, stage_seconds(glob.glob(os.path.join(save_dir, "*", method, "seed1"))[0],
+                                  seconds)
+
+
+def stage_seconds(run_dir, total):
+    """Each stage's timings from its done.json (start checkpoint, fairseq-train process, its
+    training loop, hand-over), and `launcher`: the rest of `total`, i.e. the ehft process's
+    own start-up, checks and reading of the original checkpoint."""
+    stages = {}
+    for done in sorted(glob.glob(os.path.join(run_dir, "*", "done.json"))):
+        with open(done) as f:
+            stages[os.path.basename(os.path.dirname(done))] = json.load(f).get("seconds", {})
+    spent = sum(v for s in stages.values() for k, v in s.items() if k != "training" and v)
+    return {"stages": stages, "launcher": total - spent}
 
 
 def ratio(numerator, denominator, key="sequences_per_s"):
@@ -186,7 +203,7 @@ def ratio(numerator, denominator, key="sequences_per_s"):
             "per_repeat": [n / d for n, d in zip(per_run(numerator), per_run(denominator))]}
 
 
-def ratios(rows, walls):
+def ratios(rows, walls, wall_stages=None):
     from speed_report import meets  # benchmarks/ is on the path wherever ratios() runs
 
     r = rows
@@ -208,7 +225,8 @@ def ratios(rows, walls):
                 "matmul_peak_flops_per_s":
                     r["plugin ft, default pipeline"]["matmul_peak_flops_per_s"]},
         "ft_vs_ehft_wall": {"value": walls["ft"] / walls["ehft-bitfit"],
-                            "ft_seconds": walls["ft"], "ehft_seconds": walls["ehft-bitfit"]},
+                            "ft_seconds": walls["ft"], "ehft_seconds": walls["ehft-bitfit"],
+                            **({"where": wall_stages} if wall_stages else {})},
     }
     for key, entry in out.items():
         if key in TARGETS:
@@ -257,17 +275,20 @@ def main():
     rows = measure_all(args, data)
     same = {rows[n]["batches_digest"] for n in rows if "random" in n or "stock" in n}
     run["same_batches"] = len(same) == 1
-    walls = {m: ehft_wall(args, data, m) for m in ("ft", "ehft-bitfit")}
+    timed = {m: ehft_wall(args, data, m) for m in ("ft", "ehft-bitfit")}
+    walls = {m: seconds for m, (seconds, _) in timed.items()}
+    wall_stages = {m: stages for m, (_, stages) in timed.items()}
     print("  ehft train, %d updates: ft %.0f s, ehft-bitfit %.0f s" % (
         args.wall_updates, walls["ft"], walls["ehft-bitfit"]))
     run["other_cpu_share"] = load.share()
     if run["other_cpu_share"] is not None:
         print("  other processes used %.1f%% of the machine's CPU meanwhile"
               % (100 * run["other_cpu_share"]))
-    results = dict(run=run, **ratios(rows, walls))
+    results = dict(run=run, **ratios(rows, walls, wall_stages))
     os.makedirs(os.path.join(args.out, "results"), exist_ok=True)
     write_file(os.path.join(args.out, "results", "speed.json"),
-               json.dumps(dict(run=run, measurements=rows, walls=walls), indent=1) + "\n")
+               json.dumps(dict(run=run, measurements=rows, walls=walls, wall_stages=wall_stages),
+                          indent=1) + "\n")
     write_file(os.path.join(args.out, "results.json"), json.dumps(results, indent=1) + "\n")
     from speed_report import write_markdown
 

@@ -73,6 +73,34 @@ def quietness(run):
     return text + " (a quiet machine)."
 
 
+def wall_table(where):
+    """Where each end-to-end run's seconds went, stage by stage (runs measured before the
+    stages recorded their timings have none)."""
+    if not where:
+        return []
+    lines = ["Where those seconds went: writing the stage's start checkpoint, the fairseq-train "
+             "process (of which fairseq's training loop, with its validations and checkpoint "
+             "saves; the rest is its start-up and shutdown), the hand-over of stage 1's head; "
+             "what is left of the wall time is `ehft train`'s own start-up, checks and reading "
+             "of the original checkpoint.", "",
+             "| run | stage | start checkpoint | fairseq-train | of which training loop | "
+             "start-up and shutdown | hand-over |", "|---|---|---|---|---|---|---|"]
+
+    def cell(value):
+        return "—" if value is None else "%.1f" % value
+
+    for method, timing in where.items():
+        for stage, t in timing["stages"].items():
+            process, loop = t.get("fairseq_train"), t.get("training")
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                method, stage, cell(t.get("start_checkpoint")), cell(process), cell(loop),
+                cell(process - loop if process is not None and loop is not None else None),
+                cell(t.get("hand_over"))))
+        lines.append("| %s | `ehft train` itself | — | — | — | %s | — |"
+                     % (method, cell(timing["launcher"])))
+    return lines + [""]
+
+
 def write_markdown(path, run, rows, results):
     lines = ["# Benchmarks", "",
              "Made by `%s` on %s (%d threads), torch %s, Python %s. Backbone `%s`, RTE train "
@@ -116,6 +144,7 @@ def write_markdown(path, run, rows, results):
               "included): FT %.0f s, EH-FT(BitFit) %.0f s." % (
                   run["wall_updates"], results["ft_vs_ehft_wall"]["ft_seconds"],
                   results["ft_vs_ehft_wall"]["ehft_seconds"]), "",
+              ] + wall_table(results["ft_vs_ehft_wall"].get("where")) + [
               "Every command and raw figure: `benchmarks/results/speed.json`; ratios with their "
               "raw figures: `benchmarks/results.json`. Optimizer step times: "
               "`benchmarks/results/optimizer_step.md`.", ""]
@@ -130,7 +159,8 @@ def main():
         saved = json.load(f)
     from speed import ratios  # the ratios are recomputed too: one source, speed.json
 
-    results = dict(run=saved["run"], **ratios(saved["measurements"], saved["walls"]))
+    results = dict(run=saved["run"], **ratios(saved["measurements"], saved["walls"],
+                                              saved.get("wall_stages")))
     write_file(os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n")
     write_markdown(os.path.join(out, "RESULTS.md"), saved["run"], saved["measurements"], results)
 

@@ -3,7 +3,8 @@
     <save-dir>/<task>/<method>/seed<k>/
         run.json              the resolved configuration and every stage's command
         stage1/ (or finetune/) fairseq save dir: checkpoints, train.log (JSON), done.json
-                              (validations, and the software that finished the stage)
+                              (validations, the software that finished the stage, and how
+                              long its fairseq-train took)
         stage1/head.safetensors   the hand-over: stage 1's final head, nothing else
         stage1/peft.safetensors   -reserve variants only: stage 1's PEFT parameters
         stage2/start.pt       original checkpoint + that head (removed once the stage is done;
@@ -25,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 from .atomic import write_file
 from .checkpoints import load_adapter, load_checkpoint, load_tensors, save_adapter, save_tensors
@@ -148,6 +150,20 @@ def valid_records(log_path):
     return records
 
 
+def training_seconds(log_path):
+    """fairseq's own "done training in X seconds" (its training loop, validations and
+    checkpoint saves included) of the last launch that finished, or None."""
+    if not os.path.isfile(log_path):
+        return None
+    seconds = None
+    with open(log_path) as f:
+        for line in f:
+            found = re.match(r"done training in ([0-9.]+) seconds", line)
+            if found:
+                seconds = float(found.group(1))
+    return seconds
+
+
 def _write_json(path, value):
     write_file(path, json.dumps(value, indent=2))
 
@@ -229,11 +245,15 @@ def _check_run_dir(run_dir, config, overwrite):
 
 
 def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_plan,
-                 leader=True, env=None, replaced=False):
+                 leader=True, env=None, replaced=False, start_seconds=None):
     """Run fairseq-train for the stage (unless it already reached its updates), then record it;
     `gives_head`: a later stage starts from this stage's head (and, with `reserve_plan`, from
     its PEFT parameters). Under torchrun only the leader (rank 0) records; `replaced`: the
-    leader is deleting an older run here (--overwrite), whose checkpoints do not count."""
+    leader is deleting an older run here (--overwrite), whose checkpoints do not count;
+    `start_seconds`: how long writing the stage's start checkpoint took."""
+    # wall seconds of this launch (a stage resumed from an earlier one shows only the last):
+    # what a second stage costs beyond its updates is read from these
+    seconds = {} if start_seconds is None else {"start_checkpoint": start_seconds}
     if not replaced and _trained_updates(stage_dir) >= n:
         # fairseq finished but the launcher stopped before recording it; running fairseq
         # again would take one more update past --max-update
@@ -241,14 +261,20 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
     else:
         logger.info("%s: %s (%s, lr %g, %d updates)", run_dir, stage.name, stage.peft,
                     stage.lr, n)
+        started = time.perf_counter()
         if _run_child(cmd, env) != 0:
             raise EhftError("%s of %s failed; see %s (relaunch to resume)"
                             % (stage.name, run_dir, os.path.join(stage_dir, "train.log")))
+        seconds["fairseq_train"] = round(time.perf_counter() - started, 3)
     if not leader:
         return
-    if gives_head:
-        hand_over(stage_dir, "sentence_classification_head", reserve_plan)
     log = os.path.join(stage_dir, "train.log")
+    if "fairseq_train" in seconds:  # fairseq_train - training: its start-up and shutdown
+        seconds["training"] = training_seconds(log)
+    if gives_head:
+        started = time.perf_counter()
+        hand_over(stage_dir, "sentence_classification_head", reserve_plan)
+        seconds["hand_over"] = round(time.perf_counter() - started, 3)
     records = valid_records(log)
     if "--disable-validation" not in cmd and not _validated_at_the_end(log, records):
         # a record without its final validation would only fail later, in `ehft report`
@@ -256,7 +282,8 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
                         "the log removed, or written by another process?); pass --overwrite to "
                         "train the run again" % (stage.name, run_dir, log))
     _write_json(os.path.join(stage_dir, "done.json"),
-                {"updates": n, "metric": metric, "valid": records, "software": software()})
+                {"updates": n, "metric": metric, "valid": records, "software": software(),
+                 "seconds": seconds})
     start = os.path.join(stage_dir, "start.pt")
     if os.path.isfile(start):
         os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
@@ -331,6 +358,7 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
                     {"task": meta["task"], "config": config, "commands": previous})
     commands = {}
     metric = meta["metrics"][0]
+    start_seconds = {}
     for index, (stage, n) in enumerate(zip(method.stages, updates)):
         stage_dir = os.path.join(run_dir, stage.name)
         if leader:
@@ -343,8 +371,10 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
             peft = stage.reserve and os.path.join(run_dir, stage.head_from, "peft.safetensors")
             # rank 0 writes it; another rank's fairseq-train reads it only once rank 0's has
             # joined the process group, that is, after it was written
+            started = time.perf_counter()
             start = stage_start(original, opts.checkpoint, head,
                                 os.path.join(stage_dir, "start.pt"), peft, write=leader)
+            start_seconds[stage.name] = round(time.perf_counter() - started, 3)
             commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
                                                  state_dims, metric)
         cmd = commands[stage.name]
@@ -358,7 +388,8 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
         reserve = any(later.head_from == stage.name and later.reserve for later in method.stages)
         _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head,
                      parse_plan(stage.peft, state_dims["encoder_layers"]) if reserve else None,
-                     leader, _child_env(first_launch + index), replace)
+                     leader, _child_env(first_launch + index), replace,
+                     start_seconds.get(stage.name))
 
 
 def apply_recipe(opts, meta):

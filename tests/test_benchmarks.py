@@ -170,6 +170,13 @@ def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     # the ratio within each round, beside the ratio of the medians
     assert len(results["bitfit_vs_ft"]["per_repeat"]) == 2
     assert "of 2 repeats)" in text
+    # where the end-to-end seconds went, stage by stage, from each stage's done.json
+    where = results["ft_vs_ehft_wall"]["where"]
+    assert list(where["ft"]["stages"]) == ["finetune"]
+    assert list(where["ehft-bitfit"]["stages"]) == ["stage1", "stage2"]
+    assert where["ehft-bitfit"]["stages"]["stage1"]["fairseq_train"] > 0
+    assert 0 < where["ft"]["launcher"] < results["ft_vs_ehft_wall"]["ft_seconds"]
+    assert "| ehft-bitfit | stage1 |" in text and "| ft | `ehft train` itself |" in text
     # speed_report.py rewrites both files from speed.json alone, to the same figures
     (tmp_path / "results.json").unlink()
     (tmp_path / "RESULTS.md").unlink()
@@ -200,6 +207,24 @@ def test_speed_report_counts_the_repeats_that_meet_a_target():
     assert report.verdict(entry) == "**missed** (0 of 3 repeats)"
     assert report.verdict({"value": 0.6, "target": 0.5, "met": True}) == "yes"  # one figure
     assert report.verdict({"value": 1.0}) == "—"  # no target
+
+
+def test_the_wall_time_is_split_by_stage_and_the_launcher_gets_the_rest(tmp_path):
+    speed, report = _load_benchmark("speed"), _load_benchmark("speed_report")
+    for stage, seconds in (("stage1", {"start_checkpoint": 1.0, "fairseq_train": 20.0,
+                                       "training": 12.0, "hand_over": 0.5}),
+                           ("stage2", {"start_checkpoint": 1.5, "fairseq_train": 60.0,
+                                       "training": 50.0})):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "done.json").write_text(json.dumps({"seconds": seconds}))
+    where = speed.stage_seconds(str(tmp_path), 90.0)
+    assert list(where["stages"]) == ["stage1", "stage2"]
+    assert where["launcher"] == 90.0 - (1.0 + 20.0 + 0.5 + 1.5 + 60.0)  # loop is in the process
+    table = "\n".join(report.wall_table({"ehft-bitfit": where}))
+    assert "| ehft-bitfit | stage1 | 1.0 | 20.0 | 12.0 | 8.0 | 0.5 |" in table
+    assert "| ehft-bitfit | stage2 | 1.5 | 60.0 | 50.0 | 10.0 | — |" in table
+    assert "| ehft-bitfit | `ehft train` itself | — | — | — | 7.0 | — |" in table
+    assert report.wall_table(None) == []  # measured before stages recorded their timings
 
 
 def test_a_figure_exactly_on_its_target_meets_it():

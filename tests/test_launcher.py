@@ -9,7 +9,7 @@ import torch
 from conftest import ehft, prepare_rte, run, stock_checkpoint
 
 import ehft_plugin
-from ehft_plugin.launcher import HEAD_FORMAT, read_original, stage_start
+from ehft_plugin.launcher import HEAD_FORMAT, read_original, stage_start, training_seconds
 from ehft_plugin.checkpoints import load_tensors
 from ehft_plugin.errors import EhftError
 
@@ -46,7 +46,22 @@ def test_run_directory_layout_and_budget(setup):
         assert done["software"]["torch"] == torch.__version__  # what made the record
         assert done["software"]["ehft_plugin"] == ehft_plugin.__version__
         assert (run_dir / stage / "checkpoint_last.pt").is_file()
+        # how long it took: the process, within it fairseq's own training loop
+        seconds = done["seconds"]
+        assert seconds["fairseq_train"] > seconds["training"] > 0
+        assert seconds["start_checkpoint"] >= 0  # the original, its head stripped
+    assert "hand_over" in json.loads((run_dir / "stage1" / "done.json").read_text())["seconds"]
     assert not (run_dir / "stage2" / "start.pt").exists()  # rebuilt on demand, not kept
+
+
+def test_the_training_time_is_the_last_launch_that_finished(tmp_path):
+    log = tmp_path / "train.log"
+    assert training_seconds(str(log)) is None  # no log
+    log.write_text('{"epoch": 1}\ndone training in 12.5 seconds\n{"epoch": 2}\n'
+                   "done training in 3.25 seconds\n")
+    assert training_seconds(str(log)) == 3.25
+    log.write_text('{"epoch": 1}\n')  # killed before it finished
+    assert training_seconds(str(log)) is None
 
 
 def test_the_hand_over_file_holds_only_the_head(setup):
@@ -102,6 +117,7 @@ def test_a_relaunch_skips_finished_stages_and_resumes_an_interrupted_one(setup, 
                      % re.escape(str(run_dir / "stage2" / "checkpoint_last.pt")), log)
     done = json.loads((run_dir / "stage2" / "done.json").read_text())
     assert done["valid"][-1]["valid_num_updates"] == "5"
+    assert done["seconds"]["fairseq_train"] > done["seconds"]["training"] > 0  # the last launch
 
 
 def test_a_stage_trained_but_not_recorded_is_not_trained_again(setup, tmp_path):
@@ -114,7 +130,8 @@ def test_a_stage_trained_but_not_recorded_is_not_trained_again(setup, tmp_path):
                   *FAIRSEQ)
     assert "stage2 already trained for 5 updates" in result.stderr
     assert (run_dir / "stage2" / "checkpoint_last.pt").stat().st_mtime == mtime
-    assert (run_dir / "stage2" / "done.json").is_file()
+    done = json.loads((run_dir / "stage2" / "done.json").read_text())
+    assert "fairseq_train" not in done["seconds"]  # no training time is claimed for this launch
 
 
 def test_a_stage_whose_log_holds_no_final_validation_is_not_recorded(setup, tmp_path):
