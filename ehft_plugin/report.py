@@ -53,6 +53,12 @@ class Run:
     # column -> [(total updates, paper metric)] over every stage
     curve: List[Tuple[int, float]] = field(default_factory=list)
     stage_starts: List[int] = field(default_factory=list)  # total updates where stage 2.. start
+    plans: Tuple[str, ...] = ()  # each stage's --peft plan
+
+    @property
+    def single_stage_peft(self):
+        """Trained in one stage with a parameter-efficient plan (not full finetuning)."""
+        return len(self.plans) == 1 and self.plans[0] != "full"
 
 
 def paper_metric(task, available):
@@ -105,7 +111,8 @@ def read_run(run_dir, select="best"):
                           % (os.path.join(run_dir, "run.json"), e)) from None
     parts = os.path.normpath(run_dir).split(os.sep)
     task = record.get("task") or parts[-3]
-    run = Run(task, config["method"], int(config["seed"]), run_dir)
+    run = Run(task, config["method"], int(config["seed"]), run_dir,
+              plans=tuple(str(s.get("peft", "")) for s in config["stages"]))
     done = {}
     for stage in stages:
         path = os.path.join(run_dir, stage, "done.json")
@@ -184,6 +191,8 @@ class Summary:
     cells: Dict[Tuple[str, str], dict]
     avg: Dict[str, dict]  # method -> {"mean", "tasks"} over every column (None if a cell is missing)
     metrics: Dict[str, str]  # column -> paper metric
+    # methods whose every run trained in one stage with a parameter-efficient plan
+    single_stage_peft: List[str] = field(default_factory=list)
 
 
 def summarise(runs) -> Summary:
@@ -209,7 +218,8 @@ def summarise(runs) -> Summary:
         present = [cells[c, method]["mean"] for c in columns if (c, method) in cells]
         avg[method] = {"mean": sum(present) / len(present) if len(present) == len(columns)
                        else None, "tasks": len(present)}
-    return Summary(columns, methods, cells, avg, metrics)
+    single = [m for m in methods if all(r.single_stage_peft for r in runs if r.method == m)]
+    return Summary(columns, methods, cells, avg, metrics, single)
 
 
 def _fmt(cell):
@@ -253,6 +263,7 @@ def render_markdown(summary, published, unfinished, how, baseline="ft"):
         row = [method] + [_fmt(summary.cells.get((c, method))) for c in summary.columns]
         row.append("%.2f" % avg if avg is not None else "—")
         out.write("| " + " | ".join(row) + " |\n")
+    out.write(render_best_single_stage(summary))
     if baseline in summary.methods and len(summary.methods) > 1:
         out.write(render_versus(summary, baseline))
     for table in published:
@@ -276,6 +287,23 @@ def render_markdown(summary, published, unfinished, how, baseline="ft"):
         out.write("\n## Unfinished runs (not counted)\n\n")
         out.writelines("- %s\n" % path for path in unfinished)
     return out.getvalue()
+
+
+def render_best_single_stage(summary):
+    """One line naming the single-stage PEFT method with the highest Avg, the usual yardstick
+    for a two-stage method (is the second stage worth it?), ranked against the others."""
+    single = summary.single_stage_peft
+    if not single:
+        return ""
+    ranked = sorted((m for m in single if summary.avg[m]["mean"] is not None),
+                    key=lambda m: -summary.avg[m]["mean"])
+    if not ranked:
+        return ("\nBest single-stage PEFT: none yet, as no single-stage PEFT method (%s) has "
+                "every column.\n" % ", ".join(single))
+    others = [m for m in single if m not in ranked]
+    return ("\nBest single-stage PEFT by Avg: **%s** (%s)%s.\n" % (
+        ranked[0], ", ".join("%s %.2f" % (m, summary.avg[m]["mean"]) for m in ranked),
+        "; without every column, not ranked: %s" % ", ".join(others) if others else ""))
 
 
 def welch_p(a, b):

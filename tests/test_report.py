@@ -13,14 +13,15 @@ from ehft_plugin.report import (PUBLISHED, ReportError, avg_difference_interval,
                                 load_published, read_run, render_versus, report, summarise)
 
 
-def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True):
+def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True, peft="full"):
     """A run directory as `ehft train` leaves it. stages: [(name, updates, records)], each
     record {"num_updates": n, "subset": "valid", metric: value, ...}; values are written as
-    fairseq's JSON log writes them (strings)."""
+    fairseq's JSON log writes them (strings); `peft`: the first stage's plan."""
     run_dir = root / task / method / ("seed%d" % seed)
     run_dir.mkdir(parents=True)
     config = {"method": method, "seed": seed, "updates": [n for _, n, _ in stages],
-              "stages": [{"name": name, "peft": "full", "lr": 1e-5} for name, _, _ in stages]}
+              "stages": [{"name": name, "peft": peft if i == 0 else "full", "lr": 1e-5}
+                         for i, (name, _, _) in enumerate(stages)]}
     (run_dir / "run.json").write_text(json.dumps({"task": task, "config": config,
                                                   "commands": {}}))
     for i, (name, n, records) in enumerate(stages):
@@ -267,6 +268,32 @@ def test_the_avg_difference_gets_a_confidence_interval_once_every_cell_has_seeds
     low2, high2 = avg_difference_interval(summary, "ehft-bitfit", "ft")
     assert low2 < 0 < high2
     assert "within seed noise on average." in render_versus(summary, "ft")
+
+
+def test_the_best_single_stage_peft_is_named_by_avg_among_one_stage_peft_methods(tmp_path):
+    def run(task, method, seed, acc, peft, stages=one_stage):
+        records = [{"num_updates": 5, "accuracy": acc}]
+        fake_run(tmp_path, task, method, seed,
+                 stages(*records) if stages is one_stage else stages([], records), peft=peft)
+
+    for task, base in (("rte", 60.0), ("cb", 70.0)):
+        run(task, "ft", 1, base + 9, "full")  # the highest: but full finetuning
+        run(task, "ehft-lora", 1, base + 8, "0-5:lora(r=8)", two_stage)  # two stages
+        run(task, "bitfit", 1, base + 1, "bitfit")
+        run(task, "lora", 1, base + 3, "0-5:lora(r=8)")
+    run("rte", "prefix", 1, 90.0, "0-5:prefix(len=16)")  # best on RTE, but has no CB cell
+    summary = summarise(collect([str(tmp_path)])[0])
+    assert summary.single_stage_peft == ["bitfit", "lora", "prefix"]
+    out = tmp_path / "r.md"
+    report([str(tmp_path)], str(out), published_files=[], plots=False)
+    assert ("Best single-stage PEFT by Avg: **lora** (lora 68.00, bitfit 66.00); without every "
+            "column, not ranked: prefix.") in out.read_text()
+    # none with every column: said so, not guessed from the columns there are
+    shutil.rmtree(tmp_path / "cb")
+    run("cb", "ft", 1, 70.0, "full")
+    report([str(tmp_path)], str(out), published_files=[], plots=False)
+    assert ("Best single-stage PEFT: none yet, as no single-stage PEFT method (bitfit, lora, "
+            "prefix) has every column.") in out.read_text()
 
 
 def test_the_baseline_can_be_another_method_and_must_exist(runs, tmp_path):
