@@ -68,6 +68,9 @@ def test_accuracy_grid_records_cells_skips_finished_ones_and_reports(tmp_path):
     assert set(summary["cb"]) == {"ft", "ehft-bitfit"}
     assert summary["cb"]["ft"]["seeds"] == 1 and "avg" in summary
     assert "| ehft-bitfit |" in (tmp_path / "accuracy" / "results.md").read_text()
+    last = (tmp_path / "accuracy" / "results-last.md").read_text()  # the final validations
+    assert "select=last" in last and "| ehft-bitfit |" in last
+    assert not list((tmp_path / "accuracy").glob("results-last-*.png"))
     assert "grid: 0 of 2 cells to run" in _script("accuracy_grid.py", *args)  # all finished
 
     # the same cell with fairseq's random batches, beside the length-grouped one
