@@ -5,6 +5,7 @@ process of its own (python -m ehft_plugin.bench), so peak memory is its own.
 
     .venv/bin/python benchmarks/train_step.py --device cuda [--data DIR] [--batch-size 32]
     .venv/bin/python benchmarks/train_step.py --device cpu --shape base --precision fp32 bf16
+    .venv/bin/python benchmarks/train_step.py --device cuda --profile 5   # + where a step's time goes
 
 Without --data, RTE from ../shared/data is prepared with RoBERTa's GPT-2 BPE. Writes
 benchmarks/results/train_step-DEVICE.{json,md}. With --device cuda and no GPU it says so and
@@ -59,6 +60,7 @@ def fairseq_args(args, peft, precision):
 
 def run_one(args, peft, precision):
     cmd = [sys.executable, "-m", "ehft_plugin.bench", str(args.steps), str(args.warmup),
+           *(["--profile", str(args.profile)] if args.profile else []),
            *fairseq_args(args, peft, precision)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
@@ -77,6 +79,9 @@ def main():
     parser.add_argument("--max-positions", type=int, default=512)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after the timed steps, N more under torch.profiler: how much of a "
+                             "step the GPU (or CPU) was busy, fairseq's phases, the top operators")
     parser.add_argument("--out", help="default: benchmarks/results/train_step-DEVICE")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -87,6 +92,7 @@ def main():
     out = args.out or os.path.join(HERE, "results", "train_step-%s" % args.device)
     record = {"command": " ".join(["python"] + sys.argv), "shape": args.shape,
               "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+              "profile_steps": args.profile,
               "python": platform.python_version(), "torch": torch.__version__, "results": []}
     print("train_step: %s" % json.dumps({k: v for k, v in record.items() if k != "results"}))
     for precision in args.precision:
@@ -122,10 +128,45 @@ def write(record, out):
         lines.append("| %s | %s | %.1f | %.0f | %.3f | %.0f | %s |" % (
             r["precision_flag"], r["peft"], r["sequences_per_s"], r["tokens_per_s"], r["mfu"],
             r["peak_memory_mb"], "{:,}".format(r["trainable_parameters"])))
+    lines += _step_spread(rows) + _profiles(rows)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     write_file(out + ".json", json.dumps(record, indent=1) + "\n")
     write_file(out + ".md", "\n".join(lines) + "\n")
     print("train_step: wrote %s.json and %s.md" % (out, out))
+
+
+def _step_spread(rows):
+    timed = [r for r in rows if r.get("step_ms")]
+    if not timed:
+        return []
+    lines = ["", "Step times (ms): a mean well above the median means a few slow steps.", "",
+             "| precision | --peft | median | mean | slowest | fastest |", "|---|---|---|---|---|---|"]
+    for r in timed:
+        steps = r["step_ms"]
+        lines.append("| %s | %s | %.1f | %.1f | %.1f | %.1f |" % (
+            r["precision_flag"], r["peft"], r["median_step_ms"], sum(steps) / len(steps),
+            max(steps), min(steps)))
+    return lines
+
+
+def _profiles(rows):
+    lines = []
+    for r in (r for r in rows if "profile" in r):
+        p = r["profile"]
+        clock = "GPU kernels" if p["clock"] == "device" else "CPU operators"
+        lines += ["", "## Profile: %s, --peft %s (%d steps under torch.profiler)" % (
+            r["precision_flag"], r["peft"], p["steps"]), "",
+            "Wall %.1f ms a step, of which %s were busy %.1f ms (%.0f%%)%s." % (
+                p["wall_ms_per_step"], clock, p["busy_ms_per_step"], 100 * p["busy_share"],
+                "; for the rest of the step the GPU ran nothing, waiting on the host"
+                if p["clock"] == "device" else ""), "",
+            "| fairseq phase | host ms a step |", "|---|---|"]
+        lines += ["| %s | %.1f |" % (name, ms) for name, ms in p["phases"].items()]
+        lines += ["", "| operator | calls a step | ms a step | share of busy |", "|---|---|---|---|"]
+        lines += ["| `%s` | %.0f | %.2f | %.0f%% |" % (op["op"], op["calls_per_step"],
+                                                     op["ms_per_step"], 100 * op["share_of_busy"])
+                  for op in p["top"]]
+    return lines
 
 
 if __name__ == "__main__":

@@ -64,8 +64,66 @@ def flops_per_token(model, mean_length):
     return 6 * matmul + 12 * layers * dim * mean_length
 
 
-def measure(fairseq_argv, steps=20, warmup=3):
-    """Sequences/s, non-padding and padded tokens/s, step time, peak memory and MFU."""
+# fairseq's own record_function() names around the parts of an update (Trainer.train_step and
+# FairseqTask.train_step): where a step's time goes, without instrumenting anything
+PHASES = ("forward", "backward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
+
+
+def profile_steps(trainer, samples, steps, top=15):
+    """`steps` more updates under torch.profiler: wall time per step, how much of it the device
+    (on CUDA: its kernels) or the CPU (otherwise) was busy, fairseq's phases and the operators
+    that took most of it. On a GPU, device time far below wall time says the step waits on the
+    host (Python, kernel launches, synchronisation), not on the GPU's arithmetic."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    device = trainer.device
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step([next(samples)])
+        _sync(device)
+        wall = time.perf_counter() - start
+    averages = prof.key_averages()
+    # self times add up without double counting (microseconds in the profiler's tables). On a
+    # GPU an operator's kernels are listed twice, as the kernels themselves and as the device
+    # time of the operator that launched them: busy time counts the kernels, the ranking the
+    # operators (readable names); fairseq's phases and other annotations are spans, not work
+    own = "self_device_time_total" if cuda else "self_cpu_time_total"
+    ops = [e for e in averages if not e.is_user_annotation and e.key not in PHASES
+           and e.device_type == DeviceType.CPU]
+    work = [e for e in averages if not e.is_user_annotation and e.key not in PHASES
+            and e.device_type == (DeviceType.CUDA if cuda else DeviceType.CPU)]
+    busy = sum(getattr(e, own) for e in work) / 1e3
+    # each phase's span on the host; its kernels are not attributed (on a GPU, autograd
+    # launches the backward kernels from a thread of its own)
+    phases = {e.key: e.cpu_time_total / 1e3 / steps for e in averages
+              if e.key in PHASES and e.device_type == DeviceType.CPU}
+    ranked = sorted(ops, key=lambda e: -getattr(e, own))[:top]
+    return {
+        "steps": steps, "clock": "device" if cuda else "cpu",
+        "wall_ms_per_step": 1e3 * wall / steps, "busy_ms_per_step": busy / steps,
+        "busy_share": busy / (1e3 * wall) if wall else 0.0, "phases": phases,
+        "top": [{"op": e.key, "calls_per_step": e.count / steps,
+                 "ms_per_step": getattr(e, own) / 1e3 / steps,
+                 "share_of_busy": getattr(e, own) / 1e3 / busy if busy else 0.0}
+                for e in ranked],
+    }
+
+
+def _endless(trainer, batches):
+    """The training batches, epoch after epoch (a short dataset runs out within the timing)."""
+    while True:
+        yield from batches.next_epoch_itr(shuffle=True)
+        batches = trainer.get_train_iterator(batches.epoch + 1, load_dataset=False)
+
+
+def measure(fairseq_argv, steps=20, warmup=3, profile=0):
+    """Sequences/s, non-padding and padded tokens/s, step time, peak memory and MFU; with
+    `profile` > 0, that many more steps under torch.profiler (see profile_steps)."""
     from fairseq import checkpoint_utils
 
     cfg, trainer = build_trainer(fairseq_argv)
@@ -75,13 +133,9 @@ def measure(fairseq_argv, steps=20, warmup=3):
     times, sequences, tokens, padded = [], 0, 0, 0
     digest = hashlib.sha1()  # which examples were timed, batch by batch: configurations that
     # claim to train on the same batches can be checked against each other
-    iterator = batches.next_epoch_itr(shuffle=True)
+    samples = _endless(trainer, batches)
     while len(times) < steps:
-        sample = next(iterator, None)
-        if sample is None:  # a short dataset: next epoch
-            batches = trainer.get_train_iterator(batches.epoch + 1, load_dataset=False)
-            iterator = batches.next_epoch_itr(shuffle=True)
-            continue
+        sample = next(samples)
         _sync(device)
         start = time.perf_counter()
         trainer.train_step([sample])  # one batch an update (--update-freq 1)
@@ -96,6 +150,7 @@ def measure(fairseq_argv, steps=20, warmup=3):
         padded += sum(v["src_tokens"].numel() for k, v in sample.items()
                       if k.startswith("net_input"))
     seconds = sum(times)
+    profiled = profile_steps(trainer, samples, profile) if profile > 0 else None
     model = trainer.model
     dtype = torch.float16 if cfg.common.fp16 else torch.bfloat16 if cfg.common.bf16 \
         else torch.float32
@@ -103,8 +158,10 @@ def measure(fairseq_argv, steps=20, warmup=3):
     size = 8192 if device.type == "cuda" else 2048 if dtype == torch.float32 else 512
     peak = matmul_peak(device, dtype, size=size)
     achieved = flops_per_token(model, tokens / sequences) * tokens / seconds
-    return {
+    result = {
         "steps": len(times), "seconds": seconds, "median_step_ms": 1e3 * statistics.median(times),
+        # every step: a mean far above the median is a few slow steps, not a slow step
+        "step_ms": [round(1e3 * t, 3) for t in times],
         "sequences_per_s": sequences / seconds, "tokens_per_s": tokens / seconds,
         "padded_tokens_per_s": padded / seconds, "padding_share": 1 - tokens / padded,
         "peak_memory_mb": peak_memory_mb(device), "precision": str(dtype).replace("torch.", ""),
@@ -115,6 +172,9 @@ def measure(fairseq_argv, steps=20, warmup=3):
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "batches_digest": digest.hexdigest(),
     }
+    if profiled:
+        result["profile"] = profiled
+    return result
 
 
 def peak_memory_mb(device):
@@ -130,15 +190,20 @@ def _device_name(device):
 
 
 def main(argv=None):
-    """`python -m ehft_plugin.bench STEPS WARMUP FAIRSEQ_ARGS...`: one configuration, one JSON
-    line on stdout (benchmarks run each configuration in a process of its own)."""
+    """`python -m ehft_plugin.bench STEPS WARMUP [--profile N] FAIRSEQ_ARGS...`: one
+    configuration, one JSON line on stdout (benchmarks run each configuration in a process of
+    its own)."""
     import json
     import logging
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    print(json.dumps(measure(argv[2:], steps=int(argv[0]), warmup=int(argv[1]))))
+    steps, warmup, rest = int(argv[0]), int(argv[1]), argv[2:]
+    profile = 0
+    if rest[:1] == ["--profile"]:
+        profile, rest = int(rest[1]), rest[2:]
+    print(json.dumps(measure(rest, steps=steps, warmup=warmup, profile=profile)))
 
 
 if __name__ == "__main__":

@@ -39,13 +39,36 @@ def test_train_step_benchmark_measures_each_plan(tmp_path):
     data = prepare_rte(tmp_path, rows=64)
     _script("train_step.py", "--device", "cpu", "--shape", "tiny", "--peft", "full", "bitfit",
             "--steps", "2", "--warmup", "1", "--batch-size", "16", "--data", data,
-            "--out", tmp_path / "t")
+            "--profile", "2", "--out", tmp_path / "t")
     full, bitfit = json.loads((tmp_path / "t.json").read_text())["results"]
     for row in (full, bitfit):
-        assert row["precision"] == "float32" and row["steps"] == 2
+        assert row["precision"] == "float32" and row["steps"] == len(row["step_ms"]) == 2
         assert row["sequences_per_s"] > 0 and 0 < row["mfu"] < 1
         assert row["tokens_per_s"] < row["padded_tokens_per_s"]  # padding is not counted
+        # the profiled steps: where the time went, by fairseq's own phases and by operator
+        profile = row["profile"]
+        assert profile["steps"] == 2 and profile["clock"] == "cpu"
+        assert 0 < profile["busy_ms_per_step"] <= profile["wall_ms_per_step"]
+        assert {"forward", "backward", "optimizer"} <= set(profile["phases"])
+        assert profile["top"][0]["ms_per_step"] >= profile["top"][-1]["ms_per_step"] > 0
+        assert all(op["op"] not in profile["phases"] for op in profile["top"])
     assert bitfit["trainable_parameters"] < full["trainable_parameters"]
+    text = (tmp_path / "t.md").read_text()
+    assert "## Profile: fp32, --peft bitfit (2 steps under torch.profiler)" in text
+    assert "| fairseq phase | host ms a step |" in text and "| `aten::" in text
+
+
+def test_a_gpu_profile_says_how_much_of_a_step_the_gpu_was_busy():
+    train_step = _load_benchmark("train_step")
+    profile = {"steps": 3, "clock": "device", "wall_ms_per_step": 250.0, "busy_ms_per_step": 25.0,
+               "busy_share": 0.1, "phases": {"forward": 40.0, "optimizer": 120.0},
+               "top": [{"op": "aten::mm", "calls_per_step": 96, "ms_per_step": 12.5,
+                        "share_of_busy": 0.5}]}
+    lines = train_step._profiles([{"precision_flag": "fp16", "peft": "full",
+                                   "profile": profile}])
+    assert ("Wall 250.0 ms a step, of which GPU kernels were busy 25.0 ms (10%); for the rest of "
+            "the step the GPU ran nothing, waiting on the host." in lines)
+    assert "| optimizer | 120.0 |" in lines and "| `aten::mm` | 96 | 12.50 | 50% |" in lines
 
 
 def test_the_gpu_benchmark_says_it_was_skipped_without_a_gpu(tmp_path):
