@@ -7,7 +7,8 @@ process of its own (python -m ehft_plugin.bench), so peak memory is its own.
     .venv/bin/python benchmarks/train_step.py --device cpu --shape base --precision fp32 bf16
     .venv/bin/python benchmarks/train_step.py --device cuda --profile 5   # + where a step's time goes
 
-Without --data, RTE from ../shared/data is prepared with RoBERTa's GPT-2 BPE. Writes
+Without --data, RTE from ../shared/data (or $EHFT_SHARED_DATA) is prepared with RoBERTa's
+GPT-2 BPE. Writes
 benchmarks/results/train_step-DEVICE.{json,md}. With --device cuda and no GPU it says so and
 writes nothing.
 """
@@ -37,7 +38,8 @@ PRECISION_FLAGS = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"], "amp": ["
 
 
 def prepare_rte(out):
-    shared = os.path.join(ROOT, "..", "shared", "data")
+    # EHFT_SHARED_DATA as in the tests: a machine without ../shared carries the files elsewhere
+    shared = os.environ.get("EHFT_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
     if not os.path.isfile(os.path.join(out, "ehft_task.json")):
         bpe = os.path.join(shared, "bpe")
         subprocess.run([os.path.join(os.path.dirname(sys.executable), "ehft"), "prepare", "rte",

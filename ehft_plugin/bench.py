@@ -93,10 +93,9 @@ def profile_steps(trainer, samples, steps, top=15):
     # time of the operator that launched them: busy time counts the kernels, the ranking the
     # operators (readable names); fairseq's phases and other annotations are spans, not work
     own = "self_device_time_total" if cuda else "self_cpu_time_total"
-    ops = [e for e in averages if not e.is_user_annotation and e.key not in PHASES
-           and e.device_type == DeviceType.CPU]
-    work = [e for e in averages if not e.is_user_annotation and e.key not in PHASES
-            and e.device_type == (DeviceType.CUDA if cuda else DeviceType.CPU)]
+    events = [e for e in averages if not e.is_user_annotation and e.key not in PHASES]
+    ops = [e for e in events if e.device_type == DeviceType.CPU]
+    work = [e for e in events if e.device_type == DeviceType.CUDA] if cuda else ops
     busy = sum(getattr(e, own) for e in work) / 1e3
     # each phase's span on the host; its kernels are not attributed (on a GPU, autograd
     # launches the backward kernels from a thread of its own)

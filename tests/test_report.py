@@ -271,17 +271,17 @@ def test_the_avg_difference_gets_a_confidence_interval_once_every_cell_has_seeds
 
 
 def test_the_best_single_stage_peft_is_named_by_avg_among_one_stage_peft_methods(tmp_path):
-    def run(task, method, seed, acc, peft, stages=one_stage):
+    def run(task, method, acc, peft, two=False):
         records = [{"num_updates": 5, "accuracy": acc}]
-        fake_run(tmp_path, task, method, seed,
-                 stages(*records) if stages is one_stage else stages([], records), peft=peft)
+        fake_run(tmp_path, task, method, 1,
+                 two_stage([], records) if two else one_stage(*records), peft=peft)
 
     for task, base in (("rte", 60.0), ("cb", 70.0)):
-        run(task, "ft", 1, base + 9, "full")  # the highest: but full finetuning
-        run(task, "ehft-lora", 1, base + 8, "0-5:lora(r=8)", two_stage)  # two stages
-        run(task, "bitfit", 1, base + 1, "bitfit")
-        run(task, "lora", 1, base + 3, "0-5:lora(r=8)")
-    run("rte", "prefix", 1, 90.0, "0-5:prefix(len=16)")  # best on RTE, but has no CB cell
+        run(task, "ft", base + 9, "full")  # the highest: but full finetuning
+        run(task, "ehft-lora", base + 8, "0-5:lora(r=8)", two=True)  # two stages
+        run(task, "bitfit", base + 1, "bitfit")
+        run(task, "lora", base + 3, "0-5:lora(r=8)")
+    run("rte", "prefix", 90.0, "0-5:prefix(len=16)")  # best on RTE, but has no CB cell
     summary = summarise(collect([str(tmp_path)])[0])
     assert summary.single_stage_peft == ["bitfit", "lora", "prefix"]
     out = tmp_path / "r.md"
@@ -290,7 +290,7 @@ def test_the_best_single_stage_peft_is_named_by_avg_among_one_stage_peft_methods
             "column, not ranked: prefix.") in out.read_text()
     # none with every column: said so, not guessed from the columns there are
     shutil.rmtree(tmp_path / "cb")
-    run("cb", "ft", 1, 70.0, "full")
+    run("cb", "ft", 70.0, "full")
     report([str(tmp_path)], str(out), published_files=[], plots=False)
     assert ("Best single-stage PEFT: none yet, as no single-stage PEFT method (bitfit, lora, "
             "prefix) has every column.") in out.read_text()
