@@ -13,6 +13,7 @@ All values are logged as percentages (0-100), the scale of the leaderboards.
 from typing import Callable, Dict, Sequence
 
 import numpy as np
+import torch
 from fairseq.logging.meters import Meter
 from scipy.stats import rankdata
 
@@ -122,12 +123,22 @@ class ConcatMeter(Meter):
         return len(self.values)
 
 
-def confusion_matrix_logging(targets, predictions, num_classes: int) -> Dict[str, int]:
-    """Summable logging-output entries: one count per (target, prediction) cell."""
+def confusion_matrix_logging(targets, predictions, num_classes: int) -> Dict[str, object]:
+    """Summable logging-output entries: one count per (target, prediction) cell.
+
+    Given torch tensors (the criterion's), the counts stay tensors on the tensors' device:
+    reading them on the host between forward and backward would make the GPU wait every
+    step. fairseq adds them across batches and workers as they are, and they are read when
+    a metric is derived, at log intervals. Given sequences, plain ints.
+    """
+    keys = ["%s%d_%d" % (CM_PREFIX, i, j) for i in range(num_classes) for j in range(num_classes)]
+    if torch.is_tensor(targets) and torch.is_tensor(predictions):
+        cells = torch.bincount(targets.view(-1) * num_classes + predictions.view(-1),
+                               minlength=num_classes * num_classes)
+        return dict(zip(keys, cells.unbind()))
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(targets), np.asarray(predictions)), 1)
-    return {"%s%d_%d" % (CM_PREFIX, i, j): int(cm[i, j])
-            for i in range(num_classes) for j in range(num_classes)}
+    return dict(zip(keys, (int(c) for c in cm.reshape(-1))))
 
 
 def _confusion_matrix_from_meters(meters) -> np.ndarray:

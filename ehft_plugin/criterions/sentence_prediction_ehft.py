@@ -79,10 +79,8 @@ class SentencePredictionEhftCriterion(FairseqCriterion):
         else:
             lprobs = F.log_softmax(logits, dim=-1, dtype=torch.float32)
             loss = F.nll_loss(lprobs, targets, reduction="sum")
-            predicted = logits.argmax(dim=-1).cpu()
-            logging_output.update(
-                confusion_matrix_logging(targets.cpu(), predicted, self.num_classes)
-            )
+            logging_output.update(confusion_matrix_logging(
+                targets, logits.detach().argmax(dim=-1), self.num_classes))
         logging_output["loss"] = loss.data
         return loss, sample_size, logging_output
 
@@ -99,7 +97,8 @@ class SentencePredictionEhftCriterion(FairseqCriterion):
                            sample_size, round=3)
         keys = {k for log in logging_outputs for k in log if k.startswith(CM_PREFIX)}
         for key in sorted(keys):
-            metrics.log_scalar_sum(key, sum(int(log.get(key, 0)) for log in logging_outputs))
+            # ints, or device tensors added without reading them (no host sync per step)
+            metrics.log_scalar_sum(key, sum(log.get(key, 0) for log in logging_outputs))
         for key in (PREDICTIONS_KEY, TARGETS_KEY):
             values = [v for log in logging_outputs for v in log.get(key, ())]
             if values:

@@ -21,6 +21,7 @@ from ..errors import CheckpointError
 from ..peft.apply import apply_plan
 from ..peft.plan import SHORTHANDS, format_plan, parse_plan
 from ..peft.trainable import count_parameters, format_counts
+from .attention import KERNELS, use_sdpa
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ class RobertaEhftModel(RobertaModel):
         parser.add_argument("--layer-norm-eps", type=float, metavar="EPS",
                             help="epsilon of every LayerNorm (default: fairseq's 1e-5; "
                                  "backbones converted from BERT record 1e-12)")
+        parser.add_argument(
+            "--attention-kernel", choices=KERNELS,
+            help="encoder self-attention: sdpa (default: one F.scaled_dot_product_attention "
+                 "call with a boolean key mask, so a GPU runs its fused kernels, for every "
+                 "--peft plan) or fairseq (its MultiheadAttention; prefix layers use sdpa)")
         parser.add_argument("--reset-classification-heads", action="store_true",
                             help="a checkpoint head of another size is replaced by a new one "
                                  "instead of being an error")
@@ -59,6 +65,8 @@ class RobertaEhftModel(RobertaModel):
             for module in model.modules():  # torch's LayerNorm, or apex's fused one
                 if "LayerNorm" in type(module).__name__ and hasattr(module, "eps"):
                     module.eps = eps
+        if getattr(args, "attention_kernel", "sdpa") == "sdpa":  # older checkpoints: sdpa
+            use_sdpa(layers)
         model.plan = parse_plan(args.peft, len(layers))
         apply_plan(model, model.plan, layers)
         logger.info("--peft %s", format_plan(model.plan))
@@ -109,6 +117,7 @@ def _ehft_defaults(args):
     args.peft = getattr(args, "peft", None) or "full"
     args.head_type = getattr(args, "head_type", None) or "fairseq"
     args.head_inner_dim = getattr(args, "head_inner_dim", None) or 2048
+    args.attention_kernel = getattr(args, "attention_kernel", None) or "sdpa"
 
 
 @register_model_architecture("roberta_ehft", "roberta_ehft_base")

@@ -23,10 +23,12 @@ def add_lora(layer, lora: LoRA):
     for target in lora.targets:
         path = _TARGET_MODULES[target]
         _set(layer, path, LoRALinear.wrap(_get(layer, path), lora.r, lora.alpha, lora.dropout))
-    if {"q", "k", "v", "out"} & set(lora.targets):
-        # fairseq's MultiheadAttention normally hands q_proj.weight & co. straight to
-        # F.multi_head_attention_forward, which would skip the LoRA path; this flag makes
-        # it use its own implementation that calls the projection modules.
+    if {"q", "k", "v", "out"} & set(lora.targets) and hasattr(layer.self_attn,
+                                                               "skip_embed_dim_check"):
+        # (--attention-kernel fairseq) fairseq's MultiheadAttention normally hands
+        # q_proj.weight & co. straight to F.multi_head_attention_forward, which would skip the
+        # LoRA path; this flag makes it use its own implementation that calls the projection
+        # modules. The plugin's SDPA attention always calls them.
         layer.self_attn.skip_embed_dim_check = True
 
 

@@ -46,6 +46,18 @@ SHORTEN_METHODS = ChoiceEnum(["none", "truncate", "random_crop"])
 BATCH_ORDERS = ChoiceEnum(["length", "random"])
 
 
+class RightPadToMultiple(RightPadDataset):
+    """fairseq's right padding, to a length that is a multiple of `multiple`."""
+
+    def __init__(self, dataset, pad_idx, multiple=1):
+        super().__init__(dataset, pad_idx=pad_idx)
+        self.multiple = multiple
+
+    def collater(self, samples):
+        return data_utils.collate_tokens(samples, self.pad_idx, left_pad=False,
+                                         pad_to_multiple=self.multiple)
+
+
 @dataclass
 class GlueEhftConfig(FairseqDataclass):
     data: str = field(default=MISSING, metadata={"help": "directory written by `ehft prepare`"})
@@ -74,6 +86,14 @@ class GlueEhftConfig(FairseqDataclass):
     length_window: int = field(
         default=1024, metadata={"help": "examples sorted together by --batch-order length (>= 1)"}
     )
+    pad_to_multiple: int = field(
+        default=1,
+        metadata={"help": "pad every batch to a length that is a multiple of N (>= 1): GPU "
+                          "kernels and the CUDA caching allocator see fewer distinct shapes, "
+                          "and fp16/bf16 matmuls stay tensor-core aligned; padded positions "
+                          "are masked, so outputs are unchanged (benchmarks/speed_cuda.py "
+                          "measures it)"},
+    )
     log_drift_from: str = field(
         default="",
         metadata={"help": "a checkpoint (the pretrained model.pt): log the L2 distance of the "
@@ -99,6 +119,10 @@ class GlueEhftTask(FairseqTask):
         self.length_window = getattr(cfg, "length_window", GlueEhftConfig.length_window)
         if self.length_window < 1:
             raise ValueError("--length-window %d: expected an integer >= 1" % self.length_window)
+        self.pad_to_multiple = getattr(cfg, "pad_to_multiple", 1)
+        if self.pad_to_multiple < 1:
+            raise ValueError("--pad-to-multiple %d: expected an integer >= 1"
+                             % self.pad_to_multiple)
         self._warned_multiple = False
         self.log_drift_from = getattr(cfg, "log_drift_from", "")
         if self.log_drift_from and not os.path.isfile(self.log_drift_from):
@@ -184,7 +208,8 @@ class GlueEhftTask(FairseqTask):
         for i, tokens in enumerate(candidates):
             key = "net_input%d" % (i + 1) if self.num_choices else "net_input"
             dataset[key] = {
-                "src_tokens": RightPadDataset(tokens, pad_idx=self.dictionary.pad()),
+                "src_tokens": RightPadToMultiple(tokens, self.dictionary.pad(),
+                                                 self.pad_to_multiple),
                 "src_lengths": NumelDataset(tokens, reduce=False),
             }
         if targets is not None:
