@@ -1,9 +1,17 @@
-"""The HF reference for benchmarks/speed.py: transformers' BertForSequenceClassification (+ HF
-PEFT for LoRA and prefix-tuning, manual freezing for BitFit) trained on exactly the batches
-the plugin trains on (glue_ehft's batches of the same seed, ids mapped to the WordPiece
-vocabulary), with HF Trainer's default optimizer. One configuration per process:
+"""The HF reference for benchmarks/speed.py and speed_cuda.py: transformers'
+BertForSequenceClassification (+ HF PEFT for LoRA and prefix-tuning, manual freezing for
+BitFit) trained on exactly the batches the plugin trains on (glue_ehft's batches of the same
+seed, ids mapped to the WordPiece vocabulary), with HF Trainer's default optimizer. One
+configuration per process:
 
-    python benchmarks/hf_step.py STEPS WARMUP DATA HF_MODEL_DIR ft|bitfit|lora|prefix BATCH ORDER
+    python benchmarks/hf_step.py STEPS WARMUP DATA HF_MODEL ft|bitfit|lora|prefix BATCH ORDER
+                                 [DEVICE [PRECISION]]
+
+HF_MODEL is a model directory, or `random:large` / `random:base` for a
+RobertaForSequenceClassification of that shape with random weights (the data's token ids are
+used as they are: speed does not depend on which token an id means). DEVICE: cpu (default) or
+cuda; PRECISION: fp32 (default), fp16 (autocast + GradScaler, as Trainer's fp16=True) or bf16
+(autocast, as bf16=True). Like Trainer, the step clips gradients to norm 1.0 on CUDA.
 """
 
 import hashlib
@@ -24,13 +32,32 @@ LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
 PREFIX_TOKENS = 16
 
 
-def hf_model(model_dir, method):
-    from transformers import BertForSequenceClassification
+RANDOM_ROBERTA = {  # fairseq's roberta_base / roberta_large shapes
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "intermediate_size": 3072},
+    "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+              "intermediate_size": 4096},
+    "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "intermediate_size": 64},  # (tests)
+}
 
-    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-    if method == "bitfit":  # biases and the classifier (pooler included: it is the head)
+
+def hf_model(model_dir, method):
+    if model_dir.startswith("random:"):
+        from transformers import RobertaConfig, RobertaForSequenceClassification
+
+        config = RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
+                               pad_token_id=1, num_labels=2,
+                               **RANDOM_ROBERTA[model_dir.split(":", 1)[1]])
+        model, backbone = RobertaForSequenceClassification(config), "roberta."
+    else:
+        from transformers import BertForSequenceClassification
+
+        model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+        backbone = "bert."
+    if method == "bitfit":  # biases and the classifier (BERT's pooler included: it is the head)
         for name, param in model.named_parameters():
-            param.requires_grad = name.endswith(".bias") or not name.startswith("bert.") \
+            param.requires_grad = name.endswith(".bias") or not name.startswith(backbone) \
                 or name.startswith("bert.pooler.")
     elif method in ("lora", "prefix"):
         from peft import LoraConfig, PrefixTuningConfig, get_peft_model
@@ -58,34 +85,74 @@ def plugin_batches(data, batch_size, order, seed=1):
     task = GlueEhftTask.setup_task(GlueEhftConfig(data=data, seed=seed, batch_order=order))
     dataset = task.load_dataset("train")
     vocab_file = os.path.join(data, "tokenizer", "vocab.txt")
-    with open(vocab_file, encoding="utf-8") as f:
-        to_hf = torch.tensor(fairseq_order([line.rstrip("\n") for line in f]))
+    to_hf = None  # GPT-2 BPE data (random:* models): ids as they are
+    if os.path.isfile(vocab_file):
+        with open(vocab_file, encoding="utf-8") as f:
+            to_hf = torch.tensor(fairseq_order([line.rstrip("\n") for line in f]))
     pad = task.source_dictionary.pad()
     iterator = task.get_batch_iterator(dataset, max_sentences=batch_size, seed=seed,
                                        max_positions=512)
     for epoch in range(1, 1000):
         for batch in iterator.next_epoch_itr(shuffle=True):
             tokens = batch["net_input"]["src_tokens"]
-            yield batch["id"], {"input_ids": to_hf[tokens], "attention_mask": (tokens != pad).long(),
+            ids = tokens if to_hf is None else to_hf[tokens]
+            yield batch["id"], {"input_ids": ids, "attention_mask": (tokens != pad).long(),
                                 "labels": batch["target"].view(-1)}, int(batch["ntokens"])
         iterator = task.get_batch_iterator(dataset, max_sentences=batch_size, seed=seed,
                                            max_positions=512, epoch=epoch + 1)
 
 
-def measure(data, model_dir, method, batch_size, order, steps, warmup):
+class TrainerStep:
+    """One optimizer update as transformers.Trainer takes it, in its fp16/bf16 modes."""
+
+    def __init__(self, model, optimizer, device, precision):
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __call__(self, inputs):
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            loss = self.model(**inputs).loss
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.device.type == "cuda":  # Trainer's max_grad_norm=1.0
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(data, model_dir, method, batch_size, order, steps, warmup, device="cpu",
+            precision="fp32"):
+    from ehft_plugin.bench import percentile
+
+    device = torch.device(device)
     torch.manual_seed(1)
-    model = hf_model(model_dir, method).train()
+    model = hf_model(model_dir, method).to(device).train()
     optimizer, optimizer_name = hf_optimizer(model)
-    times, sequences, tokens, padded, digest = [], 0, 0, 0, hashlib.sha1()
+    step = TrainerStep(model, optimizer, device, precision)
+    times, warmup_times, sequences, tokens, padded, digest = [], [], 0, 0, 0, hashlib.sha1()
     for ids, inputs, ntokens in plugin_batches(data, batch_size, order):
+        _sync(device)
         start = time.perf_counter()
-        loss = model(**inputs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step(inputs)
+        _sync(device)
         elapsed = time.perf_counter() - start
-        if warmup > 0:
-            warmup -= 1
+        if len(warmup_times) < warmup:
+            warmup_times.append(elapsed)
             continue
         times.append(elapsed)
         digest.update(ids.numpy().tobytes())
@@ -97,9 +164,12 @@ def measure(data, model_dir, method, batch_size, order, steps, warmup):
     seconds = sum(times)
     return {"steps": len(times), "seconds": seconds,
             "median_step_ms": 1e3 * statistics.median(times),
+            "p90_step_ms": 1e3 * percentile(times, 0.9), "max_step_ms": 1e3 * max(times),
+            "step_ms": [round(1e3 * t, 3) for t in times],
+            "warmup_steps": len(warmup_times), "warmup_seconds": sum(warmup_times),
             "sequences_per_s": sequences / seconds, "tokens_per_s": tokens / seconds,
             "padded_tokens_per_s": padded / seconds, "padding_share": 1 - tokens / padded,
-            "peak_memory_mb": peak_memory_mb(torch.device("cpu")),
+            "peak_memory_mb": peak_memory_mb(device), "precision": precision,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "optimizer": optimizer_name, "threads": torch.get_num_threads(),
             "batches_digest": digest.hexdigest()}
@@ -107,5 +177,6 @@ def measure(data, model_dir, method, batch_size, order, steps, warmup):
 
 if __name__ == "__main__":
     steps, warmup, data, model_dir, method, batch, order = sys.argv[1:8]
+    device, precision = (sys.argv[8:] + ["cpu", "fp32"][len(sys.argv[8:]):])[:2]
     print(json.dumps(measure(data, model_dir, method, int(batch), order, int(steps),
-                             int(warmup))))
+                             int(warmup), device, precision)))

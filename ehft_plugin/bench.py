@@ -4,8 +4,9 @@ batches, the chosen --peft plan, optimizer and precision; nothing re-implemented
 One configuration per process (peak memory is per process): `measure(fairseq_argv, ...)`
 builds the trainer from fairseq-train's own argument parser, takes `warmup` steps, then times
 `steps` steps. Model FLOPs follow PaLM (Chowdhery et al. 2022, appendix B): 6N per token for
-the weights of the encoder's matrix multiplications plus 12·L·d·s for attention, counted on
-non-padding tokens, over the machine's matmul peak measured in the same process.
+the trained weights of the encoder's matrix multiplications (4N for frozen ones, which need no
+weight gradient) plus 12·L·d·s for attention, counted on non-padding tokens, over the
+machine's matmul peak measured in the same process.
 """
 
 import hashlib
@@ -56,12 +57,23 @@ def matmul_peak(device, dtype, size=2048, repeats=10):
 
 
 def flops_per_token(model, mean_length):
-    """Training FLOPs per token: 6 x the encoder's matmul weights + 12 L d s of attention."""
+    """Training FLOPs per token of the encoder's matrix multiplications.
+
+    A trained weight costs 6 per parameter (forward, input gradient, weight gradient), a frozen
+    one 4 (no weight gradient: BitFit, LoRA's base weights, prefix-tuning); LoRA's A and B are
+    trained weights of their own. Attention's score and value products add 12·L·d·s. Layer 0's
+    input gradient is counted even where nothing below it trains (1/L of the frozen part).
+    """
     encoder = model.encoder.sentence_encoder
-    matmul = sum(m.weight.numel() for m in encoder.layers.modules()
-                 if isinstance(m, torch.nn.Linear))
+    matmul = 0
+    for module in encoder.layers.modules():
+        if isinstance(module, torch.nn.Linear):
+            matmul += (6 if module.weight.requires_grad else 4) * module.weight.numel()
+        for name in ("lora_A", "lora_B"):
+            if isinstance(getattr(module, name, None), torch.nn.Parameter):
+                matmul += 6 * getattr(module, name).numel()
     layers, dim = len(encoder.layers), encoder.embed_tokens.embedding_dim
-    return 6 * matmul + 12 * layers * dim * mean_length
+    return matmul + 12 * layers * dim * mean_length
 
 
 # fairseq's own record_function() names around the parts of an update (Trainer.train_step and
@@ -127,9 +139,12 @@ def measure(fairseq_argv, steps=20, warmup=3, profile=0):
 
     cfg, trainer = build_trainer(fairseq_argv)
     device = trainer.device
+    # fairseq's Trainer resets CUDA's peak-memory counter after every step (for its gb_free
+    # log), which would leave the peak of the step's tail only; its log is not needed here
+    trainer.cuda_env = None
     # --finetune-from-model / --restore-file exactly as fairseq-train reads them
     _, batches = checkpoint_utils.load_checkpoint(cfg.checkpoint, trainer)
-    times, sequences, tokens, padded = [], 0, 0, 0
+    times, warmup_times, sequences, tokens, padded = [], [], 0, 0, 0
     digest = hashlib.sha1()  # which examples were timed, batch by batch: configurations that
     # claim to train on the same batches can be checked against each other
     samples = _endless(trainer, batches)
@@ -139,8 +154,8 @@ def measure(fairseq_argv, steps=20, warmup=3, profile=0):
         start = time.perf_counter()
         trainer.train_step([sample])  # one batch an update (--update-freq 1)
         _sync(device)
-        if warmup > 0:
-            warmup -= 1
+        if len(warmup_times) < warmup:  # first-seen shapes, allocator growth, kernel choice
+            warmup_times.append(time.perf_counter() - start)
             continue
         times.append(time.perf_counter() - start)
         digest.update(sample["id"].numpy().tobytes())
@@ -161,6 +176,8 @@ def measure(fairseq_argv, steps=20, warmup=3, profile=0):
         "steps": len(times), "seconds": seconds, "median_step_ms": 1e3 * statistics.median(times),
         # every step: a mean far above the median is a few slow steps, not a slow step
         "step_ms": [round(1e3 * t, 3) for t in times],
+        "p90_step_ms": 1e3 * percentile(times, 0.9), "max_step_ms": 1e3 * max(times),
+        "warmup_steps": len(warmup_times), "warmup_seconds": sum(warmup_times),
         "sequences_per_s": sequences / seconds, "tokens_per_s": tokens / seconds,
         "padded_tokens_per_s": padded / seconds, "padding_share": 1 - tokens / padded,
         "peak_memory_mb": peak_memory_mb(device), "precision": str(dtype).replace("torch.", ""),
@@ -174,6 +191,15 @@ def measure(fairseq_argv, steps=20, warmup=3, profile=0):
     if profiled:
         result["profile"] = profiled
     return result
+
+
+def percentile(values, q):
+    """The q-quantile of `values`, by linear interpolation between order statistics."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def peak_memory_mb(device):

@@ -284,3 +284,42 @@ def test_speed_report_explains_a_trainable_count_gap_only_when_it_is_one_dense_l
     assert "16×16 dense layer" in note and "embedding LayerNorm's bias (16)" in note
     note = report.trainable_note(rows(300, 300, 0))  # 300 is no h² + h: stated, not explained
     assert note == "Trainable parameters, plugin minus HF: lora +300, prefix +300, bitfit +0."
+
+
+def test_gpu_side_by_side_runs_every_peer_on_the_same_batches(tmp_path):
+    """benchmarks/speed_cuda.py's code path on the CPU (tiny shape, one precision): stock
+    fairseq, the plugin and HF on identical batches, each row with its step-time spread and
+    warm-up cost; a target whose configurations did not run is "not measured", not missed."""
+    _script("speed_cuda.py", "--device", "cpu", "--shapes", "tiny", "--settings", "rte",
+            "--precisions", "bf16", "--steps", "2", "--warmup", "1", "--out", tmp_path)
+    results = json.loads((tmp_path / "results-cuda.json").read_text())
+    assert results["run"]["same_batches"] is True and results["run"]["device"] == "cpu"
+    rows = json.loads((tmp_path / "results" / "speed-cuda.json").read_text())["measurements"]
+    assert [r["name"] for r in rows] == ["stock fairseq ft", "plugin ft",
+                                         "plugin ft, default pipeline", "hf ft"]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["steps"] == 2 and row["warmup_steps"] == 1 and row["warmup_seconds"] > 0
+        assert row["median_step_ms"] <= row["p90_step_ms"] <= row["max_step_ms"]
+    # ratios are taken in fp16, which this run did not measure
+    assert results["ft_vs_hf"] == {"value": None, "why": "a configuration failed or did not run",
+                                   "target": 1.0, "met": None, "shape": "tiny"}
+    text = (tmp_path / "RESULTS-cuda.md").read_text()
+    assert "| ft_vs_hf | — | 1.0 | not measured |" in text
+    assert "| tiny | rte | bf16 | hf ft |" in text
+
+
+def test_mfu_counts_frozen_matmuls_at_four_flops_per_parameter():
+    from peft_helpers import tiny_model
+
+    from ehft_plugin.bench import flops_per_token
+
+    full, bitfit = tiny_model("full"), tiny_model("bitfit")
+    lora = tiny_model("0-1:lora(r=2,alpha=4,targets=q)")
+    weights = sum(m.weight.numel() for m in full.encoder.sentence_encoder.layers.modules()
+                  if isinstance(m, torch.nn.Linear))
+    attention = 12 * 2 * 16 * 10  # 12 L d s at 10 tokens
+    assert flops_per_token(full, 10) == 6 * weights + attention
+    assert flops_per_token(bitfit, 10) == 4 * weights + attention
+    lora_params = 2 * 2 * (16 + 16)  # two layers of A (2 x 16) and B (16 x 2)
+    assert flops_per_token(lora, 10) == 4 * weights + 6 * lora_params + attention
