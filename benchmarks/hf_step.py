@@ -7,7 +7,7 @@ configuration per process:
     python benchmarks/hf_step.py STEPS WARMUP DATA HF_MODEL ft|bitfit|lora|prefix BATCH ORDER
                                  [DEVICE [PRECISION]]
 
-HF_MODEL is a model directory, or `random:large` / `random:base` for a
+HF_MODEL is a model directory, or `random:SHAPE` (large, base, minilm-random) for a
 RobertaForSequenceClassification of that shape with random weights (the data's token ids are
 used as they are: speed does not depend on which token an id means). DEVICE: cpu (default) or
 cuda; PRECISION: fp32 (default), fp16 (autocast + GradScaler, as Trainer's fp16=True) or bf16
@@ -37,6 +37,8 @@ RANDOM_ROBERTA = {  # fairseq's roberta_base / roberta_large shapes
              "intermediate_size": 3072},
     "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
               "intermediate_size": 4096},
+    "minilm-random": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                      "intermediate_size": 1536},
     "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
              "intermediate_size": 64},  # (tests)
 }

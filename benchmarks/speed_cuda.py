@@ -7,7 +7,8 @@ digest), in fp16 and bf16.
 
 Shapes: `large`, RoBERTa-large with random weights on RTE tokenised with the GPT-2 BPE (speed
 does not depend on the weights); `minilm`, the converted all-MiniLM-L6-v2 on RTE tokenised
-with its WordPiece; `tiny` (CPU tests). Batch settings: `rte`, batch 32 at RTE's real lengths
+with its WordPiece; `minilm-random`, its shape with random weights on the GPT-2 BPE data (for
+a GPU machine that the weights cannot be carried to); `tiny` (CPU tests). Batch settings: `rte`, batch 32 at RTE's real lengths
 (padded to the longest of the batch); `tokenrich`, batch 32 of 256-token inputs (consecutive
 RTE premises joined and truncated to 256 tokens), where the arithmetic should dominate.
 
@@ -46,6 +47,7 @@ TARGETS = {"ft_vs_fairseq": 1.0, "ft_vs_hf": 1.0, "bitfit_vs_ft": 1.4, "lora_vs_
 SHAPES = {  # encoder layers, dim, ffn dim, heads; None: the converted backbone's
     "large": (24, 1024, 4096, 16),
     "minilm": None,
+    "minilm-random": (6, 384, 1536, 12),  # its shape, where its weights cannot be carried
     "tiny": (2, 32, 64, 4),
 }
 

@@ -7,7 +7,8 @@
 #                                              that such a machine lacks, RTE and the GPT-2 BPE
 #   bash scripts/device_checks.sh run OUT      there, from the repository root with .device/
 #                                              beside it: builds fairseq, installs the plugin,
-#                                              runs the GPU tests and the GPU benchmark with a
+#                                              runs the GPU tests, the GPU side by side
+#                                              (speed_cuda.py) and the GPU benchmark with a
 #                                              profile; logs and results go to OUT/
 #
 # `run` installs into the Python it is started with (the machine is thrown away afterwards);
@@ -58,7 +59,12 @@ run() {
     export EHFT_SHARED_DATA=$PWD/$DIR/shared/data PYTHONUNBUFFERED=1
     local status=0
     "$PYTHON" -m pytest -q -n 8 tests/test_precision.py -k gpu 2>&1 | tee "$out/gpu-tests.log" || status=1
-    # RTE is prepared from $EHFT_SHARED_DATA, as the tests read it
+    # RTE is prepared from $EHFT_SHARED_DATA, as the tests read it. The side by side first
+    # (it holds the targets: RoBERTa-large, 22 configurations); MiniLM's weights do not fit a
+    # carry, so SPEED_SHAPES="large minilm-random" adds its shape with random weights
+    # shellcheck disable=SC2086
+    "$PYTHON" benchmarks/speed_cuda.py --shapes ${SPEED_SHAPES:-large} --out "$out/speed-cuda" \
+        2>&1 | tee "$out/speed_cuda.log" || status=1
     "$PYTHON" benchmarks/train_step.py --device cuda --profile 5 \
         --out "$out/train_step-cuda" 2>&1 | tee "$out/train_step.log" || status=1
     exit $status
