@@ -111,13 +111,10 @@ def shape_flags(args, shape):
                 "--encoder-ffn-embed-dim", ffn, "--encoder-attention-heads", heads,
                 "--max-positions", 512]
         return [str(a) for a in dims], [], layers, "random:" + shape
-    with open(os.path.join(args.backbone, "ehft_backbone.json")) as f:
-        record = json.load(f)
+    from speed import model_flags  # the converted backbone's dimension flags, as on CPU
+
+    dims, record = model_flags(args.backbone)
     model = record["model"]
-    dims = []
-    for key in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
-                "encoder_attention_heads", "max_positions"):
-        dims += ["--" + key.replace("_", "-"), str(model[key])]
     weights = ["--finetune-from-model", os.path.join(args.backbone, "model.pt"),
                "--layer-norm-eps", str(model.get("layer_norm_eps", 1e-5))]
     return dims, weights, model["encoder_layers"], record["source"]
