@@ -61,6 +61,9 @@ def _single(spec: str, num_layers: int):
     if spec in PEFT_DEFAULTS:
         plan, lr = PEFT_DEFAULTS[spec]
         return plan.format(last=num_layers - 1), lr
+    written = re.fullmatch(r"(bitfit|lora|prefix)\s*\(.*\)", spec)
+    if written:  # lora(r=8,targets=q+k+v): that method on every layer at its table's rate
+        return spec, PEFT_DEFAULTS[written.group(1)][1]
     if re.fullmatch(r"topk-\d+", spec):
         return spec, TOPK_LR
     if spec.startswith("spafit-") or ":" in spec:
@@ -93,7 +96,8 @@ def resolve_method(name: str, num_layers: int, stage1_share: float = STAGE1_SHAR
         if single is None:
             raise MethodError(
                 "unknown --method %r; expected one of: ft, lp, lp-ft, bitfit, lora, prefix, "
-                "topk-K, spafit-A-B-I|II, a strata spec such as '0-5:frozen,6-11:bitfit', "
+                "topk-K, spafit-A-B-I|II, a method with arguments such as 'lora(r=8)', "
+                "a strata spec such as '0-5:frozen,6-11:bitfit', "
                 "or ehft-<any of the PEFT methods>" % name)
         stages = (Stage("finetune", single[0], single[1], 1.0),)
     for stage in stages:

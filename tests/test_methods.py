@@ -23,6 +23,9 @@ from ehft_plugin.peft.plan import parse_plan
     ("ehft-bitfit", [("stage1", "bitfit", 5e-4, 0.1, ""), ("stage2", "full", 1e-5, 0.9, "stage1")]),
     ("ehft-prefix", [("stage1", "0-11:prefix(len=16)", 5e-3, 0.1, ""),
                      ("stage2", "full", 1e-5, 0.9, "stage1")]),
+    ("lora(r=8,targets=q+k+v)", [("finetune", "lora(r=8,targets=q+k+v)", 5e-4, 1.0, "")]),
+    ("ehft-prefix(len=32)", [("stage1", "prefix(len=32)", 5e-3, 0.1, ""),
+                             ("stage2", "full", 1e-5, 0.9, "stage1")]),
     ("ehft-0-5:frozen,6-11:lora(r=4)", [("stage1", "0-5:frozen,6-11:lora(r=4)", 5e-4, 0.1, ""),
                                         ("stage2", "full", 1e-5, 0.9, "stage1")]),
 ])
@@ -71,6 +74,7 @@ def test_learning_rates_can_be_overridden_per_stage():
     ("ehft-bitfit", 1.0, r"strictly between 0 and 1"),
     ("0-3:frozen", 0.1, r"--method 0-3:frozen: layers 4-11 have no method"),
     ("topk-20", 0.1, r"topk-20: K must be between 1 and 12"),
+    ("ehft-lora(r=0)", 0.1, r"--method ehft-lora\(r=0\): lora r=0: r must be an integer >= 1"),
 ])
 def test_bad_methods_are_clear_errors(name, share, message):
     with pytest.raises(MethodError, match=message):

@@ -18,7 +18,8 @@ Every layer needs exactly one stratum; embeddings are frozen unless `emb:full` i
 stage 2 of EH-FT's -reserve variants).
 
 Shorthands: full (plain finetuning, embeddings included), head (linear probing: only the
-head trains), bitfit, lora, prefix (that method on every layer), topk-K (top K layers full,
+head trains), bitfit, lora, prefix and any method with arguments, e.g. lora(r=8,targets=q+k+v),
+prefix(len=32), bitfit(attn) (that method on every layer), topk-K (top K layers full,
 the rest frozen; EH-FT paper Table 1), spafit-A-B-I / spafit-A-B-II (SPAFIT: layers 1..A
 frozen, A+1..B BitFit on all sub-layers, B+1..L LoRA r=64 alpha=128 on q,k,v (I) or
 q,k,v,out (II) plus BitFit on the feed-forward sub-layers; numbers are 1-based layer counts
@@ -142,11 +143,25 @@ def _targets(value: str, allowed, groups, method):
     return tuple(t for t in allowed if t in out)  # canonical order, no repeats
 
 
+# Each number's valid range, as (test, what the error says): `lora r=0: r must be an integer >= 1`.
+_RANGES = {
+    ("lora", "r"): (lambda v: v >= 1, "an integer >= 1"),
+    ("lora", "alpha"): (lambda v: v > 0, "a number > 0"),
+    ("lora", "dropout"): (lambda v: 0 <= v < 1, "a number with 0 <= dropout < 1"),
+    ("prefix", "len"): (lambda v: v >= 1, "an integer >= 1"),
+    ("prefix", "mlp"): (lambda v: v >= 0, "an integer >= 0 (0: no MLP, else its hidden size)"),
+}
+
+
 def _number(method, key, value, kind):
+    ok, expected = _RANGES[(method, key)]
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
-        raise PlanError("%s(%s=%s): expected a number" % (method, key, value)) from None
+        number = None
+    if number is None or not ok(number):
+        raise PlanError("%s %s=%s: %s must be %s" % (method, key, value, key, expected))
+    return number
 
 
 def _method(text: str):
@@ -174,26 +189,7 @@ def _method(text: str):
         else:
             kind = {f.name: f.type for f in fields(cls)}[key]
             kwargs[key] = _number(name, key, value, {"int": int, "float": float}.get(kind, kind))
-    method = cls(**kwargs)
-    _check_method(method)
-    return method
-
-
-def _check_method(m):
-    if isinstance(m, LoRA):
-        if m.r <= 0:
-            raise PlanError("lora(r=%d): rank must be > 0" % m.r)
-        if not 0 <= m.dropout < 1:
-            raise PlanError("lora(dropout=%g): expected 0 <= dropout < 1" % m.dropout)
-        if not m.targets:
-            raise PlanError("lora needs at least one target")
-    if isinstance(m, Prefix):
-        if m.len <= 0:
-            raise PlanError("prefix(len=%d): prefix length must be > 0" % m.len)
-        if m.mlp < 0:
-            raise PlanError("prefix(mlp=%d): expected 0 (no MLP) or a hidden size" % m.mlp)
-    if isinstance(m, BitFit) and not m.targets:
-        raise PlanError("bitfit needs at least one target")
+    return cls(**kwargs)
 
 
 def _layers(text: str, num_layers: int):
@@ -285,7 +281,7 @@ def _shorthand(name: str, n: int):
 
 
 SHORTHANDS = ("full", "head", "bitfit", "lora", "prefix", "topk-K", "spafit-A-B-I",
-              "spafit-A-B-II")
+              "spafit-A-B-II", "METHOD(ARGS) such as lora(r=8,targets=q+k+v)")
 
 
 def parse_plan(text: str, num_layers: int) -> Plan:
@@ -296,6 +292,8 @@ def parse_plan(text: str, num_layers: int) -> Plan:
     if not text:
         raise PlanError("--peft is empty; expected a plan or one of: %s" % ", ".join(SHORTHANDS))
     expanded = _shorthand(text, num_layers)
+    if expanded is None and ":" not in text and re.fullmatch(r"[a-z_]+\s*\(.*\)", text):
+        expanded = "0-%d:%s" % (num_layers - 1, text)  # lora(r=4): that method on every layer
     if expanded is None and ":" not in text:
         raise PlanError("unknown --peft %r; expected LAYERS:METHODS strata or one of: %s"
                         % (text, ", ".join(SHORTHANDS)))
