@@ -20,3 +20,4 @@ distributed.install()  # one world under torchrun, on CPUs too
 replicas.install()  # ranks compare their parameters at every validation
 
 from . import criterions, models, optim, tasks  # noqa: E402,F401  (registration)
+from .data import backbone_bpe  # noqa: E402,F401  (bpe: ehft_backbone, for fairseq's hub)

