@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "predict": (predict.add_parser, predict.run),
     "export-adapter": (export.add_adapter_parser, export.run_adapter),
     "export-merged": (export.add_merged_parser, export.run_merged),
+    "export-hf": (export.add_hf_parser, export.run_hf),
+    "export-peft": (export.add_peft_parser, export.run_peft),
     "user-dir": (user_dir.add_parser, user_dir.run),
 }
 

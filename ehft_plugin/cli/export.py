@@ -75,3 +75,48 @@ def run_merged(args):
     torch.save(exported, tmp)
     os.replace(tmp, os.path.join(args.out, "model.pt"))
     print(json.dumps({"out": os.path.join(args.out, "model.pt")}))
+
+
+def add_hf_parser(sub, name):
+    p = sub.add_parser(
+        name, help="export a finetuned classifier that HF transformers loads",
+        description="Writes OUT as RobertaForSequenceClassification (RoBERTa backbones) or "
+                    "BertForSequenceClassification (backbones converted from BERT): config.json "
+                    "with the label names, model.safetensors (LoRA merged) and the tokeniser "
+                    "files. Needs fairseq's head (--head-type fairseq); the EH-FT head, "
+                    "prefix-tuning and ranking tasks have no transformers class.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output directory (must not exist)")
+    p.add_argument("--data", help="the directory `ehft prepare` wrote (default: the one the "
+                                  "checkpoint was trained on)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    return p
+
+
+def run_hf(args):
+    from ..hf_export import export_hf
+
+    print(json.dumps(export_hf(args.checkpoint, args.out, args.data, args.force)))
+
+
+def add_peft_parser(sub, name):
+    p = sub.add_parser(
+        name, help="export a LoRA plan as an HF PEFT adapter",
+        description="Writes OUT as a PEFT LoRA adapter (adapter_config.json, "
+                    "adapter_model.safetensors, the head in modules_to_save) for the HF export "
+                    "of the frozen backbone in --base, which is written there if it does not "
+                    "exist. Only a plan of one LoRA on every layer can be expressed in PEFT.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="adapter directory (must not exist)")
+    p.add_argument("--base", required=True,
+                   help="the HF export of the base backbone: checked if it exists, else written")
+    p.add_argument("--data", help="the directory `ehft prepare` wrote (default: the one the "
+                                  "checkpoint was trained on)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    return p
+
+
+def run_peft(args):
+    from ..hf_export import export_peft
+
+    print(json.dumps(export_peft(args.checkpoint, args.out, args.base, args.data, args.force)))
