@@ -71,7 +71,8 @@ def model_args(state):
     plain dict in exported checkpoints)."""
     args = state.get("args") or state["cfg"]["model"]
     values = args if isinstance(args, dict) else vars(args)
-    dims = {k: values[k] for k in _DIMS + ("arch",)}
+    dims = {k: values[k] for k in _DIMS}
+    dims["arch"] = values.get("arch") or values.get("_name")  # hydra's configs: _name
     dims.update({k: values[k] for k in _CARRIED if values.get(k) is not None})
     return dims
 
@@ -439,6 +440,8 @@ def train(opts):
     apply_recipe(opts, meta)
     method = resolve_method(opts.method, dims["encoder_layers"], opts.stage1_ratio)
     method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
+    if getattr(opts, "dry_run", False):
+        return dry_run(opts, method, original, dims, arch, meta)
     # under torchrun every rank runs this launcher and its fairseq-train children join one
     # world; rank 0 alone writes the run directory
     world = torchrun_settings(os.environ, cuda=False)
@@ -447,3 +450,36 @@ def train(opts):
     return [run_seed(opts, method, seed, original, dims, arch, meta, rank,
                      first_launch=i * len(method.stages))
             for i, seed in enumerate(opts.seeds)]
+
+
+def dry_run(opts, method, original, dims, arch, meta):
+    """Every seed's and stage's exact fairseq-train command, printed, nothing run or written.
+    A stage that starts from stage 1's head starts from START, which `ehft handover` writes
+    (as `ehft train` does) once stage 1 has finished."""
+    import shlex
+
+    updates = split_updates(opts.total_updates, method)
+    run_dirs = []
+    for seed in opts.seeds:
+        run_dir = os.path.join(opts.save_dir, meta["task"], method_slug(method.name),
+                               "seed%d" % seed)
+        run_dirs.append(run_dir)
+        for stage, n in zip(method.stages, updates):
+            stage_dir = os.path.join(run_dir, stage.name)
+            head = stage.head_from and os.path.join(run_dir, stage.head_from, "head.safetensors")
+            start = stage_start(original, opts.checkpoint, head,
+                                os.path.join(stage_dir, "start.pt"), write=False)
+            print("# seed %d, %s: --peft %s, lr %g, %d updates" % (seed, stage.name,
+                                                                   stage.peft, stage.lr, n))
+            if start != os.path.abspath(opts.checkpoint) and not stage.head_from:
+                print("# %s: %s without its classification heads (ehft train writes it)"
+                      % (start, opts.checkpoint))
+            if stage.head_from:
+                print("ehft handover --stage1 %s --checkpoint %s --out %s%s" % (
+                    shlex.quote(os.path.join(run_dir, stage.head_from, "checkpoint_last.pt")),
+                    shlex.quote(os.path.abspath(opts.checkpoint)), shlex.quote(start),
+                    " --reserve '%s'" % method.stages[0].peft if stage.reserve else ""))
+            print(" ".join(shlex.quote(str(part)) for part in stage_command(
+                opts, stage, n, start, stage_dir, seed, arch, dims, meta["metrics"][0])))
+    return run_dirs
+

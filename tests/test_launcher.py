@@ -360,3 +360,39 @@ def test_sigterm_stops_the_launcher_and_its_fairseq_train(setup, tmp_path):
     while os.path.exists("/proc/%s" % children[0]) and time.time() < deadline:
         time.sleep(0.2)
     assert not os.path.exists("/proc/%s" % children[0]), "fairseq-train outlived its launcher"
+
+
+def test_a_dry_run_prints_the_commands_a_run_records_and_writes_nothing(setup, tmp_path):
+    import shlex
+
+    result = ehft("train", "--dry-run", "--method", "ehft-bitfit", "--save-dir",
+                  setup["tmp"] / "runs", *setup["args"], *FAIRSEQ, cwd=tmp_path)
+    lines = result.stdout.strip().splitlines()
+    recorded = json.loads((setup["run"] / "run.json").read_text())["commands"]
+    commands = [shlex.split(line) for line in lines if "fairseq-train" in line]
+    assert commands == [recorded["stage1"], recorded["stage2"]]
+    handover = [line for line in lines if line.startswith("ehft handover")]
+    assert handover == ["ehft handover --stage1 %s --checkpoint %s --out %s" % (
+        setup["run"] / "stage1" / "checkpoint_last.pt", setup["checkpoint"],
+        setup["run"] / "stage2" / "start.pt")]
+    dry = ehft("train", "--dry-run", "--method", "lora", "--save-dir", tmp_path / "runs",
+               *setup["args"], *FAIRSEQ)
+    assert "--peft 0-1:lora(r=32,alpha=32,targets=q+v)" in dry.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ehft_handover_writes_the_start_ehft_train_uses(setup, tmp_path):
+    ehft("handover", "--stage1", setup["run"] / "stage1" / "checkpoint_last.pt",
+         "--checkpoint", setup["checkpoint"], "--out", tmp_path / "start.pt")
+    ours = torch.load(tmp_path / "start.pt", weights_only=False)["model"]
+    expected = torch.load(stage_start(read_original(str(setup["checkpoint"])),
+                                      str(setup["checkpoint"]),
+                                      str(setup["run"] / "stage1" / "head.safetensors"),
+                                      str(tmp_path / "expected.pt")), weights_only=False)["model"]
+    assert ours.keys() == expected.keys()
+    assert all(torch.equal(ours[k], expected[k]) for k in ours)
+    result = ehft("handover", "--stage1", setup["checkpoint"], "--checkpoint",
+                  setup["checkpoint"], "--out", tmp_path / "x.pt", "--head-name", "other",
+                  check=False)
+    assert result.returncode == 2 and "no classification head 'other'" in result.stderr
+    assert not (tmp_path / "x.pt").exists()

@@ -10,13 +10,14 @@ import os
 import sys
 
 from ..errors import EhftError
-from . import analyze, convert, export, predict, prepare, report, train, user_dir
+from . import analyze, convert, export, handover, predict, prepare, report, train, user_dir
 
 # name -> (add_parser, run)
 SUBCOMMANDS = {
     "convert": (convert.add_parser, convert.run),
     "prepare": (prepare.add_parser, prepare.run),
     "train": (train.add_parser, train.run),
+    "handover": (handover.add_parser, handover.run),
     "report": (report.add_parser, report.run),
     "analyze": (analyze.add_parser, analyze.run),
     "predict": (predict.add_parser, predict.run),

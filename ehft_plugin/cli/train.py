@@ -42,6 +42,9 @@ def add_parser(sub, name):
     p.add_argument("--log-drift", action="store_true",
                    help="log every stage's distance from the pretrained backbone at every update "
                         "(‖θ − θ₀‖, for `ehft analyze`'s parameter-drift figure)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every stage's exact fairseq-train command (and the hand-over "
+                        "between stages) without running or writing anything")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run directory that holds other files or settings")
     p.add_argument("fairseq_args", nargs="*", help="after '--': extra fairseq-train arguments")
@@ -52,4 +55,5 @@ def run(args):
     from ..launcher import train
 
     for run_dir in train(args):
-        print(json.dumps({"run": run_dir}))
+        if not args.dry_run:
+            print(json.dumps({"run": run_dir}))

@@ -17,18 +17,18 @@ from fairseq.models.roberta.model import (
     roberta_large_architecture,
 )
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line_errors
 from ..peft.apply import apply_plan
 from ..peft.plan import SHORTHANDS, format_plan, parse_plan
 from ..peft.trainable import count_parameters, format_counts
 from .attention import KERNELS, use_sdpa
+from .config import dataclass_from_add_args
 
 logger = logging.getLogger(__name__)
 
 HEAD_TYPES = ("fairseq", "ehft")
 
 
-@register_model("roberta_ehft")
 class RobertaEhftModel(RobertaModel):
     @staticmethod
     def add_args(parser):
@@ -57,6 +57,7 @@ class RobertaEhftModel(RobertaModel):
                                  "instead of being an error")
 
     @classmethod
+    @one_line_errors
     def build_model(cls, args, task):
         model = super().build_model(args, task)
         layers = model.encoder.sentence_encoder.layers
@@ -86,6 +87,7 @@ class RobertaEhftModel(RobertaModel):
         logger.info("classification head %r (%s, %d outputs)\n%s", name, self.args.head_type,
                     num_classes, format_counts(count_parameters(self)))
 
+    @one_line_errors
     def upgrade_state_dict_named(self, state_dict, name):
         prefix = name + "." if name != "" else ""
         self._check_head_sizes(state_dict, prefix)
@@ -113,6 +115,11 @@ class RobertaEhftModel(RobertaModel):
                     % (head_name, saved[0], saved[1], current[0], current[1]))
 
 
+# fairseq-hydra-train's `model.peft=...`: the options as a dataclass, read from add_args
+RobertaEhftConfig = dataclass_from_add_args("RobertaEhftConfig", RobertaEhftModel.add_args)
+RobertaEhftModel = register_model("roberta_ehft", dataclass=RobertaEhftConfig)(RobertaEhftModel)
+
+
 def _ehft_defaults(args):
     args.peft = getattr(args, "peft", None) or "full"
     args.head_type = getattr(args, "head_type", None) or "fairseq"
@@ -122,12 +129,14 @@ def _ehft_defaults(args):
 
 @register_model_architecture("roberta_ehft", "roberta_ehft_base")
 def roberta_ehft_base(args):
+    args.arch = getattr(args, "arch", None) or "roberta_ehft_base"  # hydra sets only _name
     _ehft_defaults(args)
     base_architecture(args)
 
 
 @register_model_architecture("roberta_ehft", "roberta_ehft_large")
 def roberta_ehft_large(args):
+    args.arch = getattr(args, "arch", None) or "roberta_ehft_large"
     _ehft_defaults(args)
     roberta_large_architecture(args)
 

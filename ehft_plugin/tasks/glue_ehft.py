@@ -35,6 +35,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, OmegaConf, open_dict
 
 from ..data.binarize import load_metadata
+from ..errors import ConfigError, one_line_errors
 from ..data.task_table import RANKING, REGRESSION
 from ..data.tokenisers import load_dictionary
 from ..kernels import layer_norm_kernels
@@ -118,18 +119,19 @@ class GlueEhftTask(FairseqTask):
         self.batch_order = getattr(cfg, "batch_order", GlueEhftConfig.batch_order)
         self.length_window = getattr(cfg, "length_window", GlueEhftConfig.length_window)
         if self.length_window < 1:
-            raise ValueError("--length-window %d: expected an integer >= 1" % self.length_window)
+            raise ConfigError("--length-window %d: expected an integer >= 1" % self.length_window)
         self.pad_to_multiple = getattr(cfg, "pad_to_multiple", 1)
         if self.pad_to_multiple < 1:
-            raise ValueError("--pad-to-multiple %d: expected an integer >= 1"
+            raise ConfigError("--pad-to-multiple %d: expected an integer >= 1"
                              % self.pad_to_multiple)
         self._warned_multiple = False
         self.log_drift_from = getattr(cfg, "log_drift_from", "")
         if self.log_drift_from and not os.path.isfile(self.log_drift_from):
-            raise ValueError("--log-drift-from %s: no such checkpoint file" % self.log_drift_from)
+            raise ConfigError("--log-drift-from %s: no such checkpoint file" % self.log_drift_from)
         self._drift_reference = None
 
     @classmethod
+    @one_line_errors
     def setup_task(cls, cfg, **kwargs):
         meta = load_metadata(cfg.data)
         dictionary = load_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
@@ -255,6 +257,7 @@ class GlueEhftTask(FairseqTask):
             metrics.log_scalar("drift", parameter_distance(model, self._drift_reference))
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
+    @one_line_errors
     def build_model(self, cfg, from_checkpoint=False):
         from fairseq import models
 

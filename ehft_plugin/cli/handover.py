@@ -1,0 +1,44 @@
+"""`ehft handover`: EH-FT's hand-over as a command, for stages run without `ehft train`
+(fairseq-hydra-train with method=ehft_stage2, or fairseq-train by hand)."""
+
+import json
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(
+        name, help="write stage 2's start: the original backbone with stage 1's head",
+        description="Takes the classification head of a finished stage-1 checkpoint and "
+                    "grafts it onto the original pretrained checkpoint, bit for bit (EH-FT "
+                    "paper §2.2); stage 2 starts from OUT (--finetune-from-model, or "
+                    "checkpoint.finetune_from_model=OUT). --reserve PLAN also carries what "
+                    "the stage-1 plan trained in the backbone (the -reserve variants).")
+    p.add_argument("--stage1", required=True, help="stage 1's checkpoint_last.pt")
+    p.add_argument("--checkpoint", required=True, help="the original pretrained model.pt")
+    p.add_argument("--out", required=True, help="the start checkpoint to write")
+    p.add_argument("--reserve", metavar="PLAN", help="stage 1's --peft plan (-reserve variants)")
+    p.add_argument("--head-name", default="sentence_classification_head")
+    return p
+
+
+def run(args):
+    import os
+
+    import torch
+
+    from ..checkpoints import load_checkpoint
+    from ..handover import extract_head, extract_peft, graft_head, graft_params
+    from ..launcher import model_args, read_original
+    from ..peft.plan import parse_plan
+
+    original = read_original(args.checkpoint)
+    stage1 = load_checkpoint(args.stage1)
+    start = dict(original)
+    start["model"] = graft_head(original["model"], extract_head(stage1["model"], args.head_name))
+    if args.reserve:
+        plan = parse_plan(args.reserve, model_args(original)["encoder_layers"])
+        start["model"] = graft_params(start["model"], extract_peft(stage1["model"], plan))
+    tmp = args.out + ".tmp"
+    torch.save(start, tmp)
+    os.replace(tmp, args.out)
+    print(json.dumps({"out": args.out, "head": args.head_name,
+                      "reserved": bool(args.reserve)}))
