@@ -91,7 +91,7 @@ def early_checks(cfg):
         check_config(cfg.optimizer, torch.cuda.is_available() and not cfg.common.cpu)
 
 
-def _call_main(original):
+def wrap_call_main(original):
     def call_main(cfg, main, **kwargs):
         import torch
         from omegaconf import open_dict
@@ -115,11 +115,11 @@ def _call_main(original):
                         os.environ["LOCAL_RANK"], "cuda:%d" % settings["device_id"] if cuda
                         else "cpu", dist_cfg.distributed_backend)
         return original(cfg, main, **kwargs)
-    call_main.ehft_wrapped = True
+    call_main.ehft_wrapped = True  # compat.WRAPPED
     return call_main
 
 
-def _distributed_model(original):
+def wrap_distributed_model(original):
     def DistributedFairseqModel(args, model, process_group, device):
         import torch
         from fairseq.distributed import ModuleProxyWrapper
@@ -138,7 +138,7 @@ def _distributed_model(original):
     return DistributedFairseqModel
 
 
-def _all_gather_list(original):
+def wrap_all_gather_list(original):
     def all_gather_list(data, group=None, max_size=16384):
         import torch.distributed as dist
 
@@ -151,18 +151,3 @@ def _all_gather_list(original):
         return out
     all_gather_list.ehft_wrapped = True
     return all_gather_list
-
-
-def install():
-    """Patch fairseq once (importing the plugin twice must not wrap twice)."""
-    import fairseq.models
-    import fairseq.models.distributed_fairseq_model as dfm
-    from fairseq.distributed import utils
-
-    if not getattr(utils.call_main, "ehft_wrapped", False):
-        utils.call_main = _call_main(utils.call_main)
-    if not getattr(utils.all_gather_list, "ehft_wrapped", False):
-        utils.all_gather_list = _all_gather_list(utils.all_gather_list)
-    if not getattr(dfm.DistributedFairseqModel, "ehft_wrapped", False):
-        dfm.DistributedFairseqModel = _distributed_model(dfm.DistributedFairseqModel)
-        fairseq.models.DistributedFairseqModel = dfm.DistributedFairseqModel

@@ -46,7 +46,7 @@ def check_replicas(model, group, world_size, epoch):
     logger.info("replicas agree: parameters bit-identical on all %d ranks", world_size)
 
 
-def _begin_valid_epoch(original):
+def wrap_begin_valid_epoch(original):
     def begin_valid_epoch(self, epoch):
         dist_cfg = self.cfg.distributed_training
         # BMUF syncs every few updates and a sharded model holds a shard per rank: both
@@ -58,10 +58,3 @@ def _begin_valid_epoch(original):
         return original(self, epoch)
     begin_valid_epoch.ehft_wrapped = True
     return begin_valid_epoch
-
-
-def install():
-    from fairseq.trainer import Trainer
-
-    if not getattr(Trainer.begin_valid_epoch, "ehft_wrapped", False):
-        Trainer.begin_valid_epoch = _begin_valid_epoch(Trainer.begin_valid_epoch)

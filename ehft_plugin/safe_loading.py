@@ -76,7 +76,7 @@ def safe_load(f, *args, **kwargs):
         ) from None
 
 
-class _TorchWithSafeLoad(types.ModuleType):
+class TorchWithSafeLoad(types.ModuleType):
     """Stands in for `torch` inside fairseq.checkpoint_utils: only `load` differs."""
 
     def __init__(self):
@@ -86,15 +86,4 @@ class _TorchWithSafeLoad(types.ModuleType):
         return getattr(torch, name)
 
     load = staticmethod(safe_load)
-
-
-def install() -> None:
-    """Route fairseq's checkpoint loading through `safe_load` (idempotent)."""
-    if not hasattr(torch.serialization, "safe_globals"):
-        logger.warning("torch %s has no safe_globals: fairseq checkpoints load as fairseq "
-                       "loads them", torch.__version__)
-        return
-    from fairseq import checkpoint_utils
-
-    if not isinstance(checkpoint_utils.torch, _TorchWithSafeLoad):
-        checkpoint_utils.torch = _TorchWithSafeLoad()
+    ehft_wrapped = True  # compat.WRAPPED: installed once

@@ -87,3 +87,9 @@ def test_the_issue_example_means_what_it_says():
 def test_nonsense_is_rejected_with_a_clear_message(text, message):
     with pytest.raises(PlanError, match=message):
         parse_plan(text, 12)
+
+
+def test_a_plan_of_the_wrong_type_is_named():
+    with pytest.raises(PlanError, match=r"--peft 5 \(int\): expected a plan \(a string\)"):
+        parse_plan(5, 12)
+

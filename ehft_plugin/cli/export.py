@@ -85,8 +85,15 @@ def add_hf_parser(sub, name):
                     "with the label names, model.safetensors (LoRA merged) and the tokeniser "
                     "files. Needs fairseq's head (--head-type fairseq); the EH-FT head, "
                     "prefix-tuning and ranking tasks have no transformers class.")
+    return _hf_arguments(p, "output directory (must not exist)")
+
+
+def _hf_arguments(p, out_help, base=False):
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="output directory (must not exist)")
+    p.add_argument("--out", required=True, help=out_help)
+    if base:
+        p.add_argument("--base", required=True, help="the HF export of the base backbone: "
+                                                     "checked if it exists, else written")
     p.add_argument("--data", help="the directory `ehft prepare` wrote (default: the one the "
                                   "checkpoint was trained on)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -106,14 +113,7 @@ def add_peft_parser(sub, name):
                     "adapter_model.safetensors, the head in modules_to_save) for the HF export "
                     "of the frozen backbone in --base, which is written there if it does not "
                     "exist. Only a plan of one LoRA on every layer can be expressed in PEFT.")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="adapter directory (must not exist)")
-    p.add_argument("--base", required=True,
-                   help="the HF export of the base backbone: checked if it exists, else written")
-    p.add_argument("--data", help="the directory `ehft prepare` wrote (default: the one the "
-                                  "checkpoint was trained on)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
-    return p
+    return _hf_arguments(p, "adapter directory (must not exist)", base=True)
 
 
 def run_peft(args):

@@ -288,6 +288,9 @@ def parse_plan(text: str, num_layers: int) -> Plan:
     """The plan for a model with `num_layers` encoder layers (pure: no model needed)."""
     if num_layers <= 0:
         raise PlanError("num_layers must be > 0")
+    if text is not None and not isinstance(text, str):  # model.peft=5 from a config
+        raise PlanError("--peft %r (%s): expected a plan (a string) such as 'bitfit' or "
+                        "'0-5:frozen,6-11:lora(r=8)'" % (text, type(text).__name__))
     text = (text or "").strip()
     if not text:
         raise PlanError("--peft is empty; expected a plan or one of: %s" % ", ".join(SHORTHANDS))

@@ -1,0 +1,125 @@
+"""Every change the plugin makes to fairseq, in one place, installed when the plugin is
+imported (fairseq's --user-dir, `import ehft_plugin`).
+
+One function per patched name. Each checks that the name still exists in the installed
+fairseq and stops the import with a message naming that fairseq's version if it does not, so
+a fairseq that moved something fails at once instead of training without the fix. Installing
+twice wraps nothing twice. The behaviour lives beside what it serves (safe_loading.py,
+distributed.py, replicas.py); only the installation is here.
+
+    fairseq.checkpoint_utils.torch                      safe_loading: weights_only loading
+    fairseq.distributed.utils.call_main                 distributed: one world under torchrun
+    fairseq.distributed.utils.all_gather_list           distributed: gloo gathers on CPU
+    fairseq.models.distributed_fairseq_model.DistributedFairseqModel
+                                                        distributed: DDP on CPU
+    fairseq.trainer.Trainer.begin_valid_epoch           replicas: ranks compare parameters
+"""
+
+import importlib
+import logging
+
+logger = logging.getLogger(__name__)
+
+WRAPPED = "ehft_wrapped"  # set on every wrapper: installing again leaves it as it is
+
+
+class FairseqMismatch(ImportError):
+    """The installed fairseq lacks a name the plugin patches."""
+
+
+def _fairseq_version():
+    try:
+        import fairseq
+
+        return getattr(fairseq, "__version__", "of unknown version")
+    except ImportError:
+        return "(not importable)"
+
+
+def _owner(module_name, attribute):
+    """(the object holding `attribute`, its current value); the module path may end in a
+    class name (fairseq.trainer.Trainer)."""
+    path = module_name.split(".")
+    for cut in range(len(path), 0, -1):
+        try:
+            owner = importlib.import_module(".".join(path[:cut]))
+        except ImportError:
+            continue
+        try:
+            for name in path[cut:]:
+                owner = getattr(owner, name)
+            return owner, getattr(owner, attribute)
+        except AttributeError:
+            break
+    raise FairseqMismatch("ehft_plugin patches %s.%s, which fairseq %s does not have; this "
+                          "plugin supports fairseq 0.12 (fairseq-fixed 0.12.3.1)"
+                          % (module_name, attribute, _fairseq_version()))
+
+
+def _wrap(module_name, attribute, make):
+    owner, current = _owner(module_name, attribute)
+    if not getattr(current, WRAPPED, False):
+        setattr(owner, attribute, make(current))
+    return getattr(owner, attribute)
+
+
+def patch_checkpoint_loading():
+    """fairseq.checkpoint_utils.torch: torch.load with an allow-list (torch >= 2.6)."""
+    import torch
+
+    from . import safe_loading
+
+    if not hasattr(torch.serialization, "safe_globals"):
+        logger.warning("torch %s has no safe_globals: fairseq checkpoints load as fairseq "
+                       "loads them", torch.__version__)
+        return
+    _wrap("fairseq.checkpoint_utils", "torch", lambda _: safe_loading.TorchWithSafeLoad())
+
+
+def patch_call_main():
+    from . import distributed
+
+    _wrap("fairseq.distributed.utils", "call_main", distributed.wrap_call_main)
+
+
+def patch_all_gather_list():
+    from . import distributed
+
+    _wrap("fairseq.distributed.utils", "all_gather_list", distributed.wrap_all_gather_list)
+
+
+def patch_distributed_model():
+    """The class is also re-exported by fairseq.models, whose name the Trainer uses."""
+    import fairseq.models
+
+    from . import distributed
+
+    wrapped = _wrap("fairseq.models.distributed_fairseq_model", "DistributedFairseqModel",
+                    distributed.wrap_distributed_model)
+    _owner("fairseq.models", "DistributedFairseqModel")
+    fairseq.models.DistributedFairseqModel = wrapped
+
+
+def patch_begin_valid_epoch():
+    from . import replicas
+
+    _wrap("fairseq.trainer.Trainer", "begin_valid_epoch", replicas.wrap_begin_valid_epoch)
+
+
+PATCHES = (patch_checkpoint_loading, patch_call_main, patch_all_gather_list,
+           patch_distributed_model, patch_begin_valid_epoch)
+
+# (module or class, attribute) of every name above, for the test that pins them
+PATCHED_NAMES = (
+    ("fairseq.checkpoint_utils", "torch"),
+    ("fairseq.distributed.utils", "call_main"),
+    ("fairseq.distributed.utils", "all_gather_list"),
+    ("fairseq.models.distributed_fairseq_model", "DistributedFairseqModel"),
+    ("fairseq.models", "DistributedFairseqModel"),
+    ("fairseq.trainer.Trainer", "begin_valid_epoch"),
+)
+
+
+def install():
+    for patch in PATCHES:
+        patch()

@@ -1,0 +1,40 @@
+"""Every name the plugin patches in fairseq, pinned: each exists, is wrapped once, and a
+fairseq without it stops the import with a message naming the name and the version."""
+
+import pytest
+from conftest import BIN, run
+
+import ehft_plugin  # noqa: F401  (installs the patches)
+from ehft_plugin import compat
+
+
+def _value(owner, attribute):
+    return compat._owner(owner, attribute)[1]
+
+
+@pytest.mark.parametrize("owner,attribute", compat.PATCHED_NAMES)
+def test_every_patched_name_exists_and_is_the_plugins(owner, attribute):
+    assert getattr(_value(owner, attribute), compat.WRAPPED, False)
+
+
+def test_installing_twice_wraps_nothing_twice():
+    before = [_value(o, a) for o, a in compat.PATCHED_NAMES]
+    compat.install()
+    assert [_value(o, a) for o, a in compat.PATCHED_NAMES] == before
+
+
+def test_the_patches_are_the_ones_the_module_lists():
+    assert len(compat.PATCHES) == 5  # one function per patched name (DDP has two homes)
+    assert {o for o, _ in compat.PATCHED_NAMES} >= {"fairseq.checkpoint_utils",
+                                                    "fairseq.trainer.Trainer"}
+
+
+def test_a_fairseq_without_a_patched_name_fails_at_import_naming_it():
+    probe = ("import fairseq.trainer\n"
+             "del fairseq.trainer.Trainer.begin_valid_epoch\n"
+             "import ehft_plugin\n")
+    result = run([BIN / "python", "-c", probe], check=False)
+    assert result.returncode != 0
+    assert ("ehft_plugin patches fairseq.trainer.Trainer.begin_valid_epoch, which fairseq "
+            in result.stderr)
+    assert "does not have; this plugin supports fairseq 0.12" in result.stderr
