@@ -396,3 +396,20 @@ def test_ehft_handover_writes_the_start_ehft_train_uses(setup, tmp_path):
                   check=False)
     assert result.returncode == 2 and "no classification head 'other'" in result.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--batch-size", "0", "--batch-size 0: expected an integer >= 1"),
+    ("--lr-stage1", "-1e-3", "--lr-stage1 -0.001: expected a number > 0"),
+    ("--total-updates", "0", "--total-updates 0: expected an integer >= 1"),
+    ("--warmup-ratio", "1", "--warmup-ratio 1.0: expected a number with 0 <= ratio < 1"),
+    ("--stage1-ratio", "nan", "--stage1-ratio nan: expected a number strictly between 0 and 1"),
+])
+def test_numbers_out_of_range_are_refused_before_anything_is_read(tmp_path, flag, value,
+                                                                  message):
+    result = ehft("train", "--method", "ehft-bitfit", "--data", tmp_path / "missing",
+                  "--checkpoint", tmp_path / "missing.pt", "--save-dir", tmp_path / "runs",
+                  "--total-updates", "10", "%s=%s" % (flag, value), check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "ehft train: error: " + message
+    assert not (tmp_path / "runs").exists()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 from conftest import ehft, gpt2_flags, gpt2_spec, shared, subset
@@ -138,3 +139,19 @@ def test_metadata_of_another_format_version_is_refused(tmp_path):
         load_metadata(str(tmp_path))
     with pytest.raises(EhftError, match=r"is .* a directory written by `ehft prepare`"):
         load_metadata(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("garbage,message", [
+    (b"\xff\xfe latin-1 or UTF-16, not UTF-8\n", r"train.tsv:26: not UTF-8 \(byte 0xff at "
+                                                 r"offset \d+\); expected the official GLUE rte"),
+    (b"\x00\x01\x02binary\n", r"train.tsv:26: holds NUL bytes: not text; expected the official"),
+])
+def test_a_raw_file_that_is_not_utf8_text_is_named_with_its_line(tmp_path, garbage, message):
+    raw = subset(shared("glue", "RTE"), tmp_path / "raw", rows=24)
+    with open(raw / "train.tsv", "ab") as f:
+        f.write(garbage)
+    result = ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp_path / "bin",
+                  *gpt2_flags(), check=False)
+    assert result.returncode == 2
+    assert re.search(message, result.stderr.strip().splitlines()[-1])
+    assert "Traceback" not in result.stderr and not (tmp_path / "bin").exists()

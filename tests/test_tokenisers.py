@@ -1,6 +1,7 @@
 """Tokenisers: GPT-2 BPE matches fairseq's RoBERTa recipe token for token; WordPiece and
 sentencepiece come from their real libraries; a dictionary of another tokeniser is refused."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,33 @@ def test_a_srcdict_that_is_not_a_fairseq_dictionary_is_named(tmp_path):
 
     with pytest.raises(TokeniserError, match=r"--srcdict .*dict.txt: not a fairseq dictionary"):
         load_dictionary(str(bad))
+
+
+@pytest.mark.parametrize("flag,source,message", [
+    ("--gpt2-encoder-json", "vocab.bpe", r"--gpt2-encoder-json \S+vocab.bpe: not GPT-2's "
+                                         r"encoder.json \(a JSON object of BPE token -> id\)"),
+    ("--gpt2-vocab-bpe", "encoder.json", r"--gpt2-vocab-bpe \S+encoder.json: not GPT-2's "
+                                         r"vocab.bpe"),
+    ("--srcdict", "binary", r"--srcdict \S+binary:1: holds NUL bytes: not text; expected a "
+                            r"fairseq dictionary"),
+])
+def test_a_tokeniser_file_of_another_kind_is_named_with_what_was_expected(tmp_path, flag,
+                                                                          source, message):
+    flags = gpt2_flags()
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\x00\x01\x02\x03")
+    path = binary if source == "binary" else shared("bpe") / source
+    flags[flags.index(flag) + 1] = str(path)
+    raw = shared("glue", "RTE")
+    result = ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp_path / "bin", *flags,
+                  check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr.strip().splitlines()[-1]), result.stderr[-1000:]
+    assert not (tmp_path / "bin").exists()
+
+
+def test_a_wordpiece_vocabulary_must_be_one(tmp_path):
+    spec = TokeniserSpec(bpe="bert", srcdict=str(shared("bpe") / "dict.txt"),
+                         bpe_vocab_file=str(shared("bpe") / "encoder.json"))
+    with pytest.raises(TokeniserError, match=r"not a WordPiece vocab.txt"):
+        spec.check()

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from ..errors import EhftError
+from ..errors import DEBUG_VARIABLE, EhftError
 from . import analyze, convert, export, handover, predict, prepare, report, train, user_dir
 
 # name -> (add_parser, run)
@@ -58,6 +58,8 @@ def main(argv=None):
         if args.user_dir:
             import_user_dir(args.user_dir)
         return args.run(args) or 0
-    except EhftError as e:
+    except (EhftError, OSError) as e:  # OSError: a file that cannot be read or written
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
         print("ehft %s: error: %s" % (args.command, e), file=sys.stderr)
         return 2

@@ -2,6 +2,8 @@
 
 import json
 
+from . import numbers
+
 
 def add_parser(sub, name):
     p = sub.add_parser(
@@ -22,6 +24,7 @@ def add_parser(sub, name):
 
 
 def run(args):
+    numbers.check(args, {"batch_size": numbers.POSITIVE_INT})
     from ..predict import Predictor
 
     predictor = Predictor(args.checkpoint, data=args.data, batch_size=args.batch_size,

@@ -3,6 +3,7 @@
 import json
 
 from ..methods import STAGE1_SHARE
+from . import numbers
 from ..recipes import RECIPES
 
 
@@ -51,9 +52,16 @@ def add_parser(sub, name):
     return p
 
 
+RANGES = {"seeds": numbers.SEED, "total_updates": numbers.POSITIVE_INT,
+          "total_epochs": numbers.POSITIVE, "stage1_ratio": numbers.SHARE,
+          "lr_stage1": numbers.POSITIVE, "lr_stage2": numbers.POSITIVE,
+          "batch_size": numbers.POSITIVE_INT, "warmup_ratio": numbers.WARMUP_SHARE}
+
+
 def run(args):
     from ..launcher import train
 
+    numbers.check(args, RANGES)
     for run_dir in train(args):
         if not args.dry_run:
             print(json.dumps({"run": run_dir}))

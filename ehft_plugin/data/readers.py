@@ -107,11 +107,34 @@ def _segments(spec: TaskSpec, row: dict, path: str, lineno: int) -> List[str]:
     return list(values)
 
 
+def check_text(path: str, expected: str, error=RawDataError, flag=""):
+    """A file that is not UTF-8 text (binary, another encoding) is refused with the line of
+    its first bad byte and what was expected, before anything reads it as text."""
+    with open(path, "rb") as f:
+        data = f.read()
+    line = None
+    if b"\x00" in data:
+        line, why = data.count(b"\n", 0, data.index(b"\x00")) + 1, "holds NUL bytes: not text"
+    else:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            why = "not UTF-8 (byte 0x%02x at offset %d)" % (data[e.start], e.start)
+    if line is not None:
+        message = "%s; expected %s" % (why, expected)
+        if error is RawDataError:
+            raise RawDataError(path, line, message)
+        raise error("%s%s:%d: %s" % (flag + " " if flag else "", path, line, message))
+
+
 def read_examples(spec: TaskSpec, path: str, split: str, labeled: bool = True) -> List[Example]:
     """All examples of one raw file; `labeled=False` for test files (no label column)."""
     if not os.path.isfile(path):
         raise RawDataError(path, 0, "file not found (expected the official %s %s file)"
                            % (spec.benchmark.upper(), spec.name))
+    check_text(path, "the official %s %s file (UTF-8 %s)"
+               % (spec.benchmark.upper(), spec.name, spec.raw_format.upper()))
     if spec.raw_format == "tsv":
         rows = _tsv_rows(path, spec, headerless=split in spec.headerless_splits)
     else:

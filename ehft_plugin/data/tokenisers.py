@@ -6,6 +6,7 @@ The flags follow fairseq's own names (`--bpe gpt2 --gpt2-encoder-json F
 Nothing here downloads: every file must exist locally.
 """
 
+import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -48,6 +49,7 @@ class TokeniserSpec:
                 raise TokeniserError("--bpe %s needs %s FILE" % (self.bpe, flag))
             if not os.path.isfile(path):
                 raise TokeniserError("%s %s: file not found" % (flag, path))
+            _check_kind(name, flag, path)
 
     def copy_into(self, directory: str) -> "TokeniserSpec":
         """Copy the tokeniser files next to the data so prediction can re-use them."""
@@ -65,6 +67,49 @@ class TokeniserSpec:
         for name, path in self.required_files():
             fields[name] = os.path.join(directory, path)
         return TokeniserSpec(**fields)
+
+
+# what each file must be, as the flag's reader needs it
+_KINDS = {
+    "srcdict": "a fairseq dictionary (one 'token count' a line)",
+    "gpt2_encoder_json": "GPT-2's encoder.json (a JSON object of BPE token -> id)",
+    "gpt2_vocab_bpe": "GPT-2's vocab.bpe (a '#version' line, then one merge 'a b' a line)",
+    "bpe_vocab_file": "a WordPiece vocab.txt (one token a line, [UNK] among them)",
+    "sentencepiece_model": "a sentencepiece model file",
+}
+
+
+def _check_kind(name, flag, path):
+    """A file of another kind (binary, another tokeniser's) is named with what was expected."""
+    from .readers import check_text
+
+    expected = _KINDS[name]
+    wrong = TokeniserError("%s %s: not %s" % (flag, path, expected))
+    if name == "sentencepiece_model":
+        import sentencepiece as spm
+
+        try:
+            spm.SentencePieceProcessor(model_file=path)
+        except Exception:  # sentencepiece raises RuntimeError/OSError with C++ text
+            raise wrong from None
+        return
+    check_text(path, expected, TokeniserError, flag)
+    with open(path, encoding="utf-8") as f:
+        if name == "gpt2_encoder_json":
+            try:
+                table = json.load(f)
+            except ValueError:
+                raise wrong from None
+            if not isinstance(table, dict) or not all(isinstance(v, int) for v in table.values()):
+                raise wrong
+        elif name == "gpt2_vocab_bpe":
+            lines = f.read().split("\n")
+            if len(lines) < 2 or any(len(line.split()) != 2 for line in lines[1:6] if line):
+                raise wrong
+        elif name == "bpe_vocab_file":
+            tokens = f.read().split("\n")
+            if "[UNK]" not in tokens or any(len(t.split()) > 1 for t in tokens):
+                raise wrong
 
 
 def build_encoder(spec: TokeniserSpec) -> Callable[[str], str]:
