@@ -38,3 +38,20 @@ def write_file(path, text):
     with open(tmp, "w", newline="") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def wrap_copy(original):
+    """fairseq's PathManager.copy made atomic for local files. fairseq writes a checkpoint
+    once (atomically) and copies it to the other names; when a validation is the best so far,
+    checkpoint_last.pt is such a copy, made in place: a process killed during it leaves a
+    truncated checkpoint_last.pt that no relaunch can load. Copying to a temporary file and
+    renaming it leaves either the old file or the new one."""
+    def copy(src_path, dst_path, overwrite=False):
+        if "://" in str(dst_path):  # remote storage (iopath): as fairseq does it
+            return original(src_path, dst_path, overwrite=overwrite)
+        tmp = "%s.tmp-copy" % dst_path
+        result = original(src_path, tmp, overwrite=True)
+        os.replace(tmp, dst_path)
+        return result or dst_path
+    copy.ehft_wrapped = True  # compat.WRAPPED
+    return staticmethod(copy)

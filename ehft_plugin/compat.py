@@ -13,6 +13,7 @@ distributed.py, replicas.py); only the installation is here.
     fairseq.models.distributed_fairseq_model.DistributedFairseqModel
                                                         distributed: DDP on CPU
     fairseq.trainer.Trainer.begin_valid_epoch           replicas: ranks compare parameters
+    fairseq.file_io.PathManager.copy                    atomic: checkpoint copies all or nothing
 """
 
 import importlib
@@ -106,8 +107,16 @@ def patch_begin_valid_epoch():
     _wrap("fairseq.trainer.Trainer", "begin_valid_epoch", replicas.wrap_begin_valid_epoch)
 
 
+def patch_checkpoint_copy():
+    """checkpoint_last.pt copied from checkpoint_best.pt through a temporary file: a kill
+    mid-copy must not leave a checkpoint that a relaunch cannot load."""
+    from . import atomic
+
+    _wrap("fairseq.file_io.PathManager", "copy", atomic.wrap_copy)
+
+
 PATCHES = (patch_checkpoint_loading, patch_call_main, patch_all_gather_list,
-           patch_distributed_model, patch_begin_valid_epoch)
+           patch_distributed_model, patch_begin_valid_epoch, patch_checkpoint_copy)
 
 # (module or class, attribute) of every name above, for the test that pins them
 PATCHED_NAMES = (
@@ -117,6 +126,7 @@ PATCHED_NAMES = (
     ("fairseq.models.distributed_fairseq_model", "DistributedFairseqModel"),
     ("fairseq.models", "DistributedFairseqModel"),
     ("fairseq.trainer.Trainer", "begin_valid_epoch"),
+    ("fairseq.file_io.PathManager", "copy"),
 )
 
 

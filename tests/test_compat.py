@@ -1,6 +1,8 @@
 """Every name the plugin patches in fairseq, pinned: each exists, is wrapped once, and a
 fairseq without it stops the import with a message naming the name and the version."""
 
+import os
+
 import pytest
 from conftest import BIN, run
 
@@ -24,7 +26,7 @@ def test_installing_twice_wraps_nothing_twice():
 
 
 def test_the_patches_are_the_ones_the_module_lists():
-    assert len(compat.PATCHES) == 5  # one function per patched name (DDP has two homes)
+    assert len(compat.PATCHES) == 6  # one function per patched name (DDP has two homes)
     assert {o for o, _ in compat.PATCHED_NAMES} >= {"fairseq.checkpoint_utils",
                                                     "fairseq.trainer.Trainer"}
 
@@ -38,3 +40,23 @@ def test_a_fairseq_without_a_patched_name_fails_at_import_naming_it():
     assert ("ehft_plugin patches fairseq.trainer.Trainer.begin_valid_epoch, which fairseq "
             in result.stderr)
     assert "does not have; this plugin supports fairseq 0.12" in result.stderr
+
+
+def test_checkpoint_copies_are_all_or_nothing(tmp_path, monkeypatch):
+    from fairseq import checkpoint_utils
+
+    src, dst = tmp_path / "best.pt", tmp_path / "last.pt"
+    src.write_bytes(b"new" * 1000)
+    dst.write_bytes(b"old")
+    seen = []
+    real_replace = os.replace
+
+    def watch(a, b):  # at the rename, the destination still holds the old file
+        seen.append((dst.read_bytes(), open(a, "rb").read()))
+        real_replace(a, b)
+
+    monkeypatch.setattr("ehft_plugin.atomic.os.replace", watch)
+    assert checkpoint_utils.PathManager.copy(str(src), str(dst), overwrite=True)
+    assert seen == [(b"old", b"new" * 1000)] and dst.read_bytes() == b"new" * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+

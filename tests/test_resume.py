@@ -1,0 +1,77 @@
+"""Kill anywhere, lose nothing: `ehft train` killed with SIGKILL (launcher and fairseq-train
+together) at any point of an EH-FT run, then launched again, finishes with the final
+parameters of an uninterrupted run of the same seed, bit for bit."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import BIN, ehft, prepare_rte, stock_checkpoint
+
+FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    data = prepare_rte(tmp, rows=40)  # 5 batches of 8: an epoch checkpoint every 5 updates
+    checkpoint = stock_checkpoint(data, tmp / "pretrained")
+    args = ["--method", "ehft-bitfit", "--data", str(data), "--checkpoint", str(checkpoint),
+            "--total-updates", "14", "--stage1-ratio", "0.5", "--batch-size", "8"]
+    ehft("train", "--save-dir", tmp / "reference", *args, *FAIRSEQ)
+    return {"args": args, "reference": tmp / "reference" / "rte" / "ehft-bitfit" / "seed1"}
+
+
+def _kill_when(save_dir, args, relative, timeout=300):
+    """Start `ehft train`, SIGKILL its whole process group as soon as `relative` (a path in
+    the run directory) exists; returns whether it was killed before finishing."""
+    run_dir = save_dir / "rte" / "ehft-bitfit" / "seed1"
+    process = subprocess.Popen([str(BIN / "ehft"), "train", "--save-dir", str(save_dir),
+                                *args, *FAIRSEQ], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if (run_dir / relative).exists():
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.005)
+    process.wait()
+    return False
+
+
+# where a user's machine may die: each path is the first sign that the run reached the point
+POINTS = {
+    "inside stage 1, at its first checkpoint": "stage1/checkpoint_last.pt",
+    "during the hand-over (head written, stage not recorded)": "stage1/head.safetensors",
+    "after stage 1 was recorded": "stage1/done.json",
+    "when stage 2's start is written": "stage2/start.pt",
+    "inside stage 2, before its first checkpoint": "stage2/train.log",
+    "at stage 2's first checkpoint (best written, last being copied)": "stage2/checkpoint_best.pt",
+    "at stage 2's first checkpoint (last appearing)": "stage2/checkpoint_last.pt",
+}
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_a_run_killed_anywhere_finishes_bit_identical_after_a_relaunch(setup, tmp_path, point):
+    save_dir = tmp_path / "runs"
+    assert _kill_when(save_dir, setup["args"], POINTS[point]), "the run finished before %s" % point
+    run_dir = save_dir / "rte" / "ehft-bitfit" / "seed1"
+    assert not (run_dir / "stage2" / "done.json").exists()
+    result = ehft("train", "--save-dir", save_dir, *setup["args"], *FAIRSEQ, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]  # never a state a relaunch refuses
+    for stage in ("stage1", "stage2"):
+        assert json.loads((run_dir / stage / "done.json").read_text())["updates"] == 7
+    ours = torch.load(run_dir / "stage2" / "checkpoint_last.pt", weights_only=False)
+    theirs = torch.load(setup["reference"] / "stage2" / "checkpoint_last.pt",
+                        weights_only=False)
+    assert ours["optimizer_history"][-1]["num_updates"] == 7
+    assert ours["model"].keys() == theirs["model"].keys()
+    different = [k for k in ours["model"] if not torch.equal(ours["model"][k],
+                                                             theirs["model"][k])]
+    assert different == [], "%s: %d tensors differ, first %s" % (point, len(different),
+                                                                 different[:1])
