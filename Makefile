@@ -11,7 +11,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=10 tests
 
 clean:
 	rm -rf demo-output .pytest_cache

@@ -32,12 +32,29 @@ def atomic_dir(out_dir):
         raise
 
 
+@contextmanager
+def atomic_file(path, suffix=""):
+    """Yields a temporary path beside `path` (ending in `suffix`, for writers that choose a
+    format by the name); it replaces `path` when the block ends without an error, and is
+    removed when it raises: readers never see half a file, a failure leaves the old one."""
+    path = os.path.abspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".%s.tmp-" % os.path.basename(path), suffix=suffix,
+                               dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_file(path, text):
     """`text` into `path` through a temporary file: readers never see half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
 
 
 def wrap_copy(original):

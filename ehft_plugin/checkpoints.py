@@ -10,6 +10,7 @@
 
 import os
 
+from .atomic import atomic_file
 from .errors import CheckpointError
 from .peft.plan import LoRA, format_plan, parse_plan
 from .peft.trainable import is_trainable, layer_index
@@ -40,9 +41,8 @@ def save_tensors(tensors, path, metadata):
     """Tensors as safetensors (written atomically), with string metadata."""
     from safetensors.torch import save_file
 
-    tmp = path + ".tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata)
 
 
 def load_tensors(path, expected_format):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from .atomic import atomic_dir
 from .convert import _LAYER_MAP
 from .errors import CheckpointError
-from .peft.plan import BitFit, Frozen, Full, LoRA, Prefix, format_plan, parse_plan
+from .peft.plan import BitFit, Frozen, Full, Prefix, format_plan, parse_plan
 
 _FAIRSEQ_TO_HF = {fs: hf for hf, fs in _LAYER_MAP.items()}  # self_attn.q_proj -> attention.self.query
 _LORA_TO_HF = {"q": "attention.self.query", "k": "attention.self.key",

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from .atomic import write_file
+from .atomic import atomic_file, write_file
 from .checkpoints import load_adapter, load_checkpoint, load_tensors, save_adapter, save_tensors
 from .data.binarize import load_metadata
 from .distributed import torchrun_settings
@@ -205,9 +205,8 @@ def stage_start(original, original_path, head_path, out_path, peft_path=None, wr
             state["model"] = graft_params(state["model"], load_adapter(peft_path)[0])
     else:
         state["model"] = strip_heads(original["model"])
-    tmp = out_path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out_path)
+    with atomic_file(out_path) as tmp:
+        torch.save(state, tmp)
     return out_path
 
 

@@ -13,7 +13,6 @@ raw files: strings, booleans or choice numbers).
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from .data.binarize import encode_examples
 from .data.readers import read_examples
 from .data.task_table import REGRESSION, get_task
 from .data.tokenisers import TokeniserSpec, build_encoder
+from .atomic import atomic_file
 from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -104,22 +104,15 @@ class Predictor:
 
     def write_submission(self, rows, out_path):
         """Write atomically: a failed run leaves no partial file."""
-        directory = os.path.dirname(os.path.abspath(out_path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".predict-", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                if self.spec.raw_format == "jsonl":
-                    for example_id, label in rows:
-                        f.write(json.dumps({"idx": int(example_id), "label": label}) + "\n")
-                else:
-                    f.write("index\tprediction\n")
-                    for example_id, label in rows:
-                        f.write("%s\t%s\n" % (example_id, _tsv_value(label)))
-            os.replace(tmp, out_path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        with atomic_file(out_path) as tmp, open(tmp, "w") as f:
+            if self.spec.raw_format == "jsonl":
+                for example_id, label in rows:
+                    f.write(json.dumps({"idx": int(example_id), "label": label}) + "\n")
+            else:
+                f.write("index\tprediction\n")
+                for example_id, label in rows:
+                    f.write("%s\t%s\n" % (example_id, _tsv_value(label)))
 
 
 def _tsv_value(label):

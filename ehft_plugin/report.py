@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from .atomic import write_file
+from .atomic import atomic_file, write_file
 from .errors import EhftError
 
 PUBLISHED = os.path.join(os.path.dirname(__file__), "references", "published.json")
@@ -519,9 +519,8 @@ def plot_bars(summary, prefix):
 
 
 def _save(fig, path):
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def report(roots, out, select="best", published_files=None, plots=True, how="", baseline=None):

@@ -48,11 +48,10 @@ def _kill_when(save_dir, args, relative, timeout=300):
 POINTS = {
     "inside stage 1, at its first checkpoint": "stage1/checkpoint_last.pt",
     "during the hand-over (head written, stage not recorded)": "stage1/head.safetensors",
-    "after stage 1 was recorded": "stage1/done.json",
     "when stage 2's start is written": "stage2/start.pt",
     "inside stage 2, before its first checkpoint": "stage2/train.log",
-    "at stage 2's first checkpoint (best written, last being copied)": "stage2/checkpoint_best.pt",
-    "at stage 2's first checkpoint (last appearing)": "stage2/checkpoint_last.pt",
+    # checkpoint_last.pt appears while fairseq copies checkpoint_best.pt over it
+    "at stage 2's first checkpoint": "stage2/checkpoint_last.pt",
 }
 
 

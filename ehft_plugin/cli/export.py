@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+from ..atomic import atomic_file
 from ..errors import CheckpointError
 
 
@@ -71,9 +72,8 @@ def run_merged(args):
         if os.path.isfile(source):
             os.makedirs(os.path.join(args.out, sub), exist_ok=True)
             shutil.copyfile(source, os.path.join(args.out, sub, "dict.txt"))
-    tmp = os.path.join(args.out, "model.pt.tmp")
-    torch.save(exported, tmp)
-    os.replace(tmp, os.path.join(args.out, "model.pt"))
+    with atomic_file(os.path.join(args.out, "model.pt")) as tmp:
+        torch.save(exported, tmp)
     print(json.dumps({"out": os.path.join(args.out, "model.pt")}))
 
 

@@ -21,10 +21,9 @@ def add_parser(sub, name):
 
 
 def run(args):
-    import os
-
     import torch
 
+    from ..atomic import atomic_file
     from ..checkpoints import load_checkpoint
     from ..handover import extract_head, extract_peft, graft_head, graft_params
     from ..launcher import model_args, read_original
@@ -37,8 +36,7 @@ def run(args):
     if args.reserve:
         plan = parse_plan(args.reserve, model_args(original)["encoder_layers"])
         start["model"] = graft_params(start["model"], extract_peft(stage1["model"], plan))
-    tmp = args.out + ".tmp"
-    torch.save(start, tmp)
-    os.replace(tmp, args.out)
+    with atomic_file(args.out) as tmp:
+        torch.save(start, tmp)
     print(json.dumps({"out": args.out, "head": args.head_name,
                       "reserved": bool(args.reserve)}))
