@@ -265,7 +265,8 @@ def render_markdown(summary, published, unfinished, how, baseline="ft"):
         out.write("| " + " | ".join(row) + " |\n")
     out.write(render_best_single_stage(summary))
     if baseline in summary.methods and len(summary.methods) > 1:
-        out.write(render_versus(summary, baseline))
+        out.write(render_versus(summary, baseline,
+                                paper_gains(published, summary.columns, baseline)))
     for table in published:
         columns = sorted({c for r in table["rows"] for c in r["values"]}, key=_column_key)
         out.write("\n## Published, not measured here: %s\n\n" % table["name"])
@@ -328,11 +329,11 @@ def _cell(values):
     return {"mean": mean, "std": std, "seeds": len(values)}
 
 
-def avg_difference_interval(summary, method, baseline, level=0.95):
-    """(low, high) of the Avg difference method − baseline: the Avg is a mean over columns of
-    per-column means, so its variance is the sum of the cells' s²/n over columns², with
-    Welch–Satterthwaite degrees of freedom. None when a column lacks a cell or a cell has fewer
-    than two seeds (no spread to go on), or when no cell varies."""
+def _avg_difference_spread(summary, method, baseline):
+    """(standard error, Welch–Satterthwaite degrees of freedom) of the Avg difference method −
+    baseline: the Avg is a mean over columns of per-column means, so its variance is the sum of
+    the cells' s²/n over columns². None when a column lacks a cell or a cell has fewer than two
+    seeds (no spread to go on), or when no cell varies."""
     parts = []  # (variance of a cell's mean, its seeds) for every cell in the Avg
     for column in summary.columns:
         for m in (method, baseline):
@@ -343,12 +344,50 @@ def avg_difference_interval(summary, method, baseline, level=0.95):
     spread = sum(v for v, _ in parts)
     if spread == 0:
         return None
+    freedom = spread ** 2 / sum(v ** 2 / (n - 1) for v, n in parts)
+    return math.sqrt(spread) / len(summary.columns), freedom
+
+
+def avg_difference_interval(summary, method, baseline, level=0.95):
+    """(low, high) of the Avg difference method − baseline, or None (see above)."""
+    spread = _avg_difference_spread(summary, method, baseline)
+    if spread is None:
+        return None
     from scipy.stats import t
 
-    freedom = spread ** 2 / sum(v ** 2 / (n - 1) for v, n in parts)
-    half = t.ppf(0.5 + level / 2, freedom) * math.sqrt(spread) / len(summary.columns)
+    half = t.ppf(0.5 + level / 2, spread[1]) * spread[0]
     diff = summary.avg[method]["mean"] - summary.avg[baseline]["mean"]
     return diff - half, diff + half
+
+
+def detectable_difference(summary, method, baseline, power=0.8, level=0.95):
+    """The smallest Avg difference the grid would find beyond seed noise (two-sided test at
+    1 − level) with probability `power`, at its seeds and their spread: (t₁₋α/₂ + t_power) · SE
+    with the interval's degrees of freedom. None where the interval is."""
+    spread = _avg_difference_spread(summary, method, baseline)
+    if spread is None:
+        return None
+    from scipy.stats import t
+
+    return (t.ppf(0.5 + level / 2, spread[1]) + t.ppf(power, spread[1])) * spread[0]
+
+
+def paper_gains(published, columns, baseline):
+    """method -> its published gain over `baseline` on these columns: the mean over them of
+    (method − baseline) in the first published table that has both on every one."""
+    gains = {}
+    for table in published:
+        rows = {r["method"]: r for r in table["rows"] if r.get("method")}
+        base = rows.get(baseline)
+        if base is None or not columns:
+            continue
+        for method, row in rows.items():
+            if method == baseline or method in gains:
+                continue
+            if all(c in row["values"] and c in base["values"] for c in columns):
+                gains[method] = sum(row["values"][c] - base["values"][c]
+                                    for c in columns) / len(columns)
+    return gains
 
 
 def p_text(p):
@@ -356,9 +395,12 @@ def p_text(p):
     return "n/a" if p is None else "p %.2f" % p if p >= 0.01 else "p %.1e" % p
 
 
-def render_versus(summary, baseline):
+def render_versus(summary, baseline, gains=None):
     """Every other method against `baseline`: per column the difference of means and Welch's
-    p over seeds, the Avg difference, and a verdict line per method counted from them."""
+    p over seeds, the Avg difference, and a verdict line per method counted from them, with
+    the smallest difference the grid could detect and, where `gains` (method -> a published
+    gain on these columns) has the method, whether the grid can decide the paper's claim."""
+    gains = gains or {}
     out = io.StringIO()
     out.write("\n## Against %s\n\n" % baseline)
     out.write("Difference of means (method − %s) and, in brackets, the two-sided p of Welch's "
@@ -366,8 +408,11 @@ def render_versus(summary, baseline):
               "beyond seed noise, with no correction for the number of tests in this table. "
               "Avg: the difference of the Avg columns with its 95%% confidence interval from "
               "the cells' seed spread (none while a cell has fewer than two seeds); an interval "
-              "that excludes 0 is a difference beyond seed noise on average.\n\n"
-              % baseline)
+              "that excludes 0 is a difference beyond seed noise on average. Detectable: the "
+              "smallest Avg difference these seeds and this spread would show beyond seed noise "
+              "with 80%% power (two-sided 5%%). Inconclusive: the interval holds both 0 and the "
+              "paper's gain for the method on these tasks (published tables below), so the grid "
+              "can tell neither.\n\n" % baseline)
     header = ["method"] + [_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
     out.write("| " + " | ".join(header) + " |\n")
     out.write("|" + "---|" * len(header) + "\n")
@@ -396,6 +441,7 @@ def render_versus(summary, baseline):
         row.append(avg_text)
         out.write("| " + " | ".join(row) + " |\n")
         if compared:
+            decides = ""
             if avg_diff is None:
                 on_average = "not comparable (missing cells)"
             elif interval is None:
@@ -404,9 +450,17 @@ def render_versus(summary, baseline):
                 on_average = "%s: %s on average" % (
                     avg_text, "higher beyond seed noise" if interval[0] > 0 else
                     "lower beyond seed noise" if interval[1] < 0 else "within seed noise")
+                decides = " Detectable: %.2f." % detectable_difference(summary, method,
+                                                                       baseline)
+                if method in gains:
+                    gain = gains[method]
+                    holds = interval[0] <= 0 <= interval[1] and interval[0] <= gain <= interval[1]
+                    decides += " The paper's gain on these tasks: %+.2f%s." % (
+                        gain, "; **inconclusive** (the interval holds 0 and it)" if holds else "")
             verdicts.append("- %s: higher mean than %s on %d of %d tasks; beyond seed noise "
-                            "higher on %d, lower on %d; Avg %s.\n" % (
-                                method, baseline, higher, compared, better, worse, on_average))
+                            "higher on %d, lower on %d; Avg %s.%s\n" % (
+                                method, baseline, higher, compared, better, worse, on_average,
+                                decides))
     out.write("\n")
     out.writelines(verdicts)
     return out.getvalue()

@@ -310,3 +310,34 @@ def test_the_baseline_can_be_another_method_and_must_exist(runs, tmp_path):
     shutil.rmtree(runs / "mrpc" / "ft")
     report([str(runs)], str(tmp_path / "d.md"), published_files=[], plots=False)
     assert "## Against" not in (tmp_path / "d.md").read_text()  # no ft runs: nothing to compare
+
+
+def test_the_report_says_what_the_grid_can_decide(tmp_path):
+    """Next to the interval: the smallest Avg difference these seeds would detect (80% power,
+    two-sided 5%), the paper's gain on the same tasks, and "inconclusive" when the interval
+    holds both 0 and that gain."""
+    from scipy.stats import t
+
+    from ehft_plugin.report import detectable_difference, paper_gains
+
+    ft, ehft_ = [70.0, 80.0, 75.0, 72.0], [71.0, 74.0, 79.0, 76.0]
+    for seed, (a, b) in enumerate(zip(ft, ehft_), 1):
+        fake_run(tmp_path, "cb", "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
+        fake_run(tmp_path, "cb", "ehft-bitfit", seed, one_stage({"num_updates": 5,
+                                                                 "accuracy": b}))
+    summary = summarise(collect([str(tmp_path)])[0])
+    a, b = statistics.variance(ft) / 4, statistics.variance(ehft_) / 4  # s²/n of each mean
+    se, df = (a + b) ** 0.5, (a + b) ** 2 / (a ** 2 / 3 + b ** 2 / 3)  # Welch-Satterthwaite
+    low, high = avg_difference_interval(summary, "ehft-bitfit", "ft")
+    detectable = detectable_difference(summary, "ehft-bitfit", "ft")
+    assert detectable == pytest.approx((t.ppf(0.975, df) + t.ppf(0.8, df)) * se)
+    gains = paper_gains(load_published([PUBLISHED]), ["cb"], "ft")
+    assert gains["ehft-bitfit"] == pytest.approx(99.12 - 94.64)  # EH-FT paper, CB
+    text = render_versus(summary, "ft", gains)
+    assert low < 0 < high and low < gains["ehft-bitfit"] < high  # the grid cannot tell
+    assert ("Detectable: %.2f. The paper's gain on these tasks: +4.48; **inconclusive**"
+            % detectable) in text
+    # a gain outside the interval is decided, and not called inconclusive
+    decided = render_versus(summary, "ft", {"ehft-bitfit": high + 1})
+    assert "inconclusive" not in decided and "The paper's gain on these tasks: %+.2f." % (
+        high + 1) in decided
