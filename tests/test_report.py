@@ -240,15 +240,21 @@ def test_every_method_is_compared_with_ft_over_seeds(runs, tmp_path):
             ) in versus
 
 
+def _ft_and_ehft(tmp_path, task, ft, ehft_):
+    """Finished ft and ehft-bitfit runs on `task`, one per seed, with these dev accuracies;
+    returns the summary of every run under tmp_path."""
+    for seed, (a, b) in enumerate(zip(ft, ehft_), 1):
+        fake_run(tmp_path, task, "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
+        fake_run(tmp_path, task, "ehft-bitfit", seed, one_stage({"num_updates": 5,
+                                                                 "accuracy": b}))
+    return summarise(collect([str(tmp_path)])[0])
+
+
 def test_the_avg_difference_gets_a_confidence_interval_once_every_cell_has_seeds(tmp_path):
     from scipy.stats import ttest_ind
 
     ft, ehft_ = [50.0, 54.0, 52.0, 57.0], [60.0, 62.0, 61.0, 63.0]
-    for seed, (a, b) in enumerate(zip(ft, ehft_), 1):
-        fake_run(tmp_path, "rte", "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
-        fake_run(tmp_path, "rte", "ehft-bitfit", seed, one_stage({"num_updates": 5,
-                                                                  "accuracy": b}))
-    summary = summarise(collect([str(tmp_path)])[0])
+    summary = _ft_and_ehft(tmp_path, "rte", ft, ehft_)
     # one column: the Avg difference is that column's, and its interval is Welch's
     welch = ttest_ind(ehft_, ft, equal_var=False).confidence_interval(0.95)
     low, high = avg_difference_interval(summary, "ehft-bitfit", "ft")
@@ -321,11 +327,7 @@ def test_the_report_says_what_the_grid_can_decide(tmp_path):
     from ehft_plugin.report import detectable_difference, paper_gains
 
     ft, ehft_ = [70.0, 80.0, 75.0, 72.0], [71.0, 74.0, 79.0, 76.0]
-    for seed, (a, b) in enumerate(zip(ft, ehft_), 1):
-        fake_run(tmp_path, "cb", "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
-        fake_run(tmp_path, "cb", "ehft-bitfit", seed, one_stage({"num_updates": 5,
-                                                                 "accuracy": b}))
-    summary = summarise(collect([str(tmp_path)])[0])
+    summary = _ft_and_ehft(tmp_path, "cb", ft, ehft_)
     a, b = statistics.variance(ft) / 4, statistics.variance(ehft_) / 4  # s²/n of each mean
     se, df = (a + b) ** 0.5, (a + b) ** 2 / (a ** 2 / 3 + b ** 2 / 3)  # Welch-Satterthwaite
     low, high = avg_difference_interval(summary, "ehft-bitfit", "ft")
