@@ -7,10 +7,11 @@ fairseq's validation did.
 """
 
 import json
+import re
 
 import pytest
-from conftest import (BIN, REPO, ehft, fairseq_train, gpt2_flags, run, shared, subset,
-                      valid_records)
+from conftest import (BIN, REPO, ehft, fairseq_train, gpt2_flags, prepare_rte, run, shared,
+                      subset, valid_records)
 from test_readers import OFFICIAL_SAMPLES
 
 # task, raw directory, dev file, metric keys fairseq must log
@@ -172,3 +173,20 @@ def test_a_clashing_task_name_fails_loudly():
     result = run([BIN / "python", "-c", probe], check=False)
     assert result.returncode != 0
     assert "--task glue_ehft is already registered by __main__" in result.stderr
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--valid-subset", "valid,valid1"], r"input0/valid1.\{bin,idx\} not found; prepared "
+                                         r"splits: train, valid"),
+    (["--peft", "0:frozen"], r"layer 1 has no method"),
+    (["--optimizer", "ehft_adamw", "--adam-eps", "0"], r"--adam-eps 0.0: expected a number > 0"),
+    (["--length-window", "0"], r"--length-window 0: expected an integer >= 1"),
+])
+def test_plugin_errors_end_fairseq_train_as_one_line_with_status_2(tmp_path, flags, message):
+    data = prepare_rte(tmp_path, rows=16)
+    result, _ = fairseq_train(data, tmp_path / "ck", "--arch", "roberta_ehft_base", *flags,
+                              updates=1, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert re.search("^fairseq-train: error: .*" + message,
+                     result.stderr.strip().splitlines()[-1]), result.stderr[-2000:]

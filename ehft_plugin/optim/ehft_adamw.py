@@ -26,6 +26,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II, OmegaConf
 
+from ..errors import ConfigError, one_line_errors
 from ..kernels import apex_fused_adam
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def choose_kernel(requested, cuda, apex_available, cpu_fused=None):
             return "apex" if apex_available else "fused"
         return "fused" if (fused_on_cpu() if cpu_fused is None else cpu_fused) else "foreach"
     if requested == "apex" and not (cuda and apex_available):
-        raise ValueError("--adamw-kernel apex needs NVIDIA apex built with its CUDA extensions "
+        raise ConfigError("--adamw-kernel apex needs NVIDIA apex built with its CUDA extensions "
                          "and parameters on CUDA (%s); use --adamw-kernel auto"
                          % ("apex is not importable" if not apex_available else "they are not"))
     return requested
@@ -82,32 +83,29 @@ def parse_betas(value):
     return tuple(float(b) for b in value)
 
 
+@one_line_errors
 def check_config(cfg, cuda):
     """Refuse bad flags before fairseq-train writes anything (torch would only say
     'Invalid beta parameter' at the first update)."""
     if parse_betas(cfg.adam_betas) is None:
-        raise SystemExit("fairseq-train: error: --adam-betas %r: expected two numbers in "
-                         "[0, 1), e.g. '(0.9,0.98)'" % (cfg.adam_betas,))
+        raise ConfigError("--adam-betas %r: expected two numbers in [0, 1), e.g. '(0.9,0.98)'"
+                          % (cfg.adam_betas,))
     if not cfg.adam_eps > 0:
-        raise SystemExit("fairseq-train: error: --adam-eps %r: expected a number > 0"
-                         % cfg.adam_eps)
+        raise ConfigError("--adam-eps %r: expected a number > 0" % cfg.adam_eps)
     if not cfg.weight_decay >= 0:
-        raise SystemExit("fairseq-train: error: --weight-decay %r: expected a number >= 0"
-                         % cfg.weight_decay)
-    try:
-        choose_kernel(cfg.adamw_kernel, cuda, apex_fused_adam() is not None)
-    except ValueError as error:
-        raise SystemExit("fairseq-train: error: %s" % error)
+        raise ConfigError("--weight-decay %r: expected a number >= 0" % cfg.weight_decay)
+    choose_kernel(cfg.adamw_kernel, cuda, apex_fused_adam() is not None)
 
 
 def _first_param(params):
     for item in params:
         return item["params"][0] if isinstance(item, dict) else item
-    raise ValueError("--optimizer ehft_adamw got no trainable parameters")
+    raise ConfigError("--optimizer ehft_adamw got no trainable parameters")
 
 
 @register_optimizer("ehft_adamw", dataclass=EhftAdamWConfig)
 class EhftAdamW(FairseqOptimizer):
+    @one_line_errors
     def __init__(self, cfg, params):
         super().__init__(cfg)
         params = list(params)

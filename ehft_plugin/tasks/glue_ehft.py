@@ -35,7 +35,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, OmegaConf, open_dict
 
 from ..data.binarize import load_metadata
-from ..errors import ConfigError, one_line_errors
+from ..errors import ConfigError, EhftError, one_line_errors
 from ..data.task_table import RANKING, REGRESSION
 from ..data.tokenisers import load_dictionary
 from ..kernels import layer_norm_kernels
@@ -57,6 +57,10 @@ class RightPadToMultiple(RightPadDataset):
     def collater(self, samples):
         return data_utils.collate_tokens(samples, self.pad_idx, left_pad=False,
                                          pad_to_multiple=self.multiple)
+
+
+class MissingSplit(EhftError, FileNotFoundError):
+    """A split the run needs was not prepared."""
 
 
 @dataclass
@@ -149,7 +153,7 @@ class GlueEhftTask(FairseqTask):
         path = os.path.join(self.cfg.data, key, split)
         dataset = data_utils.load_indexed_dataset(path, dictionary, combine=combine)
         if dataset is None:
-            raise FileNotFoundError("%s.{bin,idx} not found; prepared splits: %s"
+            raise MissingSplit("%s.{bin,idx} not found; prepared splits: %s"
                                     % (path, ", ".join(self.meta["splits"])))
         return dataset
 
@@ -186,6 +190,7 @@ class GlueEhftTask(FairseqTask):
             offset=-self.label_dictionary.nspecial,
         )
 
+    @one_line_errors
     def load_dataset(self, split, combine=False, **kwargs):
         streams = [self._stream("input%d" % i, split, self.dictionary, combine)
                    for i in range(self.meta["segments"] + self.num_choices)]
@@ -249,13 +254,17 @@ class GlueEhftTask(FairseqTask):
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if self.log_drift_from:
-            from ..drift import parameter_distance, reference_parameters
-
-            if self._drift_reference is None:
-                self._drift_reference = reference_parameters(self.log_drift_from, model)
-            # before this update's step: the first record of a stage is its start
-            metrics.log_scalar("drift", parameter_distance(model, self._drift_reference))
+            self._log_drift(model)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    @one_line_errors
+    def _log_drift(self, model):
+        from ..drift import parameter_distance, reference_parameters
+
+        if self._drift_reference is None:
+            self._drift_reference = reference_parameters(self.log_drift_from, model)
+        # before this update's step: the first record of a stage is its start
+        metrics.log_scalar("drift", parameter_distance(model, self._drift_reference))
 
     @one_line_errors
     def build_model(self, cfg, from_checkpoint=False):
