@@ -33,12 +33,13 @@ from dataclasses import dataclass
 from .atomic import atomic_dir
 from .convert import _LAYER_MAP
 from .errors import CheckpointError
-from .peft.plan import BitFit, Frozen, Full, Prefix, format_plan, parse_plan
+from .peft.plan import LORA_TARGETS, BitFit, Frozen, Full, Prefix, format_plan, parse_plan
+from .peft.trainable import MODULE_TARGETS
 
 _FAIRSEQ_TO_HF = {fs: hf for hf, fs in _LAYER_MAP.items()}  # self_attn.q_proj -> attention.self.query
-_LORA_TO_HF = {"q": "attention.self.query", "k": "attention.self.key",
-               "v": "attention.self.value", "out": "attention.output.dense",
-               "fc1": "intermediate.dense", "fc2": "output.dense"}
+# LoRA target name (q, k, ..., fc2) -> HF module, through the fairseq module it names
+_LORA_TO_HF = {target: _FAIRSEQ_TO_HF[module] for module, target in MODULE_TARGETS.items()
+               if target in LORA_TARGETS}
 _ACTIVATIONS = {"gelu": "gelu", "gelu_accurate": "gelu_new", "relu": "relu"}
 _ENC = "encoder.sentence_encoder."
 BERT_SPECIALS = ("[CLS]", "[PAD]", "[SEP]", "[UNK]")  # fairseq's <s> <pad> </s> <unk>
@@ -315,14 +316,11 @@ def peft_adapter(ft, lora):
     model = "base_model.model."
     hf_prefix = model + ft.family + ".encoder.layer."
     targets = [_LORA_TO_HF[t] for t in lora.targets]
-    fs_name = {v: k for k, v in {"q": "self_attn.q_proj", "k": "self_attn.k_proj",
-                                 "v": "self_attn.v_proj", "out": "self_attn.out_proj",
-                                 "fc1": "fc1", "fc2": "fc2"}.items()}
     tensors = {}
     for key, tensor in ft.state.items():
         match = re.match(re.escape(_ENC) + r"layers\.(\d+)\.(.+)\.lora_(A|B)$", key)
         if match:
-            hf = _LORA_TO_HF[fs_name[match.group(2)]]
+            hf = _FAIRSEQ_TO_HF[match.group(2)]
             tensors["%s%s.%s.lora_%s.weight" % (hf_prefix, match.group(1), hf,
                                                 match.group(3))] = tensor
     tensors.update({model + k: v for k, v in head_state(ft.state, ft.head, ft.family).items()})

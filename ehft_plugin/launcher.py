@@ -324,8 +324,12 @@ def _child_env(launch):
                 TORCHELASTIC_USE_AGENT_STORE="False")
 
 
+def run_directory(opts, meta, method, seed):
+    return os.path.join(opts.save_dir, meta["task"], method_slug(method.name), "seed%d" % seed)
+
+
 def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first_launch=0):
-    run_dir = os.path.join(opts.save_dir, meta["task"], method_slug(method.name), "seed%d" % seed)
+    run_dir = run_directory(opts, meta, method, seed)
     # rank 0 alone writes the run directory, and no other `ehft train` may at the same time
     with exclusive(run_dir, "ehft train") if rank == 0 else contextlib.nullcontext():
         _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch,
@@ -460,8 +464,7 @@ def dry_run(opts, method, original, dims, arch, meta):
     updates = split_updates(opts.total_updates, method)
     run_dirs = []
     for seed in opts.seeds:
-        run_dir = os.path.join(opts.save_dir, meta["task"], method_slug(method.name),
-                               "seed%d" % seed)
+        run_dir = run_directory(opts, meta, method, seed)
         run_dirs.append(run_dir)
         for stage, n in zip(method.stages, updates):
             stage_dir = os.path.join(run_dir, stage.name)
