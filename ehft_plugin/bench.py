@@ -24,11 +24,11 @@ def build_trainer(fairseq_argv):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
-    from .distributed import early_checks
+    from .preflight import check
 
     args = options.parse_args_and_arch(options.get_training_parser(), input_args=fairseq_argv)
     cfg = convert_namespace_to_omegaconf(args)
-    early_checks(cfg)  # as fairseq-train's call_main does with the plugin
+    check(cfg)  # as fairseq-train's call_main does with the plugin
     torch.manual_seed(cfg.common.seed)
     task = tasks.setup_task(cfg.task)
     task.load_dataset(cfg.dataset.train_subset)

@@ -8,7 +8,8 @@ twice wraps nothing twice. The behaviour lives beside what it serves (safe_loadi
 distributed.py, replicas.py); only the installation is here.
 
     fairseq.checkpoint_utils.torch                      safe_loading: weights_only loading
-    fairseq.distributed.utils.call_main                 distributed: one world under torchrun
+    fairseq.distributed.utils.call_main                 preflight: flag checks; distributed:
+                                                        one world under torchrun
     fairseq.distributed.utils.all_gather_list           distributed: gloo gathers on CPU
     fairseq.models.distributed_fairseq_model.DistributedFairseqModel
                                                         distributed: DDP on CPU
@@ -78,9 +79,19 @@ def patch_checkpoint_loading():
 
 
 def patch_call_main():
-    from . import distributed
+    """The configuration checked (preflight) and torchrun's world joined (distributed) before
+    fairseq-train starts anything."""
+    from . import distributed, preflight
 
-    _wrap("fairseq.distributed.utils", "call_main", distributed.wrap_call_main)
+    def wrap(original):
+        def call_main(cfg, main, **kwargs):
+            preflight.check(cfg)
+            distributed.join_torchrun_world(cfg)
+            return original(cfg, main, **kwargs)
+        setattr(call_main, WRAPPED, True)
+        return call_main
+
+    _wrap("fairseq.distributed.utils", "call_main", wrap)
 
 
 def patch_all_gather_list():

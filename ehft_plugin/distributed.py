@@ -15,11 +15,9 @@ the plugin is imported (as --user-dir does, before fairseq reads its distributed
 - gathers Python objects with torch.distributed.all_gather_object in a gloo group;
 - makes every rank read a checkpoint itself (fairseq's broadcast from rank 0 unpickles on
   the other ranks with torch.load, which torch >= 2.6 refuses for fairseq's states); like
-  fairseq's own resuming, this needs the checkpoint on a filesystem every node sees;
-- refuses --fp16 / --memory-efficient-fp16 / --amp without CUDA, with a message instead of a
-  crash inside LayerNorm, and bad --optimizer ehft_adamw flags, before anything is written;
-- reads --bf16 as bfloat16 on this machine's GPU or CPU, where fairseq reads it as "on a TPU"
-  (and fails without torch_xla).
+X
+
+The checks of precision and optimizer flags that run at the same moment are preflight.py's.
 """
 
 import logging
@@ -44,79 +42,29 @@ def torchrun_settings(environ, cuda):
             **({} if cuda else {"distributed_backend": "gloo"})}
 
 
-def check_precision(common):
-    """fairseq would call .half() on CPU and fail deep inside LayerNorm; say so up front."""
-    import torch
-
-    cpu = common.cpu or not torch.cuda.is_available()
-    for flag in ("fp16", "memory_efficient_fp16", "amp"):
-        if getattr(common, flag, False) and cpu:
-            raise SystemExit("fairseq-train: error: --%s needs a CUDA device; on CPU train in "
-                             "float32 or bfloat16 (drop --%s, or use --bf16)"
-                             % (flag.replace("_", "-"), flag.replace("_", "-")))
-
-
-def _bf16_without_tpu(cfg):
-    """fairseq reads --bf16 as "train on a TPU" (options.py sets --tpu with it) and then fails
-    fetching an XLA device. Without torch_xla no TPU can be meant: train in bfloat16 on the
-    GPU or CPU instead."""
-    import importlib.util
-
+def join_torchrun_world(cfg):
+    """Fill fairseq's distributed settings from torchrun's environment (unless the command
+    line set an init method); run as fairseq's call_main starts (`compat`)."""
     import torch
     from omegaconf import open_dict
 
-    common = cfg.common
-    if not (getattr(common, "bf16", False) and common.tpu
-            and importlib.util.find_spec("torch_xla") is None):
+    dist_cfg = cfg.distributed_training
+    cuda = torch.cuda.is_available() and not cfg.common.cpu
+    settings = None if dist_cfg.distributed_init_method else torchrun_settings(os.environ, cuda)
+    if not settings:
         return
-    for section in (common, cfg.distributed_training):
-        with open_dict(section):
-            section.tpu = False
-    if getattr(cfg, "model", None) is not None and hasattr(cfg.model, "tpu"):
-        cfg.model.tpu = False  # the model's argparse copy of the flags
-    logger.info("--bf16 without torch_xla: bfloat16 on this machine's %s, not on a TPU",
-                "CPU" if common.cpu or not torch.cuda.is_available() else "GPU")
-
-
-def early_checks(cfg):
-    """What fairseq-train's configuration needs before anything runs or is written: precision
-    flags this machine can honour, --bf16 off TPUs, valid --optimizer ehft_adamw flags."""
-    import torch
-
-    check_precision(cfg.common)
-    _bf16_without_tpu(cfg)
-    if getattr(cfg.optimizer, "_name", None) == "ehft_adamw":
-        from .optim.ehft_adamw import check_config
-
-        check_config(cfg.optimizer, torch.cuda.is_available() and not cfg.common.cpu)
-
-
-def wrap_call_main(original):
-    def call_main(cfg, main, **kwargs):
-        import torch
-        from omegaconf import open_dict
-
-        early_checks(cfg)
-        dist_cfg = cfg.distributed_training
-        cuda = torch.cuda.is_available() and not cfg.common.cpu
-        settings = None if dist_cfg.distributed_init_method else torchrun_settings(
-            os.environ, cuda)
-        if settings:
-            with open_dict(dist_cfg):
-                for key, value in settings.items():
-                    setattr(dist_cfg, key, value)
-            # fairseq otherwise loads a checkpoint on rank 0 and sends it pickled to the
-            # others, whose torch.load (weights_only under torch >= 2.6) refuses it; every
-            # rank reads the file through the plugin's allow-listed loader instead
-            with open_dict(cfg.checkpoint):
-                cfg.checkpoint.load_checkpoint_on_all_dp_ranks = True
-            logger.info("torchrun: rank %d of world size %d (local rank %s, %s, backend %s)",
-                        settings["distributed_rank"], settings["distributed_world_size"],
-                        os.environ["LOCAL_RANK"], "cuda:%d" % settings["device_id"] if cuda
-                        else "cpu", dist_cfg.distributed_backend)
-        return original(cfg, main, **kwargs)
-    call_main.ehft_wrapped = True  # compat.WRAPPED
-    return call_main
+    with open_dict(dist_cfg):
+        for key, value in settings.items():
+            setattr(dist_cfg, key, value)
+    # fairseq otherwise loads a checkpoint on rank 0 and sends it pickled to the others,
+    # whose torch.load (weights_only under torch >= 2.6) refuses it; every rank reads the
+    # file through the plugin's allow-listed loader instead
+    with open_dict(cfg.checkpoint):
+        cfg.checkpoint.load_checkpoint_on_all_dp_ranks = True
+    logger.info("torchrun: rank %d of world size %d (local rank %s, %s, backend %s)",
+                settings["distributed_rank"], settings["distributed_world_size"],
+                os.environ["LOCAL_RANK"], "cuda:%d" % settings["device_id"] if cuda else "cpu",
+                dist_cfg.distributed_backend)
 
 
 def wrap_distributed_model(original):

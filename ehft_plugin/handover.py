@@ -6,12 +6,24 @@ stage 2 starts from the original pretrained weights, bit for bit, plus stage 1's
 `graft_head` puts it onto the original model state. Nothing else crosses over, except in
 the -reserve variants (paper Table 3): `extract_peft` takes what the stage-1 plan trained
 besides the head, and `graft_params` lays it over the original state.
+
+The files of the hand-over live here too: stage1/head.safetensors (and peft.safetensors)
+that `write_handover` takes from stage 1's last checkpoint, and the start checkpoint of a
+stage that `write_stage_start` builds from them (`ehft train`) or `start_from_stage1` builds
+from stage 1's checkpoint directly (`ehft handover`).
 """
 
+import os
+
+from .atomic import atomic_file
+from .checkpoints import load_adapter, load_checkpoint, load_tensors, save_adapter, save_tensors
 from .errors import CheckpointError
 from .peft.trainable import is_trainable
+from .rundir import HEAD_FILE, LAST_CHECKPOINT, PEFT_FILE
 
 HEADS = "classification_heads."
+HEAD_FORMAT = "ehft-head/1"
+HEAD_NAME = "sentence_classification_head"
 
 
 def extract_head(model_state, head_name):
@@ -68,3 +80,59 @@ def graft_params(model_state, params):
                                   % (key, tuple(value.shape), tuple(grafted[key].shape)))
         grafted[key] = value
     return grafted
+
+
+def start_from_stage1(original, stage1, head_name=HEAD_NAME, reserve_plan=None):
+    """The original checkpoint state with stage 1's head (`stage1`: its checkpoint state) and,
+    with `reserve_plan`, what that plan trained in the backbone."""
+    start = dict(original)  # the caller's state may be shared by every stage and seed
+    start["model"] = graft_head(original["model"], extract_head(stage1["model"], head_name))
+    if reserve_plan is not None:
+        start["model"] = graft_params(start["model"], extract_peft(stage1["model"], reserve_plan))
+    return start
+
+
+def write_handover(stage1_dir, head_name=HEAD_NAME, reserve_plan=None):
+    """stage 1's final head -> stage1/head.safetensors (small: the head only); with
+    `reserve_plan` (the stage-1 plan of a -reserve variant) also what that plan trained in
+    the backbone -> stage1/peft.safetensors."""
+    state = load_checkpoint(os.path.join(stage1_dir, LAST_CHECKPOINT))
+    path = os.path.join(stage1_dir, HEAD_FILE)
+    save_tensors(extract_head(state["model"], head_name), path,
+                 {"format": HEAD_FORMAT, "head_name": head_name})
+    if reserve_plan is not None:
+        save_adapter(extract_peft(state["model"], reserve_plan),
+                     os.path.join(stage1_dir, PEFT_FILE), reserve_plan)
+    return path
+
+
+def load_head(path):
+    """The head tensors of a stage1/head.safetensors."""
+    return load_tensors(path, HEAD_FORMAT)[0]
+
+
+def write_stage_start(original, original_path, head_path, out_path, peft_path=None, write=True):
+    """The checkpoint a stage starts from: the original backbone (`original`, the state read
+    from `original_path`) with stage 1's head grafted on (`head_path`), or with no head at all
+    so that a new one is built; `peft_path` (-reserve variants) lays stage 1's PEFT
+    parameters over it. When the original holds no head and nothing is grafted, its file is
+    used as it is (no copy). `write=False` only says where the start is (the ranks other
+    than 0 under torchrun, and dry runs)."""
+    import torch
+
+
+    heads = any(k.startswith(HEADS) for k in original["model"])
+    if not head_path and not heads:
+        return os.path.abspath(original_path)
+    if not write:
+        return out_path
+    state = dict(original)
+    if head_path:
+        state["model"] = graft_head(original["model"], load_head(head_path))
+        if peft_path:
+            state["model"] = graft_params(state["model"], load_adapter(peft_path)[0])
+    else:
+        state["model"] = strip_heads(original["model"])
+    with atomic_file(out_path) as tmp:
+        torch.save(state, tmp)
+    return out_path

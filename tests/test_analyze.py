@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import ehft, fairseq_train, prepare_rte, stock_checkpoint
 
-from ehft_plugin.analyze.runs import train_records
+from ehft_plugin.rundir import train_records
 from ehft_plugin.drift import parameter_distance
 
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
@@ -30,7 +30,7 @@ def runs(tmp_path_factory):
 
 
 def _drift(run_dir, stage):
-    return [(int(r["num_updates"]), r["drift"]) for r in train_records(str(run_dir / stage))]
+    return [(int(r["num_updates"]), r["drift"]) for r in train_records(str(run_dir / stage / "train.log"))]
 
 
 def test_log_drift_records_the_distance_from_the_pretrained_backbone(runs):

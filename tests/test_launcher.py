@@ -9,7 +9,10 @@ import torch
 from conftest import ehft, prepare_rte, run, stock_checkpoint
 
 import ehft_plugin
-from ehft_plugin.launcher import HEAD_FORMAT, read_original, stage_start, training_seconds
+from ehft_plugin.handover import HEAD_FORMAT
+from ehft_plugin.handover import write_stage_start as stage_start
+from ehft_plugin.pretrained import read_original
+from ehft_plugin.rundir import training_seconds
 from ehft_plugin.checkpoints import load_tensors
 from ehft_plugin.errors import EhftError
 
@@ -269,7 +272,7 @@ def test_single_stage_methods_start_with_a_new_head(setup, tmp_path):
 
 
 def test_2019_releases_with_decoder_keys_are_read(setup, tmp_path):
-    from ehft_plugin.launcher import check_fits_data, model_args
+    from ehft_plugin.pretrained import check_fits_data, model_args
 
     state = read_original(str(setup["checkpoint"]))
     state["model"] = {k.replace("encoder.sentence_encoder.", "decoder.sentence_encoder."): v

@@ -7,9 +7,9 @@ import pytest
 
 from ehft_plugin.cli import build_parser
 from ehft_plugin.errors import EhftError
-from ehft_plugin.launcher import apply_recipe, stage_command
+from ehft_plugin.launcher import stage_command
 from ehft_plugin.methods import resolve_method, split_updates, with_learning_rates
-from ehft_plugin.recipes import FAIRSEQ_GLUE, get_recipe
+from ehft_plugin.recipes import FAIRSEQ_GLUE, apply_recipe, get_recipe
 
 YAML_NAMES = {"sst2": "sst_2", "stsb": "sts_b"}
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..data.task_table import RANKING, REGRESSION
-from ..report import mean_std
+from ..report.stats import mean_std
 from .models import Built
-from .runs import AnalyzeError, is_ehft, train_records, training_curve
+from .runs import AnalyzeError, is_ehft, training_curve
 
 
 def _summary(values):
@@ -90,7 +90,7 @@ def parameter_drift(runs):
         curves = collections.defaultdict(list)
         for run in task_runs:
             records = [(int(r["num_updates"]), r["drift"])
-                       for r in train_records(run.stage_dir(run.stages[-1]))
+                       for r in run.train_records(run.stages[-1])
                        if isinstance(r.get("drift"), float)]
             if records:
                 curves[run.label].append(dict(records))

@@ -2,15 +2,16 @@
 
 import os
 
-from ..report import DISPLAY, _pyplot, _save
+from ..data.task_table import display_name
+from ..report.plots import pyplot, save_figure
 
 
 def _name(task):
-    return DISPLAY.get(task, task)
+    return display_name(task)
 
 
 def feature_drift(result, out_dir):
-    plt = _pyplot()
+    plt = pyplot()
     tasks = list(result)
     labels = sorted({label for t in tasks for label in result[t]["methods"]})
     width = 0.8 / len(labels)
@@ -33,7 +34,7 @@ def feature_drift(result, out_dir):
 
 
 def parameter_drift(result, out_dir):
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     for task, curves in result.items():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -49,7 +50,7 @@ def parameter_drift(result, out_dir):
 
 
 def heads(result, out_dir):
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     for task, entry in result.items():
         tsne = {k: v for k, v in entry.get("tsne", {}).items() if k != "split"}
@@ -71,7 +72,7 @@ def heads(result, out_dir):
 
 
 def convergence(result, out_dir):
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     for task, curves in result.items():
         keys = [k for k in ("loss", "accuracy") if any(k in c for c in curves.values())]
@@ -92,7 +93,7 @@ def convergence(result, out_dir):
 
 
 def share_ablation(result, out_dir):
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     for task, entry in result.items():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -112,7 +113,7 @@ def share_ablation(result, out_dir):
 
 def _write(plt, fig, out_dir, name):
     path = os.path.join(out_dir, name)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return name
 

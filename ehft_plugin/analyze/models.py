@@ -10,11 +10,9 @@ import os
 
 import torch
 
-from ..checkpoints import load_tensors
 from ..data.task_table import RANKING
 from ..drift import BACKBONE
-from ..handover import strip_heads
-from ..launcher import HEAD_FORMAT
+from ..handover import load_head, strip_heads
 from ..safe_loading import safe_load
 from .runs import AnalyzeError
 
@@ -61,7 +59,7 @@ class Built:
 
     def load_head(self, path):
         """A head handed over by stage 1 (stage1/head.safetensors)."""
-        tensors, _ = load_tensors(path, HEAD_FORMAT)
+        tensors = load_head(path)
         prefix = "classification_heads.%s." % self.head_name
         own = self.head.state_dict()
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -3,6 +3,8 @@
 
 import json
 
+from ..handover import HEAD_NAME
+
 
 def add_parser(sub, name):
     p = sub.add_parser(
@@ -16,7 +18,7 @@ def add_parser(sub, name):
     p.add_argument("--checkpoint", required=True, help="the original pretrained model.pt")
     p.add_argument("--out", required=True, help="the start checkpoint to write")
     p.add_argument("--reserve", metavar="PLAN", help="stage 1's --peft plan (-reserve variants)")
-    p.add_argument("--head-name", default="sentence_classification_head")
+    p.add_argument("--head-name", default=HEAD_NAME)
     return p
 
 
@@ -25,17 +27,14 @@ def run(args):
 
     from ..atomic import atomic_file
     from ..checkpoints import load_checkpoint
-    from ..handover import extract_head, extract_peft, graft_head, graft_params
-    from ..launcher import model_args, read_original
+    from ..handover import start_from_stage1
     from ..peft.plan import parse_plan
+    from ..pretrained import model_args, read_original
 
     original = read_original(args.checkpoint)
-    stage1 = load_checkpoint(args.stage1)
-    start = dict(original)
-    start["model"] = graft_head(original["model"], extract_head(stage1["model"], args.head_name))
-    if args.reserve:
-        plan = parse_plan(args.reserve, model_args(original)["encoder_layers"])
-        start["model"] = graft_params(start["model"], extract_peft(stage1["model"], plan))
+    plan = args.reserve and parse_plan(args.reserve, model_args(original)["encoder_layers"])
+    start = start_from_stage1(original, load_checkpoint(args.stage1), args.head_name,
+                              plan or None)
     with atomic_file(args.out) as tmp:
         torch.save(start, tmp)
     print(json.dumps({"out": args.out, "head": args.head_name,

@@ -1,0 +1,199 @@
+"""The report as text: the Markdown tables (measured, against the baseline, published), the
+CSV of every cell and the JSON summary."""
+
+import csv
+import io
+import os
+
+from ..data.task_table import column_key, display_name
+from ..errors import EhftError
+from ..rundir.files import read_json
+from .collect import ReportError
+from .stats import (avg_difference_interval, detectable_difference, p_text, paper_gains,
+                    welch_p)
+
+PUBLISHED = os.path.join(os.path.dirname(os.path.dirname(__file__)), "references",
+                         "published.json")
+PUBLISHED_FORMAT = "ehft-published/1"
+
+
+def _fmt(cell):
+    if cell is None:
+        return "—"
+    std = "±%.2f" % cell["std"] if cell["std"] is not None else "±—"
+    return "%.2f %s (%d)" % (cell["mean"], std, len(cell["values"]))
+
+
+def _title(column, metric=None):
+    base = display_name(column)
+    return "%s (%s)" % (base, metric) if metric and metric != "accuracy" else base
+
+
+def load_published(paths):
+    tables = []
+    for path in paths:
+        try:
+            data = read_json(path)
+        except EhftError as e:
+            raise ReportError(str(e)) from None
+        if not isinstance(data, dict) or data.get("format") != PUBLISHED_FORMAT:
+            raise ReportError("%s: not a published-results file (expected \"format\": %r)"
+                              % (path, PUBLISHED_FORMAT))
+        for table in data.get("tables", []):
+            for key in ("name", "source", "rows"):
+                if key not in table:
+                    raise ReportError("%s: a table has no %r" % (path, key))
+            tables.append(table)
+    return tables
+
+
+def render_markdown(summary, published, unfinished, how, baseline="ft"):
+    out = io.StringIO()
+    out.write("# Dev results\n\n")
+    out.write("Measured by the runs below (%s). Cells: mean ± sample std over seeds (seeds); "
+              "metric per task as in the column title (accuracy unless named). Avg: mean of "
+              "a method's cells, only when it has every column.\n\n" % how)
+    header = ["method"] + [_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
+    out.write("| " + " | ".join(header) + " |\n")
+    out.write("|" + "---|" * len(header) + "\n")
+    for method in summary.methods:
+        avg = summary.avg[method]["mean"]
+        row = [method] + [_fmt(summary.cells.get((c, method))) for c in summary.columns]
+        row.append("%.2f" % avg if avg is not None else "—")
+        out.write("| " + " | ".join(row) + " |\n")
+    out.write(render_best_single_stage(summary))
+    if baseline in summary.methods and len(summary.methods) > 1:
+        out.write(render_versus(summary, baseline,
+                                paper_gains(published, summary.columns, baseline)))
+    for table in published:
+        columns = sorted({c for r in table["rows"] for c in r["values"]}, key=column_key)
+        out.write("\n## Published, not measured here: %s\n\n" % table["name"])
+        out.write("Source: %s. Metrics: %s.\n\n" % (table["source"], table.get("metrics", "as "
+                                                                              "published")))
+        header = ["published row", "method"] + [display_name(c) for c in columns] + [
+            "Avg (published)"]
+        out.write("| " + " | ".join(header) + " |\n")
+        out.write("|" + "---|" * len(header) + "\n")
+        for row in table["rows"]:
+            cells = ["%.2f" % row["values"][c] if c in row["values"] else "—" for c in columns]
+            avg = "%.2f" % row["avg"] if row.get("avg") is not None else "—"
+            out.write("| %s | %s | %s | %s |\n" % (row["label"], row.get("method", ""),
+                                                  " | ".join(cells), avg))
+        notes = ["%s: %s" % (r["label"], r["note"]) for r in table["rows"] if r.get("note")]
+        if notes:
+            out.write("\nNotes: " + "; ".join(notes) + ".\n")
+    if unfinished:
+        out.write("\n## Unfinished runs (not counted)\n\n")
+        out.writelines("- %s\n" % path for path in unfinished)
+    return out.getvalue()
+
+
+def render_best_single_stage(summary):
+    """One line naming the single-stage PEFT method with the highest Avg, the usual yardstick
+    for a two-stage method (is the second stage worth it?), ranked against the others."""
+    single = summary.single_stage_peft
+    if not single:
+        return ""
+    ranked = sorted((m for m in single if summary.avg[m]["mean"] is not None),
+                    key=lambda m: -summary.avg[m]["mean"])
+    if not ranked:
+        return ("\nBest single-stage PEFT: none yet, as no single-stage PEFT method (%s) has "
+                "every column.\n" % ", ".join(single))
+    others = [m for m in single if m not in ranked]
+    return ("\nBest single-stage PEFT by Avg: **%s** (%s)%s.\n" % (
+        ranked[0], ", ".join("%s %.2f" % (m, summary.avg[m]["mean"]) for m in ranked),
+        "; without every column, not ranked: %s" % ", ".join(others) if others else ""))
+
+
+def render_versus(summary, baseline, gains=None):
+    """Every other method against `baseline`: per column the difference of means and Welch's
+    p over seeds, the Avg difference, and a verdict line per method counted from them, with
+    the smallest difference the grid could detect and, where `gains` (method -> a published
+    gain on these columns) has the method, whether the grid can decide the paper's claim."""
+    gains = gains or {}
+    out = io.StringIO()
+    out.write("\n## Against %s\n\n" % baseline)
+    out.write("Difference of means (method − %s) and, in brackets, the two-sided p of Welch's "
+              "t-test over seeds (n/a: fewer than two seeds a side). p < 0.05 is counted as "
+              "beyond seed noise, with no correction for the number of tests in this table. "
+              "Avg: the difference of the Avg columns with its 95%% confidence interval from "
+              "the cells' seed spread (none while a cell has fewer than two seeds); an interval "
+              "that excludes 0 is a difference beyond seed noise on average. Detectable: the "
+              "smallest Avg difference these seeds and this spread would show beyond seed noise "
+              "with 80%% power (two-sided 5%%). Inconclusive: the interval holds both 0 and the "
+              "paper's gain for the method on these tasks (published tables below), so the grid "
+              "can tell neither.\n\n" % baseline)
+    header = ["method"] + [_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
+    out.write("| " + " | ".join(header) + " |\n")
+    out.write("|" + "---|" * len(header) + "\n")
+    verdicts = []
+    for method in (m for m in summary.methods if m != baseline):
+        row, higher, better, worse, compared = [method], 0, 0, 0, 0
+        for column in summary.columns:
+            base, cell = (summary.cells.get((column, m)) for m in (baseline, method))
+            if not (base and cell):
+                row.append("—")
+                continue
+            diff = cell["mean"] - base["mean"]
+            p = welch_p(cell["values"], base["values"])
+            compared += 1
+            higher += diff > 0
+            better += p is not None and p < 0.05 and diff > 0
+            worse += p is not None and p < 0.05 and diff < 0
+            row.append("%+.2f (%s)" % (diff, p_text(p)))
+        avg, base_avg = summary.avg[method]["mean"], summary.avg[baseline]["mean"]
+        avg_diff = None if avg is None or base_avg is None else avg - base_avg
+        interval = None if avg_diff is None else avg_difference_interval(summary, method,
+                                                                         baseline)
+        avg_text = "—" if avg_diff is None else "%+.2f" % avg_diff
+        if interval:
+            avg_text += " [%+.2f, %+.2f]" % interval
+        row.append(avg_text)
+        out.write("| " + " | ".join(row) + " |\n")
+        if compared:
+            decides = ""
+            if avg_diff is None:
+                on_average = "not comparable (missing cells)"
+            elif interval is None:
+                on_average = "%s, no interval (a cell has one seed)" % avg_text
+            else:
+                on_average = "%s: %s on average" % (
+                    avg_text, "higher beyond seed noise" if interval[0] > 0 else
+                    "lower beyond seed noise" if interval[1] < 0 else "within seed noise")
+                decides = " Detectable: %.2f." % detectable_difference(summary, method,
+                                                                       baseline)
+                if method in gains:
+                    gain = gains[method]
+                    holds = interval[0] <= 0 <= interval[1] and interval[0] <= gain <= interval[1]
+                    decides += " The paper's gain on these tasks: %+.2f%s." % (
+                        gain, "; **inconclusive** (the interval holds 0 and it)" if holds else "")
+            verdicts.append("- %s: higher mean than %s on %d of %d tasks; beyond seed noise "
+                            "higher on %d, lower on %d; Avg %s.%s\n" % (
+                                method, baseline, higher, compared, better, worse, on_average,
+                                decides))
+    out.write("\n")
+    out.writelines(verdicts)
+    return out.getvalue()
+
+
+def render_csv(runs):
+    """One row per run and column: every metric of the selected validation."""
+    metrics = sorted({m for r in runs for cell in r.cells.values() for m in cell})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["task", "method", "seed", "run_dir"] + metrics)
+    for run in sorted(runs, key=lambda r: (column_key(r.task), r.method, r.seed)):
+        for column, cell in sorted(run.cells.items(), key=lambda kv: column_key(kv[0])):
+            writer.writerow([column, run.method, run.seed, run.path] + [
+                "%.4f" % cell[m] if m in cell else "" for m in metrics])
+    return out.getvalue()
+
+
+def summary_json(summary):
+    out = {}
+    for (column, method), cell in summary.cells.items():
+        out.setdefault(column, {})[method] = {"mean": cell["mean"], "std": cell["std"],
+                                              "seeds": len(cell["values"]),
+                                              "metric": cell["metric"]}
+    out["avg"] = {m: {"mean": a["mean"], "tasks": a["tasks"]} for m, a in summary.avg.items()}
+    return out

@@ -1,0 +1,28 @@
+"""The run directory: what `ehft train` writes and `ehft report` / `ehft analyze` read.
+
+    <save-dir>/<task>/<method>/seed<k>/
+        run.json              the resolved configuration and every stage's command
+        stage1/ (or finetune/) fairseq save dir: checkpoints, train.log (JSON), done.json
+                              (validations, the software that finished the stage, and how
+                              long its fairseq-train took)
+        stage1/head.safetensors   the hand-over: stage 1's final head, nothing else
+        stage1/peft.safetensors   -reserve variants only: stage 1's PEFT parameters
+        stage2/start.pt       original checkpoint + that head (removed once the stage is done;
+                              also written, without head, for an original that holds one)
+
+files.py: the paths and the records' formats; logs.py: fairseq's JSON log of a stage;
+run.py: `Run`, one run as its readers see it.
+"""
+
+from .files import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, PEFT_FILE, RUN_RECORD,
+                    START_FILE, RunError, find_run_dirs, method_slug, recorded_commands,
+                    run_directory, trained_updates, write_done, write_run_record)
+from .logs import (log_records, train_records, training_seconds, valid_records,
+                   validated_at_the_end)
+from .run import Run
+
+__all__ = ["Run", "RunError", "RUN_RECORD", "DONE_RECORD", "LOG", "LAST_CHECKPOINT",
+           "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs", "method_slug",
+           "recorded_commands", "run_directory", "trained_updates", "write_done",
+           "write_run_record", "log_records", "train_records", "training_seconds",
+           "valid_records", "validated_at_the_end"]

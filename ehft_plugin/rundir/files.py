@@ -1,0 +1,100 @@
+"""Paths of a run directory and the records `ehft train` writes in it (run.json, done.json).
+
+Readers of these files go through `Run` (run.py); writers through the functions here, so that
+the layout and the formats have one definition."""
+
+import json
+import os
+import re
+
+from ..atomic import write_file
+from ..errors import EhftError
+
+RUN_RECORD = "run.json"
+DONE_RECORD = "done.json"
+LOG = "train.log"
+LAST_CHECKPOINT = "checkpoint_last.pt"
+HEAD_FILE = "head.safetensors"
+PEFT_FILE = "peft.safetensors"
+START_FILE = "start.pt"
+
+
+class RunError(EhftError):
+    """A run directory that cannot be read or written as `ehft train` lays it out."""
+
+
+def method_slug(name):
+    """A method name as a directory name."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name)
+
+
+def run_directory(save_dir, task, method_name, seed):
+    return os.path.join(save_dir, task, method_slug(method_name), "seed%d" % seed)
+
+
+def find_run_dirs(root):
+    """The run directories (those holding run.json) under `root`, sorted."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if RUN_RECORD in filenames:
+            dirnames[:] = []  # stage directories hold no runs
+            yield dirpath
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunError("%s: cannot be read as JSON (%s)" % (path, e)) from None
+
+
+def write_json(path, value):
+    write_file(path, json.dumps(value, indent=2))
+
+
+def write_run_record(run_dir, task, config, commands):
+    """run.json: the resolved configuration and every stage's fairseq-train command."""
+    write_json(os.path.join(run_dir, RUN_RECORD),
+               {"task": task, "config": config, "commands": commands})
+
+
+def write_done(stage_dir, updates, metric, valid, software, seconds):
+    """done.json: the stage finished; its validations, the software that ran it and how long
+    its parts took (seconds)."""
+    write_json(os.path.join(stage_dir, DONE_RECORD),
+               {"updates": updates, "metric": metric, "valid": valid, "software": software,
+                "seconds": seconds})
+
+
+def recorded_commands(run_dir, config, overwrite):
+    """(commands recorded before, whether the directory is to be replaced); a directory that
+    holds something else, or a run with other settings, is refused. Reads only: every rank
+    under torchrun makes the same decision, and only rank 0 acts on it."""
+    recorded = os.path.join(run_dir, RUN_RECORD)
+    if not (os.path.isdir(run_dir) and os.listdir(run_dir)):
+        return {}, False
+    if overwrite:
+        return {}, True
+    if not os.path.isfile(recorded):
+        raise RunError("%s holds files of something else; pass --overwrite to replace them"
+                       % run_dir)
+    record = read_json(recorded)
+    previous = record["config"]
+    if previous != config:
+        changed = sorted(k for k in set(config) | set(previous)
+                         if config.get(k) != previous.get(k))
+        raise RunError("%s holds a run with other settings (%s); pass --overwrite to start "
+                       "again" % (run_dir, ", ".join(changed)))
+    return record.get("commands", {}), False
+
+
+def trained_updates(stage_dir):
+    """Updates recorded in the stage's checkpoint_last.pt (0 if there is none)."""
+    from ..safe_loading import safe_load
+
+    path = os.path.join(stage_dir, LAST_CHECKPOINT)
+    if not os.path.isfile(path):
+        return 0
+    history = safe_load(path, map_location="cpu").get("optimizer_history") or [{}]
+    return history[-1].get("num_updates", 0)

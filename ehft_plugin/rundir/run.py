@@ -1,0 +1,163 @@
+"""`Run`: one run directory of `ehft train` as its readers (`ehft report`, `ehft analyze`)
+see it: the recorded configuration and commands, each stage's files, and the dev results."""
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from ..data.task_table import column_name, paper_metric
+from .files import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, RUN_RECORD, RunError,
+                    read_json)
+from .logs import train_records
+
+_NOT_METRICS = ("loss", "nll_loss", "ppl", "wps", "wpb", "bsz", "num_updates")
+
+
+@dataclass
+class Run:
+    path: str
+    task: str
+    method: str
+    seed: int
+    config: dict
+    commands: Dict[str, List[str]]
+    # set by `select`: column -> {metric: value} of the selected validation, and the dev
+    # curve [(total updates, paper metric)] over every stage
+    cells: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    curve: List[Tuple[int, float]] = field(default_factory=list)
+    stage_starts: List[int] = field(default_factory=list)  # total updates where stage 2.. start
+    shown_share: Optional[float] = None  # set by analyze where runs differ in stage-1 share
+
+    @classmethod
+    def read(cls, run_dir):
+        path = os.path.join(run_dir, RUN_RECORD)
+        record = read_json(path)
+        try:
+            config = record["config"]
+            return cls(run_dir, record.get("task") or os.path.normpath(run_dir).split(os.sep)[-3],
+                       config["method"], int(config["seed"]), config,
+                       record.get("commands") or {})
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise RunError("%s: not a run record of ehft train (missing or wrong %s)"
+                           % (path, e)) from None
+
+    @property
+    def stages(self) -> List[str]:
+        try:
+            return [s["name"] for s in self.config["stages"]]
+        except (KeyError, TypeError) as e:
+            raise RunError("%s: not a run record of ehft train (missing %s)"
+                           % (os.path.join(self.path, RUN_RECORD), e)) from None
+
+    @property
+    def updates(self) -> List[int]:
+        return list(self.config["updates"])
+
+    @property
+    def plans(self) -> Tuple[str, ...]:
+        """Each stage's --peft plan."""
+        return tuple(str(s.get("peft", "")) for s in self.config["stages"])
+
+    @property
+    def single_stage_peft(self):
+        """Trained in one stage with a parameter-efficient plan (not full finetuning)."""
+        return len(self.plans) == 1 and self.plans[0] != "full"
+
+    @property
+    def share(self) -> Optional[float]:
+        """Stage 1's share of the updates of a two-stage method, None for one stage."""
+        return self.updates[0] / sum(self.updates) if len(self.updates) > 1 else None
+
+    @property
+    def label(self) -> str:
+        """The method; with the stage-1 share where runs of the method differ in it."""
+        return self.method if self.shown_share is None else "%s (stage 1 %.0f%%)" % (
+            self.method, 100 * self.shown_share)
+
+    def stage_dir(self, stage):
+        return os.path.join(self.path, stage)
+
+    def done(self, stage):
+        """The stage's done.json, or None while it has not finished."""
+        path = os.path.join(self.stage_dir(stage), DONE_RECORD)
+        return read_json(path) if os.path.isfile(path) else None
+
+    def finished(self):
+        return all(os.path.isfile(os.path.join(self.stage_dir(s), DONE_RECORD))
+                   for s in self.stages)
+
+    def final_checkpoint(self):
+        """The model at the end of training (last stage's checkpoint_last.pt), or None when
+        the run kept no checkpoints."""
+        path = os.path.join(self.stage_dir(self.stages[-1]), LAST_CHECKPOINT)
+        return path if os.path.isfile(path) else None
+
+    def handed_over_head(self):
+        """stage1/head.safetensors of a two-stage method, or None."""
+        if len(self.stages) < 2:
+            return None
+        path = os.path.join(self.stage_dir(self.stages[0]), HEAD_FILE)
+        return path if os.path.isfile(path) else None
+
+    def train_records(self, stage):
+        return train_records(os.path.join(self.stage_dir(stage), LOG))
+
+    def select(self, select="best"):
+        """Read the dev results: `cells` from the last stage's validation chosen by `select`
+        ("best": the best headline metric, fairseq's checkpoint_best; "last": the final
+        record), other subsets at that validation's update, and the dev `curve`. Returns
+        whether the run has finished (nothing is read when not)."""
+        stages, updates = self.stages, self.updates
+        done = {stage: self.done(stage) for stage in stages}
+        final = done[stages[-1]]
+        if final is None:
+            return False
+        key = "valid_" + str(final.get("metric"))
+        valid = [r for r in final.get("valid", []) if r.get("subset") == "valid" and key in r]
+        if not valid:
+            raise RunError("%s: holds no validation of the dev set with its metric %r"
+                           % (os.path.join(self.stage_dir(stages[-1]), DONE_RECORD),
+                              final.get("metric")))
+        chosen = max(valid, key=lambda r: float(r[key])) if select == "best" else valid[-1]
+        at = chosen.get("valid_num_updates")
+        self.cells = {}
+        for r in final["valid"]:
+            subset = r["subset"]
+            if subset == "valid" and r is not chosen:
+                continue
+            if subset != "valid" and r.get(subset + "_num_updates") != at:
+                continue
+            self.cells[column_name(self.task, subset)] = _metrics(r, subset)
+        metric = paper_metric(self.task, self.cells[self.task])
+        self.curve, self.stage_starts, offset = [], [], 0
+        for stage, n in zip(stages, updates):
+            for r in (done[stage] or {}).get("valid", []):
+                if r.get("subset") == "valid" and "valid_" + metric in r:
+                    self.curve.append((offset + int(float(r["valid_num_updates"])),
+                                       float(r["valid_" + metric])))
+            offset += n
+            self.stage_starts.append(offset)
+        self.stage_starts.pop()
+        return True
+
+    def dev_score(self):
+        """(paper metric, its value at the selected dev validation) or None if unfinished."""
+        if not self.select() or self.task not in self.cells:
+            return None
+        metric = paper_metric(self.task, self.cells[self.task])
+        return metric, self.cells[self.task][metric]
+
+
+def _metrics(record, subset):
+    """{metric: float} of one fairseq validation record."""
+    prefix = subset + "_"
+    out = {}
+    for key, value in record.items():
+        name = key[len(prefix):]
+        if not key.startswith(prefix) or name in _NOT_METRICS or name.startswith("best_"):
+            continue
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
