@@ -36,7 +36,13 @@ PLUGIN = [("plugin ft, random batches", "full", "random"),
           ("plugin bitfit, random batches", "bitfit", "random"),
           ("plugin lora, random batches", LORA_PLAN, "random"),
           ("plugin prefix, random batches", PREFIX_PLAN, "random"),
-          ("plugin ft, default pipeline", "full", "length")]
+          ("plugin ft, default pipeline", "full", "length"),
+          # the EH-FT paper's other baselines (no targets): Mixout mixes every layer's weights
+          # with the pretrained ones, Child-Tuning_D masks the gradients outside its child
+          ("plugin mixout, random batches", "mixout(p=0.9)", "random"),
+          ("plugin child-tuning-d, random batches", "full", "random")]
+CHILD = "plugin child-tuning-d, random batches"
+CHILD_SHARE = 0.3
 HF = ["ft", "bitfit", "lora", "prefix"]
 TARGETS = {"stage2_vs_fairseq": 0.98, "bitfit_vs_ft": 1.3, "lora_vs_ft": 1.15,
            "prefix_vs_ft": 1.2, "ft_vs_hf": 1.0, "bitfit_vs_hf": 1.0, "lora_vs_hf": 1.0,
@@ -130,15 +136,32 @@ def fairseq_argv(args, data, stock, peft=None, order=None):
                      peft.replace("all:", "0-%d:" % (record["model"]["encoder_layers"] - 1))]
 
 
-def measure_all(args, data):
+def child_mask(args, data, run):
+    """Child-Tuning_D's mask for the benchmark's model (`ehft child-mask`, as `ehft train`
+    computes it before the stage); what it cost goes in `run`."""
+    out = os.path.join(ROOT, ".cache", "bench-save", "child-mask.safetensors")
+    start = time.perf_counter()
+    written = json.loads(sh([os.path.join(os.path.dirname(sys.executable), "ehft"), "child-mask",
+                             "--share", CHILD_SHARE, "--out", out,
+                             *(["--max-examples", args.child_examples] if args.child_examples
+                               else []),
+                             "--", *fairseq_argv(args, data, False, "full", "random")]
+                            ).strip().splitlines()[-1])
+    run["child_mask"] = {"seconds": round(time.perf_counter() - start, 1),
+                         "examples": written["examples"], "share": CHILD_SHARE}
+    return out
+
+
+def measure_all(args, data, mask=None):
     rows = {}
     steps = [str(args.steps), str(args.warmup)]
     configs = [("stock fairseq ft (sentence_prediction)",
                 [sys.executable, "-m", "ehft_plugin.bench", *steps,
                  *fairseq_argv(args, data, stock=True)])]
     configs += [(name, [sys.executable, "-m", "ehft_plugin.bench", *steps,
-                        *fairseq_argv(args, data, False, peft, order)])
-                for name, peft, order in PLUGIN]
+                        *fairseq_argv(args, data, False, peft, order),
+                        *(["--child-tuning-mask", mask] if name == CHILD else [])])
+                for name, peft, order in PLUGIN if name != CHILD or mask]
     configs += [("hf %s, random batches" % m,
                  [sys.executable, os.path.join(HERE, "hf_step.py"), *steps, data, args.hf_model,
                   m, str(args.batch_size), "random"]) for m in HF]
@@ -232,6 +255,11 @@ def ratios(rows, walls, wall_stages=None):
         if key in TARGETS:
             entry["target"] = TARGETS[key]
             entry["met"] = meets(entry["value"], TARGETS[key])
+    for key, name in (("mixout_vs_ft", "plugin mixout, random batches"),
+                      ("child_tuning_vs_ft", CHILD)):
+        if name in r:  # measured since these methods joined the zoo
+            out[key] = dict(ratio(r[name], ft), peak_memory_mb=r[name]["peak_memory_mb"],
+                            ft_peak_memory_mb=ft["peak_memory_mb"])
     for name in ("bitfit", "lora", "prefix"):  # frozen weights carry no optimizer state
         out["%s_vs_ft" % name]["peak_memory_mb"] = r["plugin %s, random batches" % name][
             "peak_memory_mb"]
@@ -256,6 +284,9 @@ def main():
                         help="measurements of each configuration, taken in turn (median kept)")
     parser.add_argument("--wall-updates", type=int, default=100,
                         help="total updates of the end-to-end FT vs EH-FT wall-time runs")
+    parser.add_argument("--child-examples", type=int,
+                        help="training examples for Child-Tuning_D's Fisher pass (default: "
+                             "all, as the method does)")
     parser.add_argument("--out", default=HERE)
     args = parser.parse_args()
     args.hf_model = args.hf_model or json.load(open(os.path.join(
@@ -272,7 +303,7 @@ def main():
     print("speed: %s" % json.dumps(run), flush=True)
     data = prepare(args)
     load = OtherLoad()
-    rows = measure_all(args, data)
+    rows = measure_all(args, data, child_mask(args, data, run))
     same = {rows[n]["batches_digest"] for n in rows if "random" in n or "stock" in n}
     run["same_batches"] = len(same) == 1
     timed = {m: ehft_wall(args, data, m) for m in ("ft", "ehft-bitfit")}

@@ -75,13 +75,15 @@ def load_adapter(path):
 
 
 def merged_state(model_state, plan):
-    """W + (alpha/r) B A for every LoRA layer; the result has stock RoBERTa keys only."""
+    """W + (alpha/r) B A for every LoRA layer, mixout's start values dropped; the result has
+    stock RoBERTa keys only."""
     leftover = [k for k in model_state if ".prefix." in k]
     if leftover:
         raise CheckpointError("prefix-tuning parameters cannot be merged into the weights "
                               "(first: %s); only LoRA, BitFit and full layers export to stock "
                               "fairseq" % leftover[0])
-    merged = dict(model_state)
+    # mixout's start values are a training device, not part of the model
+    merged = {k: v for k, v in model_state.items() if not k.endswith(".mixout_target")}
     for key in [k for k in model_state if k.endswith(".lora_A")]:
         base = key[: -len(".lora_A")]
         lora = plan.method(layer_index(key), LoRA)

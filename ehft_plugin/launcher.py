@@ -26,7 +26,7 @@ from .peft.plan import parse_plan
 from .pretrained import CARRIED, DIMS, check_fits_data, model_args, read_original
 from .provenance import software
 from .recipes import apply_recipe
-from .rundir import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, PEFT_FILE, START_FILE,
+from .rundir import (CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, PEFT_FILE, START_FILE,
                      recorded_commands, run_directory, trained_updates, training_seconds,
                      valid_records, validated_at_the_end, write_done, write_run_record)
 
@@ -57,19 +57,22 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
             cmd += ["--" + name.replace("_", "-"), str(dims[name])]
     if getattr(opts, "log_drift", False):
         cmd += ["--log-drift-from", os.path.abspath(opts.checkpoint)]
+    if stage.child_share:  # written before the stage starts (_child_mask)
+        cmd += ["--child-tuning-mask", os.path.join(save_dir, CHILD_MASK_FILE)]
     return cmd + list(opts.fairseq_args)
 
 
 def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_plan,
-                 leader=True, env=None, replaced=False, start_seconds=None):
+                 leader=True, env=None, replaced=False, seconds_before=None):
     """Run fairseq-train for the stage (unless it already reached its updates), then record it;
     `gives_head`: a later stage starts from this stage's head (and, with `reserve_plan`, from
     its PEFT parameters). Under torchrun only the leader (rank 0) records; `replaced`: the
     leader is deleting an older run here (--overwrite), whose checkpoints do not count;
-    `start_seconds`: how long writing the stage's start checkpoint took."""
+    `seconds_before`: how long the stage's preparation took (its start checkpoint, a
+    Child-Tuning mask)."""
     # wall seconds of this launch (a stage resumed from an earlier one shows only the last):
     # what a second stage costs beyond its updates is read from these
-    seconds = {} if start_seconds is None else {"start_checkpoint": start_seconds}
+    seconds = dict(seconds_before or {})
     if not replaced and trained_updates(stage_dir) >= n:
         # fairseq finished but the launcher stopped before recording it; running fairseq
         # again would take one more update past --max-update
@@ -101,6 +104,22 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
     start = os.path.join(stage_dir, START_FILE)
     if os.path.isfile(start):
         os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
+
+
+def _child_mask(stage, cmd):
+    """Child-Tuning_D's mask for the stage, written before it starts (a relaunch reuses it);
+    the seconds it took."""
+    from .child_tuning import compute_mask
+
+    at = cmd.index("--child-tuning-mask")
+    path = cmd[at + 1]
+    if os.path.isfile(path):
+        return 0.0
+    started = time.perf_counter()
+    logger.info("%s: Fisher information on the training set, for a child of share %g",
+                os.path.dirname(path), stage.child_share)
+    compute_mask(cmd[:at] + cmd[at + 2:], stage.child_share, path)
+    return round(time.perf_counter() - started, 3)
 
 
 def _run_child(cmd, env=None):
@@ -146,7 +165,8 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
               "head_type": opts.head_type, "batch_size": opts.batch_size,
               "warmup_ratio": opts.warmup_ratio, "fairseq_args": list(opts.fairseq_args),
               "stages": [dict({"name": s.name, "peft": s.peft, "lr": s.lr},
-                              **({"reserve": True} if s.reserve else {}))
+                              **({"reserve": True} if s.reserve else {}),
+                              **({"child_share": s.child_share} if s.child_share else {}))
                          for s in method.stages]}
     leader = rank == 0
     previous, replace = recorded_commands(run_dir, config, opts.overwrite)
@@ -175,7 +195,8 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
             started = time.perf_counter()
             start = write_stage_start(original, opts.checkpoint, head,
                                       os.path.join(stage_dir, START_FILE), peft, write=leader)
-            start_seconds[stage.name] = round(time.perf_counter() - started, 3)
+            start_seconds[stage.name] = {
+                "start_checkpoint": round(time.perf_counter() - started, 3)}
             commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
                                                  state_dims, metric)
         cmd = commands[stage.name]
@@ -184,6 +205,8 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
         if os.path.isfile(done) and not replace:
             logger.info("%s: %s already done, skipped", run_dir, stage.name)
             continue
+        if stage.child_share and leader:
+            start_seconds.setdefault(stage.name, {})["child_mask"] = _child_mask(stage, cmd)
         gives_head = any(later.head_from == stage.name for later in method.stages)
         reserve = any(later.head_from == stage.name and later.reserve for later in method.stages)
         _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head,
@@ -219,7 +242,8 @@ def train(opts):
 def dry_run(opts, method, original, dims, arch, meta):
     """Every seed's and stage's exact fairseq-train command, printed, nothing run or written.
     A stage that starts from stage 1's head starts from START, which `ehft handover` writes
-    (as `ehft train` does) once stage 1 has finished."""
+    (as `ehft train` does) once stage 1 has finished; a Child-Tuning stage reads the mask
+    `ehft child-mask` writes (as `ehft train` does) before it starts."""
     import shlex
 
     updates = split_updates(opts.total_updates, method)
@@ -242,7 +266,13 @@ def dry_run(opts, method, original, dims, arch, meta):
                     shlex.quote(os.path.join(run_dir, stage.head_from, LAST_CHECKPOINT)),
                     shlex.quote(os.path.abspath(opts.checkpoint)), shlex.quote(start),
                     " --reserve '%s'" % method.stages[0].peft if stage.reserve else ""))
-            print(" ".join(shlex.quote(str(part)) for part in stage_command(
-                opts, stage, n, start, stage_dir, seed, arch, dims, meta["metrics"][0])))
+            cmd = [str(part) for part in stage_command(opts, stage, n, start, stage_dir, seed,
+                                                       arch, dims, meta["metrics"][0])]
+            if stage.child_share:
+                at = cmd.index("--child-tuning-mask")
+                print("ehft child-mask --share %g --out %s -- %s" % (
+                    stage.child_share, shlex.quote(cmd[at + 1]),
+                    " ".join(shlex.quote(part) for part in cmd[1:at] + cmd[at + 2:])))
+            print(" ".join(shlex.quote(part) for part in cmd))
     return run_dirs
 

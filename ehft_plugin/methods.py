@@ -7,7 +7,10 @@ stage 1's PEFT parameters, and stage 2 trains everything, those modules included
 
 Defaults follow the EH-FT paper (§3.2): 5e-4 for BitFit, LoRA and linear probing, 5e-3 for
 prefix-tuning, LoRA r=32, prefix length 16, full finetuning at 1e-5 (RoBERTa-large), stage 1
-taking 10% of the updates.
+taking 10% of the updates. Its other baselines of Table 1 finetune fully at the same rate:
+mixout(p=P) (Lee et al. 2020, P searched in {0.7, 0.8, 0.9}) and child-tuning-d(p=P) (Xu et
+al. 2021, P searched in {0.1, 0.2, 0.3}; the child is chosen before the stage, see
+child_tuning.py).
 """
 
 import re
@@ -30,6 +33,7 @@ PEFT_DEFAULTS = {
 RESERVE = "-reserve"
 STRATA_LR = 5e-4  # spafit-* and explicit strata
 TOPK_LR = FULL_FINETUNING_LR  # top-K layers are finetuned fully
+CHILD_TUNING_SHARE = 0.3
 
 
 class MethodError(EhftError, ValueError):
@@ -44,6 +48,7 @@ class Stage:
     share: float  # of the total updates
     head_from: str = ""  # stage whose final head this stage starts from ("" = new head)
     reserve: bool = False  # also start from that stage's PEFT parameters (-reserve variants)
+    child_share: float = 0.0  # Child-Tuning_D: the share of encoder-layer weights updated
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ def _single(spec: str, num_layers: int):
     written = re.fullmatch(r"(bitfit|lora|prefix)\s*\(.*\)", spec)
     if written:  # lora(r=8,targets=q+k+v): that method on every layer at its table's rate
         return spec, PEFT_DEFAULTS[written.group(1)][1]
+    if re.fullmatch(r"mixout\s*(\(.*\))?", spec):  # full finetuning with mixout
+        return spec, FULL_FINETUNING_LR
     if re.fullmatch(r"topk-\d+", spec):
         return spec, TOPK_LR
     if spec.startswith("spafit-") or ":" in spec:
@@ -84,19 +91,23 @@ def resolve_method(name: str, num_layers: int, stage1_share: float = STAGE1_SHAR
         reserve = name.endswith(RESERVE)
         peft = name[len("ehft-"):len(name) - len(RESERVE) if reserve else None]
         single = _single(peft, num_layers)
-        if single is None or peft == "lp":
+        if single is None or peft == "lp" or peft.startswith("mixout"):
             raise MethodError("unknown --method %r; EH-FT takes a PEFT method: ehft-bitfit, "
                               "ehft-lora, ehft-prefix, ehft-spafit-A-B-I|II or ehft-<strata>, "
                               "each optionally with -reserve" % name)
         stages = _two_stage(single[0], single[1], stage1_share)
         if reserve:
             stages = _reserving(stages, num_layers, name)
+    elif re.fullmatch(r"child-tuning-d\s*(\(.*\))?", name):
+        stages = (Stage("finetune", "full", FULL_FINETUNING_LR, 1.0,
+                        child_share=_child_share(name)),)
     else:
         single = _single(name, num_layers)
         if single is None:
             raise MethodError(
                 "unknown --method %r; expected one of: ft, lp, lp-ft, bitfit, lora, prefix, "
-                "topk-K, spafit-A-B-I|II, a method with arguments such as 'lora(r=8)', "
+                "mixout, child-tuning-d, topk-K, spafit-A-B-I|II, a method with arguments such "
+                "as 'lora(r=8)', 'mixout(p=0.8)' or 'child-tuning-d(p=0.2)', "
                 "a strata spec such as '0-5:frozen,6-11:bitfit', "
                 "or ehft-<any of the PEFT methods>" % name)
         stages = (Stage("finetune", single[0], single[1], 1.0),)
@@ -106,6 +117,24 @@ def resolve_method(name: str, num_layers: int, stage1_share: float = STAGE1_SHAR
         except PlanError as e:
             raise MethodError("--method %s: %s" % (name, e)) from None
     return Method(name, stages)
+
+
+def _child_share(name):
+    """p of child-tuning-d(p=P) (default CHILD_TUNING_SHARE)."""
+    args = re.fullmatch(r"child-tuning-d\s*(?:\((.*)\))?", name).group(1)
+    if args is None or not args.strip():
+        return CHILD_TUNING_SHARE
+    key, eq, value = args.partition("=")
+    if key.strip() != "p" or not eq:
+        raise MethodError("--method %s: child-tuning-d takes one argument, p (the share of "
+                          "encoder-layer weights updated), e.g. child-tuning-d(p=0.2)" % name)
+    try:
+        share = float(value)
+    except ValueError:
+        share = None
+    if share is None or not 0 < share <= 1:
+        raise MethodError("--method %s: p must be a number with 0 < p <= 1" % name)
+    return share
 
 
 def _two_stage(peft, lr, share):
@@ -136,7 +165,9 @@ def with_learning_rates(method: Method, stage1_lr=None, stage2_lr=None) -> Metho
     stage-1 flag unless they are plain finetuning)."""
     stages = []
     for i, stage in enumerate(method.stages):
-        override = stage2_lr if (i == 1 or stage.peft == "full") else stage1_lr
+        # full finetuning (FT, stage 2, mixout, Child-Tuning) takes the stage-2 rate
+        finetunes = stage.peft == "full" or stage.peft.startswith("mixout")
+        override = stage2_lr if (i == 1 or finetunes) else stage1_lr
         stages.append(replace(stage, lr=override) if override else stage)
     return replace(method, stages=tuple(stages))
 

@@ -28,8 +28,9 @@ USAGE = """\
 #   fairseq-hydra-train --config-dir examples/config --config-name {name} \\
 #       common.user_dir=$(ehft user-dir) task.data=data-bin/{name} \\
 #       checkpoint.finetune_from_model=roberta.large/model.pt [method=bitfit] [model.peft=...]
-# methods: ft (default), bitfit, lora, prefix, spafit, ehft_stage1_bitfit, ehft_stage1_lora,
-# ehft_stage1_prefix, ehft_stage2; model=roberta_ehft_base for a 12-layer backbone.
+# methods: ft (default), bitfit, lora, prefix, spafit, mixout, child_tuning_d,
+# ehft_stage1_bitfit, ehft_stage1_lora, ehft_stage1_prefix, ehft_stage2;
+# model=roberta_ehft_base for a 12-layer backbone.
 # Written by scripts/hydra_configs.py: edit that, not this file.
 """
 
@@ -94,7 +95,13 @@ def method_configs():
                                "from the original backbone with stage 1's head: "
                                "checkpoint.finetune_from_model=START, START written by "
                                "`ehft handover`; the other nine tenths of the updates",
-                               "full", None)}
+                               "full", None),
+               "mixout": ("Mixout (Lee et al. 2020): full finetuning at the task's learning "
+                          "rate, every layer's weights mixed with the pretrained ones (p=0.9)",
+                          "mixout(p=0.9)", None),
+               "child_tuning_d": ("Child-Tuning_D (Xu et al. 2021): full finetuning at the "
+                                  "task's learning rate of the child `ehft child-mask` chose: "
+                                  "model.child_tuning_mask=MASK", "full", None)}
     for name in plans:
         methods[name] = (name + " on every layer", plans[name], lr[name])
         methods["ehft_stage1_" + name] = (

@@ -56,22 +56,63 @@ def subset(raw_dir: Path, out_dir: Path, rows: int, headerless=()) -> Path:
     return out_dir
 
 
+# What prepare_rte and stock_checkpoint made, once per test process (one per xdist worker):
+# every call gets a copy of its own, so a test that changes its files changes nobody else's
+_MADE = {}
+_MADE_ROOT = None
+
+
+def _made(key, make):
+    """The directory `make(directory)` fills for `key`, made the first time it is asked for."""
+    global _MADE_ROOT
+    if key not in _MADE:
+        if _MADE_ROOT is None:
+            import atexit
+            import tempfile
+
+            _MADE_ROOT = Path(tempfile.mkdtemp(prefix="ehft-tests-"))
+            atexit.register(shutil.rmtree, _MADE_ROOT, True)
+        directory = _MADE_ROOT / str(len(_MADE))
+        make(directory)
+        _MADE[key] = directory
+    return _MADE[key]
+
+
 def prepare_rte(directory: Path, rows: int) -> Path:
     """`ehft prepare rte` on the first `rows` rows of the real RTE files; returns the data dir."""
-    raw = subset(shared("glue/RTE"), directory / "raw", rows=rows)
-    ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", directory / "bin", *gpt2_flags())
+    def make(out):
+        raw = subset(shared("glue/RTE"), out / "raw", rows=rows)
+        ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", out / "bin", *gpt2_flags())
+
+    shutil.copytree(_made(("rte", rows), make), directory, dirs_exist_ok=True)
     return directory / "bin"
+
+
+def _digest(directory: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        if path.name != "ehft_task.json":  # it names the raw directory, the data does not
+            digest.update(path.relative_to(directory).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def stock_checkpoint(data, save_dir: Path) -> Path:
     """A tiny RoBERTa (--arch roberta_base, 2 layers) finetuned 2 updates by stock fairseq
-    (--task sentence_prediction, no plugin); it carries a 2-class head."""
-    run([BIN / "fairseq-train", data, "--task", "sentence_prediction", "--num-classes", "2",
-         "--init-token", "0", "--separator-token", "2", "--criterion", "sentence_prediction",
-         *TINY_ROBERTA, "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8",
-         "--max-update", "2", "--cpu", "--save-dir", save_dir, "--num-workers", "0",
-         "--shorten-method", "truncate"])
-    return save_dir / "checkpoint_last.pt"
+    (--task sentence_prediction, no plugin); it carries a 2-class head. Trained once per test
+    process for the same data (training on CPU is deterministic), copied for each caller."""
+    def make(out):
+        run([BIN / "fairseq-train", data, "--task", "sentence_prediction", "--num-classes", "2",
+             "--init-token", "0", "--separator-token", "2", "--criterion", "sentence_prediction",
+             *TINY_ROBERTA, "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8",
+             "--max-update", "2", "--cpu", "--save-dir", out, "--num-workers", "0",
+             "--shorten-method", "truncate"])
+
+    made = _made(("stock", _digest(data)), make)
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(made / "checkpoint_last.pt", Path(save_dir) / "checkpoint_last.pt")
+    return Path(save_dir) / "checkpoint_last.pt"
 
 
 def run(cmd, cwd=None, check=True, env=None):

@@ -177,13 +177,18 @@ def test_diagnostics_benchmark_trains_the_runs_and_analyzes_them(tmp_path):
 
 def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     out = _script("speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "8",
-                  "--repeats", "2", "--wall-updates", "4", "--out", tmp_path)
+                  "--repeats", "2", "--wall-updates", "4", "--child-examples", "16",
+                  "--out", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("stage2_vs_fairseq", "bitfit_vs_ft", "lora_vs_ft", "prefix_vs_ft", "ft_vs_hf",
                 "bitfit_vs_hf", "lora_vs_hf", "default_pipeline_vs_hf", "mfu",
                 "ft_vs_ehft_wall"):
         assert results[key]["value"] > 0 and isinstance(results[key]["met"], bool), key
     assert results["run"]["same_batches"] is True  # plugin, stock fairseq and HF: same batches
+    # the paper's other baselines: speed and memory beside FT, and the Fisher pass's cost
+    for key in ("mixout_vs_ft", "child_tuning_vs_ft"):
+        assert results[key]["value"] > 0 and results[key]["peak_memory_mb"] > 0, key
+    assert results["run"]["child_mask"]["examples"] == 16
     assert results["ft_vs_hf"]["numerator"] > 0 and results["ft_vs_hf"]["denominator"] > 0
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Made by `python benchmarks/speed.py --steps 1" in text
@@ -193,6 +198,7 @@ def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     assert 0 <= results["run"]["other_cpu_share"] <= 1  # how quiet the machine was is recorded
     assert "of the machine's CPU while it was measured" in text
     assert "speed: wrote" in out
+    assert "plus its Fisher pass before training" in text and "| `mixout_vs_ft` |" in text
     # the ratio within each round, beside the ratio of the medians
     assert len(results["bitfit_vs_ft"]["per_repeat"]) == 2
     assert "of 2 repeats)" in text

@@ -284,6 +284,7 @@ def test_the_best_single_stage_peft_is_named_by_avg_among_one_stage_peft_methods
 
     for task, base in (("rte", 60.0), ("cb", 70.0)):
         run(task, "ft", base + 9, "full")  # the highest: but full finetuning
+        run(task, "mixout(p=0.9)", base + 10, "mixout(p=0.9)")  # full finetuning too
         run(task, "ehft-lora", base + 8, "0-5:lora(r=8)", two=True)  # two stages
         run(task, "bitfit", base + 1, "bitfit")
         run(task, "lora", base + 3, "0-5:lora(r=8)")

@@ -10,7 +10,8 @@ import os
 import sys
 
 from ..errors import DEBUG_VARIABLE, EhftError
-from . import analyze, convert, export, handover, predict, prepare, report, train, user_dir
+from . import (analyze, child_mask, convert, export, handover, predict, prepare, report, train,
+               user_dir)
 
 # name -> (add_parser, run)
 SUBCOMMANDS = {
@@ -18,6 +19,7 @@ SUBCOMMANDS = {
     "prepare": (prepare.add_parser, prepare.run),
     "train": (train.add_parser, train.run),
     "handover": (handover.add_parser, handover.run),
+    "child-mask": (child_mask.add_parser, child_mask.run),
     "report": (report.add_parser, report.run),
     "analyze": (analyze.add_parser, analyze.run),
     "predict": (predict.add_parser, predict.run),

@@ -9,8 +9,8 @@ from ..recipes import RECIPES
 
 def add_parser(sub, name):
     p = sub.add_parser(
-        name, help="train a method (ft, lp, lp-ft, bitfit, lora, prefix, topk-K, spafit-*, "
-                   "strata, ehft-*) for one or more seeds",
+        name, help="train a method (ft, lp, lp-ft, bitfit, lora, prefix, mixout, "
+                   "child-tuning-d, topk-K, spafit-*, strata, ehft-*) for one or more seeds",
         description="Runs the stages of --method with fairseq-train: EH-FT methods train the "
                     "PEFT method and head for --stage1-ratio of --total-updates, then finetune "
                     "fully from the original checkpoint with stage 1's head. Arguments after "

@@ -17,8 +17,10 @@ from fairseq.models.roberta.model import (
     roberta_large_architecture,
 )
 
+from ..child_tuning import apply_mask, load_mask
 from ..errors import CheckpointError, one_line_errors
 from ..peft.apply import apply_plan
+from ..peft.mixout import TARGET as MIXOUT_TARGET
 from ..peft.plan import SHORTHANDS, format_plan, parse_plan
 from ..peft.trainable import count_parameters, format_counts
 from .attention import KERNELS, use_sdpa
@@ -52,6 +54,10 @@ class RobertaEhftModel(RobertaModel):
             help="encoder self-attention: sdpa (default: one F.scaled_dot_product_attention "
                  "call with a boolean key mask, so a GPU runs its fused kernels, for every "
                  "--peft plan) or fairseq (its MultiheadAttention; prefix layers use sdpa)")
+        parser.add_argument(
+            "--child-tuning-mask", metavar="FILE",
+            help="Child-Tuning_D: update only the encoder-layer parameters the mask file (ehft "
+                 "child-mask) chooses; gradients elsewhere in the layers are zeroed")
         parser.add_argument("--reset-classification-heads", action="store_true",
                             help="a checkpoint head of another size is replaced by a new one "
                                  "instead of being an error")
@@ -71,6 +77,13 @@ class RobertaEhftModel(RobertaModel):
         model.plan = parse_plan(args.peft, len(layers))
         apply_plan(model, model.plan, layers)
         logger.info("--peft %s", format_plan(model.plan))
+        mask_file = getattr(args, "child_tuning_mask", None)
+        if mask_file:
+            masks, metadata = load_mask(mask_file)
+            apply_mask(model, masks, mask_file)
+            logger.info("--child-tuning-mask %s: %d of %d encoder-layer weights update "
+                        "(share %s)", mask_file, sum(int(m.sum()) for m in masks.values()),
+                        sum(m.numel() for m in masks.values()), metadata.get("share"))
         return model
 
     def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
@@ -92,10 +105,16 @@ class RobertaEhftModel(RobertaModel):
         prefix = name + "." if name != "" else ""
         self._check_head_sizes(state_dict, prefix)
         super().upgrade_state_dict_named(state_dict, name)
-        # PEFT parameters a stock checkpoint lacks start from their initial values
+        # PEFT parameters a stock checkpoint lacks start from their initial values; mixout
+        # mixes with the weights the run starts from, those of the checkpoint
         for key, value in self.state_dict().items():
-            if prefix + key not in state_dict and ("lora_" in key or ".prefix" in key):
+            if prefix + key in state_dict:
+                continue
+            if "lora_" in key or ".prefix" in key:
                 state_dict[prefix + key] = value
+            elif key.endswith("." + MIXOUT_TARGET):
+                weight = prefix + key[:-len(MIXOUT_TARGET)] + "weight"
+                state_dict[prefix + key] = state_dict.get(weight, value)
 
     def _check_head_sizes(self, state_dict, prefix):
         if getattr(self.args, "reset_classification_heads", False):

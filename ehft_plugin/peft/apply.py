@@ -1,8 +1,9 @@
 """Apply a PEFT plan to a built fairseq RoBERTa, by layer index."""
 
 from .lora import LoRALinear
+from .mixout import MixoutLinear
 from .prefix import PrefixSelfAttention
-from .plan import LoRA, Plan, Prefix
+from .plan import LoRA, Mixout, Plan, Prefix
 from .trainable import MODULE_TARGETS, is_trainable
 
 _TARGET_MODULES = {target: path for path, target in MODULE_TARGETS.items()}
@@ -23,12 +24,22 @@ def add_lora(layer, lora: LoRA):
     for target in lora.targets:
         path = _TARGET_MODULES[target]
         _set(layer, path, LoRALinear.wrap(_get(layer, path), lora.r, lora.alpha, lora.dropout))
-    if {"q", "k", "v", "out"} & set(lora.targets) and hasattr(layer.self_attn,
-                                                               "skip_embed_dim_check"):
+    _call_projection_modules(layer, lora.targets)
+
+
+def add_mixout(layer, mixout: Mixout):
+    for target in mixout.targets:
+        path = _TARGET_MODULES[target]
+        _set(layer, path, MixoutLinear.wrap(_get(layer, path), mixout.p))
+    _call_projection_modules(layer, mixout.targets)
+
+
+def _call_projection_modules(layer, targets):
+    if {"q", "k", "v", "out"} & set(targets) and hasattr(layer.self_attn, "skip_embed_dim_check"):
         # (--attention-kernel fairseq) fairseq's MultiheadAttention normally hands
-        # q_proj.weight & co. straight to F.multi_head_attention_forward, which would skip the
-        # LoRA path; this flag makes it use its own implementation that calls the projection
-        # modules. The plugin's SDPA attention always calls them.
+        # q_proj.weight & co. straight to F.multi_head_attention_forward, which would skip a
+        # LoRA or mixout layer; this flag makes it use its own implementation that calls the
+        # projection modules. The plugin's SDPA attention always calls them.
         layer.self_attn.skip_embed_dim_check = True
 
 
@@ -41,6 +52,9 @@ def apply_plan(model, plan: Plan, layers) -> None:
         lora = plan.method(index, LoRA)
         if lora is not None:
             add_lora(layer, lora)
+        mixout = plan.method(index, Mixout)
+        if mixout is not None:
+            add_mixout(layer, mixout)
         prefix = plan.method(index, Prefix)
         if prefix is not None:
             layer.self_attn = PrefixSelfAttention(layer.self_attn, prefix.len, prefix.mlp)

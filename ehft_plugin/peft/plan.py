@@ -6,19 +6,23 @@ Grammar (`--peft`):
     stratum  := layers ":" method ("+" method)*
     layers   := N | N "-" M | "emb"            (0-based, inclusive)
     method   := frozen | full | bitfit[(targets)] | lora[(args)] | prefix[(args)]
+              | mixout[(args)]
 
     bitfit(T)  or bitfit(targets=T)        T: '+'-joined targets (default all)
     lora(r=8,alpha=16,dropout=0,targets=q+v)
     prefix(len=16,mlp=0)                   mlp > 0: reparameterisation MLP hidden size
+    mixout(p=0.9,targets=all)              the layer trains fully, its target weights mixed
+                                           with their start values (Lee et al. 2020)
 
 Bias targets: q k v out fc1 fc2 attn_ln ffn_ln, and the groups attn (q+k+v+out+attn_ln),
 ffn (fc1+fc2+ffn_ln), all. LoRA targets: q k v out fc1 fc2, and attn (q+k+v+out), ffn, all.
 Every layer needs exactly one stratum; embeddings are frozen unless `emb:full` is given.
 `full+lora(...)` / `full+prefix(...)` train the whole layer together with those modules (the
-stage 2 of EH-FT's -reserve variants).
+stage 2 of EH-FT's -reserve variants). mixout stands alone in its stratum.
 
 Shorthands: full (plain finetuning, embeddings included), head (linear probing: only the
-head trains), bitfit, lora, prefix and any method with arguments, e.g. lora(r=8,targets=q+k+v),
+head trains), bitfit, lora, prefix, mixout (every layer and the embeddings train, as
+full) and any method with arguments, e.g. lora(r=8,targets=q+k+v),
 prefix(len=32), bitfit(attn) (that method on every layer), topk-K (top K layers full,
 the rest frozen; EH-FT paper Table 1), spafit-A-B-I / spafit-A-B-II (SPAFIT: layers 1..A
 frozen, A+1..B BitFit on all sub-layers, B+1..L LoRA r=64 alpha=128 on q,k,v (I) or
@@ -81,7 +85,16 @@ class Prefix:
     name = "prefix"
 
 
-METHODS = {m.name: m for m in (Frozen, Full, BitFit, LoRA, Prefix)}
+@dataclass(frozen=True)
+class Mixout:
+    """Lee et al. 2020: full training of the layer; in training each target weight matrix is
+    mixed with its start value (probability p per input unit), see peft/mixout.py."""
+    p: float = 0.9
+    targets: Tuple[str, ...] = ("q", "k", "v", "out", "fc1", "fc2")
+    name = "mixout"
+
+
+METHODS = {m.name: m for m in (Frozen, Full, BitFit, LoRA, Prefix, Mixout)}
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,7 @@ _RANGES = {
     ("lora", "dropout"): (lambda v: 0 <= v < 1, "a number with 0 <= dropout < 1"),
     ("prefix", "len"): (lambda v: v >= 1, "an integer >= 1"),
     ("prefix", "mlp"): (lambda v: v >= 0, "an integer >= 0 (0: no MLP, else its hidden size)"),
+    ("mixout", "p"): (lambda v: 0 <= v < 1, "a number with 0 <= p < 1"),
 }
 
 
@@ -213,6 +227,9 @@ def _stratum_methods(text: str):
         raise PlanError("%r names a method twice" % text)
     if len(methods) > 1 and Frozen in kinds:
         raise PlanError("%r: frozen cannot be combined with other methods" % text)
+    if len(methods) > 1 and Mixout in kinds:
+        raise PlanError("%r: mixout trains the whole layer and cannot be combined with other "
+                        "methods" % text)
     if Full in kinds and BitFit in kinds:
         raise PlanError("%r: full already trains every bias; bitfit adds nothing" % text)
     return methods
@@ -259,7 +276,8 @@ def _ranges(layers):
 def _shorthand(name: str, n: int):
     every = lambda method: "0-%d:%s" % (n - 1, method)  # noqa: E731
     simple = {"full": every("full") + ",emb:full", "head": every("frozen"),
-              "bitfit": every("bitfit"), "lora": every("lora"), "prefix": every("prefix")}
+              "bitfit": every("bitfit"), "lora": every("lora"), "prefix": every("prefix"),
+              "mixout": every("mixout") + ",emb:full"}
     if name in simple:
         return simple[name]
     topk = re.fullmatch(r"topk-(\d+)", name)
@@ -281,7 +299,7 @@ def _shorthand(name: str, n: int):
 
 
 SHORTHANDS = ("full", "head", "bitfit", "lora", "prefix", "topk-K", "spafit-A-B-I",
-              "spafit-A-B-II", "METHOD(ARGS) such as lora(r=8,targets=q+k+v)")
+              "spafit-A-B-II", "mixout", "METHOD(ARGS) such as lora(r=8,targets=q+k+v)")
 
 
 def parse_plan(text: str, num_layers: int) -> Plan:
@@ -297,6 +315,8 @@ def parse_plan(text: str, num_layers: int) -> Plan:
     expanded = _shorthand(text, num_layers)
     if expanded is None and ":" not in text and re.fullmatch(r"[a-z_]+\s*\(.*\)", text):
         expanded = "0-%d:%s" % (num_layers - 1, text)  # lora(r=4): that method on every layer
+        if text.startswith("mixout"):  # finetuning with mixout: the embeddings train too
+            expanded += ",emb:full"
     if expanded is None and ":" not in text:
         raise PlanError("unknown --peft %r; expected LAYERS:METHODS strata or one of: %s"
                         % (text, ", ".join(SHORTHANDS)))

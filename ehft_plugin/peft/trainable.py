@@ -6,7 +6,7 @@ and (later) save. Names are those of fairseq's RoBERTa:
 import re
 from collections import OrderedDict
 
-from .plan import BitFit, Full, LoRA, Plan, Prefix
+from .plan import BitFit, Full, LoRA, Mixout, Plan, Prefix
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
 _EMBEDDINGS = ("embed_tokens.", "embed_positions.", "layernorm_embedding.")
@@ -33,6 +33,8 @@ def layer_index(name: str):
 
 
 def is_trainable(name: str, plan: Plan) -> bool:
+    if name.endswith(".mixout_target"):  # a buffer: mixout's start values, never trained
+        return False
     if name.startswith("classification_heads.") or ".classification_heads." in name:
         return True
     layer, module, param = _split(name)
@@ -40,7 +42,7 @@ def is_trainable(name: str, plan: Plan) -> bool:
         embedding = any(e in name for e in _EMBEDDINGS) and "lm_head" not in name
         return embedding and plan.train_embeddings
     methods = plan.methods_for_layer(layer)
-    if any(isinstance(m, Full) for m in methods):
+    if any(isinstance(m, (Full, Mixout)) for m in methods):
         return True
     target = MODULE_TARGETS.get(module)
     for m in methods:

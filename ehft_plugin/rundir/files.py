@@ -17,6 +17,7 @@ LAST_CHECKPOINT = "checkpoint_last.pt"
 HEAD_FILE = "head.safetensors"
 PEFT_FILE = "peft.safetensors"
 START_FILE = "start.pt"
+CHILD_MASK_FILE = "child_mask.safetensors"
 
 
 class RunError(EhftError):

@@ -2,6 +2,7 @@
 see it: the recorded configuration and commands, each stage's files, and the dev results."""
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -60,8 +61,10 @@ class Run:
 
     @property
     def single_stage_peft(self):
-        """Trained in one stage with a parameter-efficient plan (not full finetuning)."""
-        return len(self.plans) == 1 and self.plans[0] != "full"
+        """Trained in one stage with a parameter-efficient plan (not full finetuning, with or
+        without mixout)."""
+        return len(self.plans) == 1 and not re.fullmatch(r"full|mixout(\(.*\))?",
+                                                         self.plans[0])
 
     @property
     def share(self) -> Optional[float]:
