@@ -41,6 +41,7 @@ from ehft_plugin.atomic import write_file  # noqa: E402
 from ehft_plugin.errors import EhftError  # noqa: E402
 from ehft_plugin.locks import acquire  # noqa: E402
 from ehft_plugin.report.stats import welch_p_of_cells  # noqa: E402
+from ehft_plugin.rundir import method_slug  # noqa: E402
 
 # (raw directory under ../shared/data, total updates) at batch 16: about 2 epochs of RTE and
 # CoLA, 1.3 of MRPC, 0.8 of STS-B, 10 of CB and COPA, what this 2-core machine finishes in
@@ -71,7 +72,7 @@ def prepare(task, args):
 
 
 def record_dir(task, method, seed, args):
-    return os.path.join(args.out, "runs", task, method, "seed%d" % seed)
+    return os.path.join(args.out, "runs", task, method_slug(method), "seed%d" % seed)
 
 
 def finished(task, method, seed, args):
@@ -88,7 +89,8 @@ class CellFailed(Exception):
 
 def run_cell(task, method, seed, args):
     # cells may run at once, and a random-batch grid beside the default one
-    work = os.path.join(args.work, "%s-%s-%d-%s" % (task, method, seed, args.batch_order))
+    work = os.path.join(args.work, "%s-%s-%d-%s" % (task, method_slug(method), seed,
+                                                    args.batch_order))
     try:
         lock = acquire(work, "accuracy grid")
     except EhftError as busy:  # a second grid on the same cell would delete the first's files
@@ -98,13 +100,22 @@ def run_cell(task, method, seed, args):
             train_cell(task, method, seed, args, work)
 
 
+def budget(task, args):
+    """ehft train's budget flags and extra fairseq-train arguments of a cell of `task`
+    (converged_grid.py sets its own through args.budget)."""
+    if getattr(args, "budget", None):
+        return args.budget(task)
+    return ["--total-updates", args.updates or TASKS[task][1]], []
+
+
 def train_cell(task, method, seed, args, work):
+    flags, extra = budget(task, args)
+    lr = getattr(args, "ft_lr", None) or FT_LR
     cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
-               "--total-updates", args.updates or TASKS[task][1], "--batch-size", BATCH,
-               "--lr-stage2", FT_LR,
+               *flags, "--batch-size", BATCH, "--lr-stage2", lr(task) if callable(lr) else lr,
                "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
-               "--log-interval", "50", "--batch-order", args.batch_order)
+               "--log-interval", "50", "--batch-order", args.batch_order, *extra)
     # cells that share a machine share its cores: one thread each keeps them from contending
     env = dict(os.environ, OMP_NUM_THREADS="1") if args.jobs > 1 else None
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -112,7 +123,7 @@ def train_cell(task, method, seed, args, work):
         shutil.rmtree(work, ignore_errors=True)
         raise CellFailed("grid: %s %s seed %d failed:\n%s" % (task, method, seed,
                                                              result.stderr[-3000:]))
-    source = os.path.join(work, task, method, "seed%d" % seed)
+    source = os.path.join(work, task, method_slug(method), "seed%d" % seed)
     target = record_dir(task, method, seed, args)
     for folder, _, files in os.walk(source):
         for name in files:

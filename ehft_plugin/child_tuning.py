@@ -149,7 +149,8 @@ def compute_mask(command, share, out, device=None, max_examples=None):
     seed = int(_flag(command, "--seed", 1))
     if device is None:
         device = "cuda" if torch.cuda.is_available() and "--cpu" not in command else "cpu"
-    built = Built(command, start, seed=seed, device=device).load(start, strict=False)
+    built = Built(command, "the fairseq-train arguments", seed=seed, device=device).load(
+        start, strict=False)
     built.task.load_dataset("train")
     examples = len(built.task.dataset("train"))
     if max_examples is not None:

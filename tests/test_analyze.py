@@ -91,6 +91,11 @@ def test_heads_compare_a_random_head_with_the_stage1_heads(analysis):
     assert all(cell["mean"] > 0 for cell in gradient.values())
     ratio = heads["random_over"]["LP"]
     assert ratio == pytest.approx(gradient["random"]["mean"] / gradient["LP"]["mean"])
+    # read the paper's way (§4): how many times larger a trained head's gradient is
+    assert heads["over_random"]["LP"] == pytest.approx(1 / ratio)
+    text = (out / "analysis.md").read_text()
+    assert "| task | head | backbone gradient norm | head / random | silhouette |" in text
+    assert "| rte | LP | %.4f (n=1) | %.1f× |" % (gradient["LP"]["mean"], 1 / ratio) in text
     tsne = heads["tsne"]
     rte_dev = 40  # prepare_rte keeps 40 rows of each file
     assert len(tsne["random"]["points"]) == min(24, rte_dev)

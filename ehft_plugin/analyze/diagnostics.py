@@ -191,6 +191,10 @@ def heads(runs, examples, batch_size, grad_batches, device, log):
             "gradient": {"batches": grad_batches, "batch_size": batch_size,
                          "methods": {label: dict(_summary(list(s.values())), by_seed=s)
                                      for label, s in grads.items()}},
+            # the paper's direction (§4): how many times larger a head's gradient is than a
+            # random head's; random_over is the same the other way round
+            "over_random": {label: _ratio(s, grads["random"]) for label, s in grads.items()
+                            if label != "random"},
             "random_over": {label: _ratio(grads["random"], s) for label, s in grads.items()
                             if label != "random"},
         }
@@ -205,12 +209,12 @@ def _reinit(head):
             module.reset_parameters()
 
 
-def _ratio(random, other):
-    """Mean over the seeds both have of (random head's norm / this head's norm)."""
-    seeds = sorted(set(random) & set(other))
+def _ratio(numerator, denominator):
+    """Mean over the seeds both have of numerator's norm / denominator's ({seed: norm})."""
+    seeds = sorted(set(numerator) & set(denominator))
     if not seeds:
         return None
-    return sum(random[s] / other[s] for s in seeds) / len(seeds)
+    return sum(numerator[s] / denominator[s] for s in seeds) / len(seeds)
 
 
 def _hidden(built, examples, batch_size):

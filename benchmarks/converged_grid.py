@@ -1,0 +1,221 @@
+"""The second accuracy grid: budgets where full finetuning has converged, enough seeds to
+decide, and the EH-FT paper's other baselines. It runs in slices (`--hours`), each command
+going on where the last one stopped, as the first grid does (accuracy_grid.py, whose cell
+machinery it uses).
+
+    .venv/bin/python benchmarks/converged_grid.py sweep [--hours H] [--jobs 2]
+    .venv/bin/python benchmarks/converged_grid.py grid [--hours H] [--jobs 2]
+    .venv/bin/python benchmarks/converged_grid.py report
+
+Declared before anything was run:
+- tasks and budgets: CB and COPA 20 epochs, RTE 10 epochs (batch 16, the converted
+  all-MiniLM-L6-v2), about 20 validations a run; `report` shows FT's dev curve over epochs
+  and the slope of its last validations, to check that the budget is past its rise;
+- FT's learning rate per task from a sweep over 1e-5, 2e-5 and 5e-5 on seeds 1 and 2 (`sweep`,
+  kept in benchmarks/accuracy-converged/sweep/): the rate with the highest mean best-dev
+  metric; every method's full-finetuning stage (FT, EH-FT's and LP-FT's stage 2, Mixout,
+  Child-Tuning_D) uses it, stage 1 keeps the method table's rate;
+- methods and seeds: FT and EH-FT(BitFit) 8 seeds, EH-FT(LoRA), LP-FT, Mixout (p=0.9) and
+  Child-Tuning_D (p_D=0.3) 4 seeds; one p each (the paper searched three), fixed here to keep
+  the grid within about 12 hours of this machine.
+`grid` refuses to start before the sweep has chosen every task's rate. The report:
+benchmarks/accuracy-converged/results.md (and -last), convergence.md, accuracy.json.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import accuracy_grid as grid  # noqa: E402
+
+from ehft_plugin.atomic import write_file  # noqa: E402
+from ehft_plugin.data.binarize import load_metadata  # noqa: E402
+from ehft_plugin.recipes import epochs_to_updates  # noqa: E402
+
+OUT = os.environ.get("EHFT_CONVERGED_OUT", os.path.join(HERE, "accuracy-converged"))
+EPOCHS = {"cb": 20, "copa": 20, "rte": 10}
+VALIDATIONS = 20
+SEEDS = {"ft": 8, "ehft-bitfit": 8, "ehft-lora": 4, "lp-ft": 4, "mixout(p=0.9)": 4,
+         "child-tuning-d(p=0.3)": 4}
+SWEEP_LRS = (1e-5, 2e-5, 5e-5)
+SWEEP_SEEDS = (1, 2)
+
+
+def budget(task, args):
+    """--total-epochs, and a validation every 1/VALIDATIONS of the run's updates."""
+    updates = epochs_to_updates(EPOCHS[task], load_metadata(grid.prepare(task, args)),
+                                grid.BATCH)
+    return (["--total-epochs", EPOCHS[task]],
+            ["--validate-interval-updates", max(1, updates // VALIDATIONS)])
+
+
+def sweep_dir(lr):
+    return os.path.join(OUT, "sweep", "lr%g" % lr)
+
+
+def chosen_rates():
+    """{task: lr} of the tasks whose sweep has finished, from sweep/rates.json."""
+    path = os.path.join(OUT, "sweep", "rates.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return {t: entry["chosen"] for t, entry in json.load(f).items()}
+
+
+def run_cells(cells, args, out_for, lr_for):
+    """accuracy_grid's cells, --jobs at a time, none started after --hours; returns the
+    failures. `cells`: (task, method, seed, *key), key picking the output and the rate."""
+    import concurrent.futures
+
+    start = time.time()
+
+    def one(cell):
+        task, method, seed, *key = cell
+        cell_args = argparse.Namespace(**vars(args), out=out_for(*key), budget=budget,
+                                       ft_lr=lr_for(task, *key), batch_order="length")
+        if grid.finished(task, method, seed, cell_args):
+            return None
+        if args.hours and time.time() - start > args.hours * 3600:
+            return "skipped"
+        began = time.time()
+        try:
+            grid.run_cell(task, method, seed, cell_args)
+        except grid.CellFailed as failure:
+            print(failure, flush=True)
+            return failure
+        print("  %s %s seed %d%s: %.0f s" % (task, method, seed, " (lr %g)" % key[0] if key
+                                             else "", time.time() - began), flush=True)
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        outcomes = list(pool.map(one, cells))
+    if "skipped" in outcomes:
+        print("converged: --hours %g reached, %d cells not started; run again to go on"
+              % (args.hours, outcomes.count("skipped")))
+    return [str(o) for o in outcomes if isinstance(o, grid.CellFailed)]
+
+
+def sweep(args):
+    cells = [(t, "ft", s, lr) for s in SWEEP_SEEDS for t in args.tasks for lr in SWEEP_LRS]
+    failed = run_cells(cells, args, sweep_dir, lambda task, lr: lr)
+    path = os.path.join(OUT, "sweep", "rates.json")
+    rates = json.load(open(path)) if os.path.isfile(path) else {}  # other tasks' sweeps stay
+    for task in args.tasks:
+        means = {}
+        for lr in SWEEP_LRS:
+            values = [_best(task, "ft", s, sweep_dir(lr)) for s in SWEEP_SEEDS]
+            if None not in values:
+                means["%g" % lr] = sum(values) / len(values)
+        if len(means) == len(SWEEP_LRS):
+            best = max(means, key=means.get)
+            rates[task] = {"chosen": float(best), "mean_best_dev": means,
+                           "seeds": list(SWEEP_SEEDS), "epochs": EPOCHS[task]}
+    write_file(path, json.dumps(rates, indent=1) + "\n")
+    print("converged: FT learning rates chosen so far: %s" % json.dumps(
+        {t: r["chosen"] for t, r in rates.items()}))
+    return failed
+
+
+def _best(task, method, seed, out):
+    """The best dev metric of a finished record, in the task's paper metric, or None."""
+    from ehft_plugin.report import read_run
+
+    path = os.path.join(out, "runs", task, grid.method_slug(method), "seed%d" % seed)
+    run = read_run(path) if os.path.isfile(os.path.join(path, "run.json")) else None
+    if run is None:
+        return None
+    from ehft_plugin.data.task_table import paper_metric
+
+    return run.cells[task][paper_metric(task, run.cells[task])]
+
+
+def grid_cells(args):
+    most = max(SEEDS.values())
+    return [(t, m, s) for s in range(1, most + 1) for t in args.tasks for m in SEEDS
+            if s <= SEEDS[m]]
+
+
+def run_grid(args):
+    rates = chosen_rates()
+    missing = [t for t in args.tasks if t not in rates]
+    if missing:
+        raise SystemExit("converged: no FT learning rate chosen yet for %s; run `%s sweep` "
+                         "first" % (", ".join(missing), sys.argv[0]))
+    cells = grid_cells(args)
+    todo = [c for c in cells if not grid.finished(*c, argparse.Namespace(out=OUT))]
+    print("converged: %d of %d cells to run (rates %s)" % (len(todo), len(cells), rates),
+          flush=True)
+    failed = run_cells(todo, args, lambda: OUT, lambda task: rates[task])
+    return failed
+
+
+def report(args):
+    summary = argparse.Namespace(out=OUT, json=os.path.join(OUT, "accuracy.json"),
+                                 batch_order="length")
+    grid.summarise(summary)
+    write_file(os.path.join(OUT, "convergence.md"), convergence(args.tasks))
+
+
+def convergence(tasks):
+    """FT's dev curve over epochs (mean over seeds) and the slope of its last validations."""
+    from ehft_plugin.report import collect
+
+    lines = ["# Has full finetuning converged?", "",
+             "FT's dev metric (best-of-run selection aside: every validation) against epochs, "
+             "mean over its seeds; slope: least-squares slope of the last five validations, in "
+             "points per epoch. A budget past FT's rise shows a slope near 0 or below.", ""]
+    runs, _ = collect([os.path.join(OUT, "runs")])
+    for task in tasks:
+        ft = [r for r in runs if r.task == task and r.method == "ft"]
+        if not ft:
+            continue
+        per_epoch = ft[0].updates[0] / EPOCHS[task]
+        points = {}
+        for run in ft:
+            for updates, value in run.curve:
+                points.setdefault(updates, []).append(value)
+        curve = [(u / per_epoch, sum(v) / len(v)) for u, v in sorted(points.items())
+                 if len(v) == len(ft)]
+        tail = curve[-5:]
+        mx = sum(x for x, _ in tail) / len(tail)
+        my = sum(y for _, y in tail) / len(tail)
+        slope = sum((x - mx) * (y - my) for x, y in tail) / max(
+            1e-12, sum((x - mx) ** 2 for x, _ in tail))
+        lines += ["## %s (%d seeds, %d epochs)" % (task, len(ft), EPOCHS[task]), "",
+                  "Slope of the last five validations: %+.2f points per epoch." % slope, "",
+                  "| epoch | " + " | ".join("%.1f" % x for x, _ in curve) + " |",
+                  "|---|" + "---|" * len(curve),
+                  "| dev | " + " | ".join("%.2f" % y for _, y in curve) + " |", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("step", choices=("sweep", "grid", "report"))
+    parser.add_argument("--tasks", nargs="+", default=list(EPOCHS), choices=EPOCHS)
+    parser.add_argument("--hours", type=float, default=0,
+                        help="start no new cell after this many hours (0: run them all)")
+    parser.add_argument("--backbone", default=os.path.join(grid.ROOT, ".cache", "backbones",
+                                                           "all-MiniLM-L6-v2"))
+    parser.add_argument("--shared", default=os.path.join(grid.ROOT, "..", "shared", "data"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--work", default=os.path.join(grid.ROOT, ".cache", "converged-runs"))
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1, got %d" % args.jobs)
+    failed = {"sweep": sweep, "grid": run_grid, "report": lambda a: report(a) or []}[
+        args.step](args)
+    if args.step != "report":
+        report(args)
+    if failed:
+        raise SystemExit("converged: %d cells failed (above)" % len(failed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""benchmarks/converged_grid.py: the learning-rate sweep decides FT's rate before the grid
+starts, the grid has its declared seeds, and the report shows whether FT has converged."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from test_benchmarks import _load_benchmark
+
+
+@pytest.fixture
+def converged(tmp_path, monkeypatch):
+    module = _load_benchmark("converged_grid")
+    monkeypatch.setattr(module, "OUT", str(tmp_path))
+    return module
+
+
+def fake_record(out, task, method, seed, accuracies, updates):
+    """A finished one-stage record as accuracy_grid keeps it: run.json and done.json, one
+    validation per value, evenly spread over `updates`."""
+    run = os.path.join(out, "runs", task, method, "seed%d" % seed)
+    os.makedirs(os.path.join(run, "finetune"))
+    config = {"method": method, "seed": seed, "updates": [updates],
+              "stages": [{"name": "finetune", "peft": "full", "lr": 1e-5}]}
+    with open(os.path.join(run, "run.json"), "w") as f:
+        json.dump({"task": task, "config": config, "commands": {}}, f)
+    step = updates // len(accuracies)
+    valid = [{"subset": "valid", "valid_num_updates": str(step * (i + 1)),
+              "valid_accuracy": str(a), "valid_acc_macro_f1": str(a)}
+             for i, a in enumerate(accuracies)]
+    with open(os.path.join(run, "finetune", "done.json"), "w") as f:
+        json.dump({"updates": updates, "metric": "acc_macro_f1", "valid": valid}, f)
+
+
+def _args(**kw):
+    return argparse.Namespace(**dict(dict(tasks=["cb"], hours=0, jobs=1, device="cpu",
+                                          backbone="b", shared="s", work="w", step="sweep"),
+                                     **kw))
+
+
+def test_the_sweep_chooses_the_rate_with_the_highest_mean_best_dev(converged):
+    best = {1e-5: (60.0, 64.0), 2e-5: (70.0, 66.0), 5e-5: (71.0, 50.0)}  # means 62, 68, 60.5
+    for lr, (a, b) in best.items():
+        fake_record(converged.sweep_dir(lr), "cb", "ft", 1, [50.0, a], 320)
+        fake_record(converged.sweep_dir(lr), "cb", "ft", 2, [b, 40.0], 320)
+    assert converged.sweep(_args()) == []  # every cell finished: nothing trains
+    rates = json.load(open(os.path.join(converged.OUT, "sweep", "rates.json")))
+    assert rates["cb"]["chosen"] == 2e-5
+    assert rates["cb"]["mean_best_dev"] == {"1e-05": 62.0, "2e-05": 68.0, "5e-05": 60.5}
+    assert converged.chosen_rates() == {"cb": 2e-5}
+
+
+def test_the_grid_has_its_declared_seeds_and_waits_for_the_sweep(converged, tmp_path):
+    cells = converged.grid_cells(_args(tasks=["cb", "rte"]))
+    count = {m: sum(1 for _, method, _ in cells if method == m) for m in converged.SEEDS}
+    assert count == {"ft": 16, "ehft-bitfit": 16, "ehft-lora": 8, "lp-ft": 8,
+                     "mixout(p=0.9)": 8, "child-tuning-d(p=0.3)": 8}
+    assert [c[2] for c in cells[:12]] == [1] * 12  # seed by seed: a partial grid is balanced
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "converged_grid.py"),
+                             "grid", "--tasks", "cb"], capture_output=True, text=True,
+                            env=dict(os.environ, EHFT_CONVERGED_OUT=str(tmp_path)), cwd=REPO)
+    assert result.returncode == 1
+    assert "no FT learning rate chosen yet for cb; run" in result.stderr
+
+
+def test_the_convergence_report_shows_ft_over_epochs_and_its_last_slope(converged):
+    # 20 epochs of CB (16 updates each): rising, then flat at the end
+    fake_record(converged.OUT, "cb", "ft", 1, [50, 60, 70, 80, 80, 80, 80, 80, 80, 80], 320)
+    fake_record(converged.OUT, "cb", "ft", 2, [52, 62, 72, 82, 82, 82, 82, 82, 82, 82], 320)
+    text = converged.convergence(["cb"])
+    assert "## cb (2 seeds, 20 epochs)" in text
+    assert "Slope of the last five validations: +0.00 points per epoch." in text
+    assert "| epoch | 2.0 | 4.0 |" in text and "| dev | 51.00 | 61.00 |" in text
