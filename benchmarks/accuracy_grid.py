@@ -104,7 +104,7 @@ def budget(task, args):
     """ehft train's budget flags and extra fairseq-train arguments of a cell of `task`
     (converged_grid.py sets its own through args.budget)."""
     if getattr(args, "budget", None):
-        return args.budget(task)
+        return args.budget(task, args)
     return ["--total-updates", args.updates or TASKS[task][1]], []
 
 

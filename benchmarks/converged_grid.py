@@ -76,8 +76,11 @@ def run_cells(cells, args, out_for, lr_for):
 
     def one(cell):
         task, method, seed, *key = cell
-        cell_args = argparse.Namespace(**vars(args), out=out_for(*key), budget=budget,
-                                       ft_lr=lr_for(task, *key), batch_order="length")
+        cell_args = argparse.Namespace(**dict(vars(args), out=out_for(*key), budget=budget,
+                                              ft_lr=lr_for(task, *key), batch_order="length",
+                                              # the sweep's rates train side by side
+                                              work=os.path.join(args.work,
+                                                                *("lr%g" % k for k in key))))
         if grid.finished(task, method, seed, cell_args):
             return None
         if args.hours and time.time() - start > args.hours * 3600:

@@ -76,3 +76,19 @@ def test_the_convergence_report_shows_ft_over_epochs_and_its_last_slope(converge
     assert "## cb (2 seeds, 20 epochs)" in text
     assert "Slope of the last five validations: +0.00 points per epoch." in text
     assert "| epoch | 2.0 | 4.0 |" in text and "| dev | 51.00 | 61.00 |" in text
+
+
+def test_each_swept_rate_trains_in_its_own_work_directory_with_the_declared_budget(
+        converged, monkeypatch):
+    seen = []
+    monkeypatch.setattr(converged.grid, "finished", lambda *cell: False)
+    monkeypatch.setattr(converged.grid, "run_cell", lambda task, method, seed, a: seen.append(
+        (a.work, a.out, a.ft_lr, converged.grid.budget(task, a))))
+    monkeypatch.setattr(converged, "budget", lambda task, a: (["--total-epochs", 20], []))
+    cells = [("cb", "ft", 1, lr) for lr in converged.SWEEP_LRS]
+    assert converged.run_cells(cells, _args(jobs=2), converged.sweep_dir,
+                               lambda task, lr: lr) == []
+    assert sorted(w for w, _, _, _ in seen) == ["w/lr1e-05", "w/lr2e-05", "w/lr5e-05"]
+    assert sorted(lr for _, _, lr, _ in seen) == list(converged.SWEEP_LRS)
+    assert all(out == converged.sweep_dir(lr) for _, out, lr, _ in seen)
+    assert all(b == (["--total-epochs", 20], []) for _, _, _, b in seen)
