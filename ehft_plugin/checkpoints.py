@@ -20,8 +20,10 @@ ADAPTER_FORMAT = "ehft-adapter/1"
 
 def load_checkpoint(path):
     """A fairseq checkpoint as fairseq reads it (safely), or a CheckpointError naming it."""
-    import ehft_plugin  # noqa: F401  (safe loading)
+    import ehft_plugin
     from fairseq import checkpoint_utils
+
+    ehft_plugin.register()  # safe loading (the `ehft` command registers on demand)
 
     if not os.path.isfile(path):
         raise CheckpointError("--checkpoint %s: file not found" % path)

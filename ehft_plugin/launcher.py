@@ -218,7 +218,6 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
 def train(opts):
     meta = load_metadata(opts.data)
     original = read_original(opts.checkpoint)
-    check_fits_data(original, opts.data, opts.checkpoint)
     dims = model_args(original)
     arch = opts.arch or _ARCH.get(dims["arch"], dims["arch"])
     if not arch.startswith("roberta_ehft"):
@@ -227,6 +226,8 @@ def train(opts):
     apply_recipe(opts, meta)
     method = resolve_method(opts.method, dims["encoder_layers"], opts.stage1_ratio)
     method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
+    # last of the checks: reading the dictionary imports fairseq, seconds the others spare
+    check_fits_data(original, opts.data, opts.checkpoint)
     if getattr(opts, "dry_run", False):
         return dry_run(opts, method, original, dims, arch, meta)
     # under torchrun every rank runs this launcher and its fairseq-train children join one

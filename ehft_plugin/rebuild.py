@@ -17,9 +17,11 @@ class Built:
     """A glue_ehft task, its criterion and one model, built as fairseq-train built them."""
 
     def __init__(self, command, source, seed=0, peft=None, device="cpu"):
+        import ehft_plugin
         from fairseq import options, tasks
         from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+        ehft_plugin.register()  # glue_ehft and roberta_ehft in fairseq's registries
         args = list(command[1:])
         if peft is not None:
             args[args.index("--peft") + 1] = peft

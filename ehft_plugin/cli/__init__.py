@@ -31,6 +31,12 @@ SUBCOMMANDS = {
 }
 
 
+# subcommands that need no fairseq registry, or register where they do (checkpoint loading,
+# a model rebuilt for Child-Tuning's Fisher pass): their refusals come without fairseq's
+# seconds of imports
+REGISTERS_ON_DEMAND = ("report", "user-dir", "train", "prepare")
+
+
 def import_user_dir(path):
     """Import a user's plugin directory the way fairseq's --user-dir does."""
     path = os.path.abspath(path)
@@ -57,6 +63,10 @@ def main(argv=None):
                         level=logging.INFO, stream=sys.stderr, force=True)
     args = build_parser().parse_args(argv)
     try:
+        if args.command not in REGISTERS_ON_DEMAND:
+            import ehft_plugin
+
+            ehft_plugin.register()
         if args.user_dir:
             import_user_dir(args.user_dir)
         return args.run(args) or 0

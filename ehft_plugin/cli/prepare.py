@@ -3,7 +3,6 @@
 import json
 import logging
 
-from ..data.binarize import prepare
 from ..data.task_table import TASKS, get_task
 from ..data.tokenisers import BPE_CHOICES, TokeniserSpec
 
@@ -53,6 +52,8 @@ def add_parser(sub, name):
 
 
 def run(args):
+    from ..data.binarize import prepare  # torch: only once the arguments are read
+
     spec = get_task(args.task)
     tokeniser, pair_format = tokeniser_from_args(args), "roberta"
     if args.backbone:

@@ -1,0 +1,47 @@
+"""The `ehft` command imports fairseq (seconds) only for the subcommands that need it; every
+other way into the package registers the plugin at import, as fairseq's --user-dir needs."""
+
+import subprocess
+import sys
+
+PROBE = """
+import sys
+sys.argv[0] = {argv0!r}
+import ehft_plugin.cli
+try:
+    ehft_plugin.cli.main({args!r})
+except SystemExit:
+    pass
+print("fairseq imported:", "fairseq" in sys.modules)
+"""
+
+
+def _probe(argv0, args):
+    result = subprocess.run([sys.executable, "-c", PROBE.format(argv0=argv0, args=args)],
+                            capture_output=True, text=True)
+    return result.stdout.strip().splitlines()[-1], result.stderr
+
+
+def test_help_report_and_refused_arguments_answer_without_importing_fairseq(tmp_path):
+    line, err = _probe("/venv/bin/ehft", ["report", str(tmp_path / "none"), "--out",
+                                          str(tmp_path / "r.md")])
+    assert line == "fairseq imported: False"
+    assert "ehft report: error: %s: no such directory" % (tmp_path / "none") in err
+    line, _ = _probe("/venv/bin/ehft", ["train", "--method", "ft", "--data", str(tmp_path),
+                                        "--checkpoint", "x.pt", "--save-dir", str(tmp_path),
+                                        "--batch-size", "0"])
+    assert line == "fairseq imported: False"
+
+
+def test_subcommands_that_need_fairseq_register_the_plugin(tmp_path):
+    line, err = _probe("/venv/bin/ehft", ["predict", "--checkpoint", str(tmp_path / "no.pt"),
+                                          "--input", "x", "--out", str(tmp_path / "p.tsv")])
+    assert line == "fairseq imported: True" and "no.pt: checkpoint not found" in err
+
+
+def test_any_other_import_registers_the_plugin_with_fairseq():
+    code = ("import sys; sys.argv[0] = 'fairseq-train'; import ehft_plugin; "
+            "from fairseq.tasks import TASK_REGISTRY; from fairseq.models import MODEL_REGISTRY; "
+            "print('glue_ehft' in TASK_REGISTRY and 'roberta_ehft' in MODEL_REGISTRY)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "True", result.stderr[-2000:]
