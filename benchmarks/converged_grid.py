@@ -104,6 +104,10 @@ def run_cells(cells, args, out_for, lr_for):
 
 
 def sweep(args):
+    os.makedirs(os.path.join(OUT, "sweep"), exist_ok=True)
+    write_file(os.path.join(OUT, "sweep", "how.json"), json.dumps(
+        {"command": " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:]),
+         "jobs": args.jobs}) + "\n")
     cells = [(t, "ft", s, lr) for s in SWEEP_SEEDS for t in args.tasks for lr in SWEEP_LRS]
     failed = run_cells(cells, args, sweep_dir, lambda task, lr: lr)
     path = os.path.join(OUT, "sweep", "rates.json")
@@ -161,7 +165,57 @@ def report(args):
     summary = argparse.Namespace(out=OUT, json=os.path.join(OUT, "accuracy.json"),
                                  batch_order="length")
     grid.summarise(summary)
-    write_file(os.path.join(OUT, "convergence.md"), convergence(args.tasks))
+    if os.path.isdir(os.path.join(OUT, "runs")):
+        write_file(os.path.join(OUT, "convergence.md"), convergence(args.tasks))
+    write_file(os.path.join(OUT, "cost.md"), cost(list(EPOCHS)))
+
+
+def _cell_minutes(out):
+    """{task: [wall minutes of each finished FT cell under `out`]} from its done.json."""
+    minutes = {}
+    runs = os.path.join(out, "runs")
+    for task in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        ft = os.path.join(runs, task, "ft")
+        for seed in sorted(os.listdir(ft)) if os.path.isdir(ft) else []:
+            done = os.path.join(ft, seed, "finetune", "done.json")
+            if os.path.isfile(done):
+                with open(done) as f:
+                    seconds = json.load(f).get("seconds", {})
+                minutes.setdefault(task, []).append(
+                    sum(v for k, v in seconds.items() if k != "training" and v) / 60)
+    return minutes
+
+
+def cost(tasks):
+    """What a cell costs, from the FT cells finished so far (sweep and grid), and what the
+    grid's cells of each task come to at that rate."""
+    measured = {}
+    for out in [OUT] + [sweep_dir(lr) for lr in SWEEP_LRS]:
+        for task, values in _cell_minutes(out).items():
+            measured.setdefault(task, []).extend(values)
+    how = {}
+    if os.path.isfile(os.path.join(OUT, "sweep", "how.json")):
+        with open(os.path.join(OUT, "sweep", "how.json")) as f:
+            how = json.load(f)
+    cells = {t: sum(SEEDS.values()) for t in tasks}
+    lines = ["# What the converged grid costs", "",
+             "Wall minutes of each finished FT cell (its stages' fairseq-train processes, start "
+             "checkpoints and hand-overs, from done.json), measured on this machine%s. A "
+             "task's grid cells at that rate, FT's cost standing in for every method (stage 1 "
+             "of the two-stage methods costs less a step, Mixout a little more, Child-Tuning_D "
+             "adds one pass over the training set):" % (
+                 " with %s cells side by side (%s)" % (how["jobs"], how["command"])
+                 if how else ""), "",
+             "Machine hours are the cell-hours divided by the cells trained side by side.", "",
+             "| task | epochs | FT cells measured | minutes a cell | grid cells | cell-hours |",
+             "|---|---|---|---|---|---|"]
+    for task in tasks:
+        values = measured.get(task, [])
+        mean = sum(values) / len(values) if values else None
+        lines.append("| %s | %d | %d | %s | %d | %s |" % (
+            task, EPOCHS[task], len(values), "%.1f" % mean if mean else "—", cells[task],
+            "%.1f" % (cells[task] * mean / 60) if mean else "—"))
+    return "\n".join(lines) + "\n"
 
 
 def convergence(tasks):

@@ -42,17 +42,22 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device, dtype, size=2048, repeats=10):
-    """Best FLOP/s of a square matmul in `dtype` on `device` (the machine's practical peak)."""
+def matmul_peak(device, dtype, size=2048, repeats=10, seconds=1.0):
+    """Best FLOP/s of a square matmul in `dtype` on `device` (the machine's practical peak):
+    the fastest of up to `repeats` + 2 runs, stopping once `seconds` have gone by after the
+    third (on a slow CPU a run takes a third of a second, and more runs find no faster one)."""
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
-    best = float("inf")
-    for _ in range(repeats + 2):
+    best, spent = float("inf"), 0.0
+    for run in range(repeats + 2):
         _sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
         _sync(device)
-        best = min(best, time.perf_counter() - start)
+        took = time.perf_counter() - start
+        best, spent = min(best, took), spent + took
+        if run >= 2 and spent > seconds:
+            break
     return 2 * size ** 3 / best
 
 

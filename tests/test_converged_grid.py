@@ -92,3 +92,15 @@ def test_each_swept_rate_trains_in_its_own_work_directory_with_the_declared_budg
     assert sorted(lr for _, _, lr, _ in seen) == list(converged.SWEEP_LRS)
     assert all(out == converged.sweep_dir(lr) for _, out, lr, _ in seen)
     assert all(b == (["--total-epochs", 20], []) for _, _, _, b in seen)
+
+
+def test_the_cost_table_comes_from_the_finished_cells_timings(converged):
+    fake_record(converged.sweep_dir(1e-5), "cb", "ft", 1, [50.0], 320)
+    done = os.path.join(converged.sweep_dir(1e-5), "runs", "cb", "ft", "seed1", "finetune",
+                        "done.json")
+    record = json.load(open(done))
+    record["seconds"] = {"start_checkpoint": 1.0, "fairseq_train": 539.0, "training": 500.0}
+    json.dump(record, open(done, "w"))
+    text = converged.cost(["cb", "rte"])
+    assert "| cb | 20 | 1 | 9.0 | 32 | 4.8 |" in text  # 540 s; training is inside fairseq_train
+    assert "| rte | 10 | 0 | — | 32 | — |" in text
