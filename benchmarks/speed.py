@@ -1,20 +1,30 @@
 """Speed and memory, side by side in one run: the plugin's training step against stock
 fairseq and against HF transformers + HF PEFT, on the same backbone and the same real batches.
 
-    .venv/bin/python benchmarks/speed.py [--backbone DIR] [--steps 15] [--repeats 3]
-                                         [--batch-size 32]
+    .venv/bin/python benchmarks/speed.py [--backbone DIR] [--steps 15] [--rounds 6]
+                                         [--hours H] [--resume] [--batch-size 32]
 
 Default: the converted all-MiniLM-L6-v2, the GLUE RTE train pairs from
 ../shared/data truncated to 128 tokens (ehft prepare --max-length 128), batch 32, on CPU with
 the machine's threads. Every configuration runs in a process of its own (peak memory is its
 own) and reports which examples it timed, so that "the same batches" is checked, not assumed.
+
+This machine's speed drifts by 5-30% over minutes, so the figures come in rounds: a round runs
+every configuration once, in turn (the order reversed every other round), then the two
+`ehft train` wall-time runs. A ratio is taken within each round and the rounds give it a 95%
+interval. After every round the files are rewritten, so a stopped run loses one round at most;
+`--resume` adds rounds to the saved ones (same settings and same code, else it refuses), and
+`--hours` stops starting rounds when the next would not end in time.
+
 Writes benchmarks/results.json (ratio keys, each with its raw figures), benchmarks/RESULTS.md
 and benchmarks/results/speed.json (every measurement).
 """
 
 import argparse
 import glob
+import hashlib
 import json
+import math
 import os
 import platform
 import resource
@@ -25,6 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)  # speed_report, when this file is imported rather than run
 
 from ehft_plugin.atomic import write_file  # noqa: E402
 
@@ -42,6 +53,7 @@ PLUGIN = [("plugin ft, random batches", "full", "random"),
           ("plugin mixout, random batches", "mixout(p=0.9)", "random"),
           ("plugin child-tuning-d, random batches", "full", "random")]
 CHILD = "plugin child-tuning-d, random batches"
+WALL_METHODS = ("ft", "ehft-bitfit")
 CHILD_SHARE = 0.3
 HF = ["ft", "bitfit", "lora", "prefix"]
 TARGETS = {"stage2_vs_fairseq": 0.98, "bitfit_vs_ft": 1.3, "lora_vs_ft": 1.15,
@@ -152,8 +164,8 @@ def child_mask(args, data, run):
     return out
 
 
-def measure_all(args, data, mask=None):
-    rows = {}
+def configurations(args, data, mask=None):
+    """(name, command) of every measured configuration, in the order of an even round."""
     steps = [str(args.steps), str(args.warmup)]
     configs = [("stock fairseq ft (sentence_prediction)",
                 [sys.executable, "-m", "ehft_plugin.bench", *steps,
@@ -165,23 +177,45 @@ def measure_all(args, data, mask=None):
     configs += [("hf %s, random batches" % m,
                  [sys.executable, os.path.join(HERE, "hf_step.py"), *steps, data, args.hf_model,
                   m, str(args.batch_size), "random"]) for m in HF]
-    # round robin: this machine's speed drifts by 10-20% over minutes, so each configuration
-    # is measured --repeats times spread over the run, and its median run is kept
-    runs = {name: [] for name, _ in configs}
-    for repeat in range(args.repeats):
-        for name, cmd in configs:
-            row = json.loads(sh(cmd).strip().splitlines()[-1])
-            runs[name].append(row)
-            print("  %d/%d %-42s %6.2f seq/s %7.0f non-pad tokens/s  peak %5.0f MB  padding "
-                  "%.0f%%" % (repeat + 1, args.repeats, name, row["sequences_per_s"],
-                              row["tokens_per_s"], row["peak_memory_mb"],
-                              100 * row["padding_share"]), flush=True)
-    for name, cmd in configs:
-        ordered = sorted(runs[name], key=lambda r: r["sequences_per_s"])
+    return configs
+
+
+def relative_command(cmd):
+    return " ".join(os.path.relpath(c, ROOT) if os.path.isabs(c) else c for c in map(str, cmd))
+
+
+def measure_round(args, data, configs, number):
+    """One round: every configuration once, then `ehft train` FT and EH-FT(BitFit). Odd rounds
+    run in the reverse order, so a drift that is steady over a round favours no side."""
+    order = configs if number % 2 == 0 else configs[::-1]
+    load = OtherLoad()
+    started = time.time()
+    measurements = {}
+    for name, cmd in order:
+        row = json.loads(sh(cmd).strip().splitlines()[-1])
+        measurements[name] = dict(row, command=relative_command(cmd))
+        print("  round %d %-42s %6.2f seq/s %7.0f non-pad tokens/s  peak %5.0f MB  padding "
+              "%.0f%%" % (number + 1, name, row["sequences_per_s"], row["tokens_per_s"],
+                          row["peak_memory_mb"], 100 * row["padding_share"]), flush=True)
+    walls, wall_stages = {}, {}
+    for method in (WALL_METHODS if number % 2 == 0 else WALL_METHODS[::-1]):
+        walls[method], wall_stages[method] = ehft_wall(args, data, method)
+    print("  round %d ehft train, %d updates: ft %.0f s, ehft-bitfit %.0f s" % (
+        number + 1, args.wall_updates, walls["ft"], walls["ehft-bitfit"]), flush=True)
+    return {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(time.time() - started, 1), "other_cpu_share": load.share(),
+            "measurements": measurements, "walls": walls, "wall_stages": wall_stages}
+
+
+def median_rows(rounds):
+    """Each configuration's median run over the rounds (the Measurements table), with the
+    seq/s of every run."""
+    rows = {}
+    for name in rounds[0]["measurements"]:
+        runs = [r["measurements"][name] for r in rounds if name in r["measurements"]]
+        ordered = sorted(runs, key=lambda r: r["sequences_per_s"])
         rows[name] = dict(ordered[(len(ordered) - 1) // 2],
-                          runs_sequences_per_s=[r["sequences_per_s"] for r in runs[name]],
-                          command=" ".join(os.path.relpath(c, ROOT) if os.path.isabs(c)
-                                           else c for c in map(str, cmd)))
+                          runs_sequences_per_s=[r["sequences_per_s"] for r in runs])
     return rows
 
 
@@ -211,62 +245,153 @@ def stage_seconds(run_dir, total):
     return {"stages": stages, "launcher": total - spent}
 
 
-def ratio(numerator, denominator, key="sequences_per_s"):
-    """numerator / denominator of `key` (medians), and the same ratio within each repeat.
-
-    Repeat i of every configuration ran in the same round, minutes apart at most, so the
-    per-repeat ratios show how far this machine's drift moves the figure.
-    """
-    def per_run(row):  # the same batches every repeat: `key` scales with sequences/s
-        scale = row[key] / row["sequences_per_s"]
-        return [scale * v for v in row.get("runs_sequences_per_s", [row["sequences_per_s"]])]
-
-    return {"value": numerator[key] / denominator[key], "of": key,
-            "numerator": numerator[key], "denominator": denominator[key],
-            "per_repeat": [n / d for n, d in zip(per_run(numerator), per_run(denominator))]}
+def code_digest():
+    """What the measured code is: the plugin's and the HF step's sources. Rounds share an
+    interval only when they measured the same code."""
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(ROOT, "ehft_plugin", "**", "*.py"), recursive=True)
+                       ) + [os.path.join(HERE, "hf_step.py")]:
+        digest.update(os.path.relpath(path, ROOT).encode() + b"\0")
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
-def ratios(rows, walls, wall_stages=None):
-    from speed_report import meets  # benchmarks/ is on the path wherever ratios() runs
+def figure(per_round, target=None, **raw):
+    """A figure measured once per round: its geometric mean over the rounds, the 95% interval
+    of that mean (Student's t on the logarithms: a ratio's errors multiply), and against a
+    target, met (True), missed (False) or unresolved (None) by the interval."""
+    from speed_report import settle
 
-    r = rows
-    hf, ft = r["hf ft, random batches"], r["plugin ft, random batches"]
-    out = {
-        # stock fairseq adds one more separator per pair: compare tokens, not sequences
-        "stage2_vs_fairseq": ratio(ft, r["stock fairseq ft (sentence_prediction)"],
-                                   "tokens_per_s"),
-        "bitfit_vs_ft": ratio(r["plugin bitfit, random batches"], ft),
-        "lora_vs_ft": ratio(r["plugin lora, random batches"], ft),
-        "prefix_vs_ft": ratio(r["plugin prefix, random batches"], ft),
-        "ft_vs_hf": ratio(ft, hf),
-        "bitfit_vs_hf": ratio(r["plugin bitfit, random batches"], r["hf bitfit, random batches"]),
-        "lora_vs_hf": ratio(r["plugin lora, random batches"], r["hf lora, random batches"]),
-        "prefix_vs_hf": ratio(r["plugin prefix, random batches"], r["hf prefix, random batches"]),
-        "default_pipeline_vs_hf": ratio(r["plugin ft, default pipeline"], hf, "tokens_per_s"),
-        "mfu": {"value": r["plugin ft, default pipeline"]["mfu"],
-                "model_flops_per_s": r["plugin ft, default pipeline"]["model_flops_per_s"],
-                "matmul_peak_flops_per_s":
-                    r["plugin ft, default pipeline"]["matmul_peak_flops_per_s"]},
-        "ft_vs_ehft_wall": {"value": walls["ft"] / walls["ehft-bitfit"],
-                            "ft_seconds": walls["ft"], "ehft_seconds": walls["ehft-bitfit"],
-                            **({"where": wall_stages} if wall_stages else {})},
-    }
-    for key, entry in out.items():
-        if key in TARGETS:
-            entry["target"] = TARGETS[key]
-            entry["met"] = meets(entry["value"], TARGETS[key])
-    for key, name in (("mixout_vs_ft", "plugin mixout, random batches"),
+    logs = [math.log(v) for v in per_round]
+    centre = sum(logs) / len(logs)
+    entry = {"value": math.exp(centre), "per_round": per_round, "ci95": None, **raw}
+    if len(logs) > 1:
+        from scipy.stats import t
+
+        spread = math.sqrt(sum((v - centre) ** 2 for v in logs) / (len(logs) - 1))
+        half = t.ppf(0.975, len(logs) - 1) * spread / math.sqrt(len(logs))
+        entry["ci95"] = [math.exp(centre - half), math.exp(centre + half)]
+    if target is not None:
+        entry.update(target=target, met=settle(entry["ci95"], target))
+    return entry
+
+
+def median(values):
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+STOCK = "stock fairseq ft (sentence_prediction)"
+FT, DEFAULT = "plugin ft, random batches", "plugin ft, default pipeline"
+# key: (numerator, denominator, figure): a ratio of the two configurations within each round
+RATIOS = {
+    # stock fairseq adds one more separator per pair: compare tokens, not sequences
+    "stage2_vs_fairseq": (FT, STOCK, "tokens_per_s"),
+    "bitfit_vs_ft": ("plugin bitfit, random batches", FT, "sequences_per_s"),
+    "lora_vs_ft": ("plugin lora, random batches", FT, "sequences_per_s"),
+    "prefix_vs_ft": ("plugin prefix, random batches", FT, "sequences_per_s"),
+    "ft_vs_hf": (FT, "hf ft, random batches", "sequences_per_s"),
+    "bitfit_vs_hf": ("plugin bitfit, random batches", "hf bitfit, random batches",
+                     "sequences_per_s"),
+    "lora_vs_hf": ("plugin lora, random batches", "hf lora, random batches", "sequences_per_s"),
+    "prefix_vs_hf": ("plugin prefix, random batches", "hf prefix, random batches",
+                     "sequences_per_s"),
+    "default_pipeline_vs_hf": (DEFAULT, "hf ft, random batches", "tokens_per_s"),
+    # the EH-FT paper's other baselines (no targets)
+    "mixout_vs_ft": ("plugin mixout, random batches", FT, "sequences_per_s"),
+    "child_tuning_vs_ft": (CHILD, FT, "sequences_per_s"),
+}
+
+
+def ratio(rounds, numerator, denominator, key, target=None):
+    """numerator / denominator of `key` within each round; the medians over rounds as raw
+    figures."""
+    both = [r["measurements"] for r in rounds]
+    return figure([m[numerator][key] / m[denominator][key] for m in both], target, of=key,
+                  numerator=median(m[numerator][key] for m in both),
+                  denominator=median(m[denominator][key] for m in both))
+
+
+def ratios(rounds):
+    out = {}
+    for key, (numerator, denominator, measure) in RATIOS.items():
+        if all(numerator in r["measurements"] for r in rounds):  # Mixout and Child-Tuning_D
+            out[key] = ratio(rounds, numerator, denominator, measure, TARGETS.get(key))
+    default = [r["measurements"][DEFAULT] for r in rounds]
+    out["mfu"] = figure([m["mfu"] for m in default], TARGETS["mfu"],
+                        model_flops_per_s=median(m["model_flops_per_s"] for m in default),
+                        matmul_peak_flops_per_s=median(m["matmul_peak_flops_per_s"]
+                                                       for m in default))
+    walls = [r["walls"] for r in rounds]
+    out["ft_vs_ehft_wall"] = figure(
+        [w["ft"] / w["ehft-bitfit"] for w in walls], TARGETS["ft_vs_ehft_wall"],
+        ft_seconds=median(w["ft"] for w in walls),
+        ehft_seconds=median(w["ehft-bitfit"] for w in walls),
+        where=rounds[-1]["wall_stages"])  # the last round's, stage by stage
+    rows = median_rows(rounds)
+    for key, name in (("bitfit_vs_ft", "plugin bitfit, random batches"),
+                      ("lora_vs_ft", "plugin lora, random batches"),
+                      ("prefix_vs_ft", "plugin prefix, random batches"),
+                      ("mixout_vs_ft", "plugin mixout, random batches"),
                       ("child_tuning_vs_ft", CHILD)):
-        if name in r:  # measured since these methods joined the zoo
-            out[key] = dict(ratio(r[name], ft), peak_memory_mb=r[name]["peak_memory_mb"],
-                            ft_peak_memory_mb=ft["peak_memory_mb"])
-    for name in ("bitfit", "lora", "prefix"):  # frozen weights carry no optimizer state
-        out["%s_vs_ft" % name]["peak_memory_mb"] = r["plugin %s, random batches" % name][
-            "peak_memory_mb"]
-        out["%s_vs_ft" % name]["ft_peak_memory_mb"] = ft["peak_memory_mb"]
-        out["%s_vs_ft" % name]["lower_memory"] = (out["%s_vs_ft" % name]["peak_memory_mb"]
-                                                  < ft["peak_memory_mb"])
+        if key in out:  # frozen weights carry no gradient or optimizer state
+            out[key].update(peak_memory_mb=rows[name]["peak_memory_mb"],
+                            ft_peak_memory_mb=rows[FT]["peak_memory_mb"],
+                            lower_memory=rows[name]["peak_memory_mb"]
+                            < rows[FT]["peak_memory_mb"])
     return out
+
+
+def summary(run, rounds):
+    """The run's record with what its rounds say: how many, same batches in all of them, the
+    busiest round's share of other processes' CPU."""
+    digests = {r["measurements"][n]["batches_digest"] for r in rounds for n in r["measurements"]
+               if "random" in n or "stock" in n}
+    shares = [r["other_cpu_share"] for r in rounds if r.get("other_cpu_share") is not None]
+    return dict(run, rounds=len(rounds), same_batches=len(digests) == 1,
+                other_cpu_share=max(shares) if shares else None)
+
+
+def write_results(out, run, rounds):
+    """speed.json (every measurement), results.json (the figures) and RESULTS.md, from the
+    rounds so far."""
+    from speed_report import write_markdown
+
+    os.makedirs(os.path.join(out, "results"), exist_ok=True)
+    write_file(os.path.join(out, "results", "speed.json"),
+               json.dumps(dict(run=run, rounds=rounds), indent=1) + "\n")
+    results = dict(run=summary(run, rounds), **ratios(rounds))
+    write_file(os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n")
+    write_markdown(os.path.join(out, "RESULTS.md"), results["run"], rounds, results)
+    return results
+
+
+SETTINGS = ("machine", "threads", "python", "torch", "backbone", "batch_size", "max_length",
+            "steps", "warmup", "wall_updates", "child_examples", "code")
+
+
+def resumed_rounds(out, run):
+    """The saved rounds of a run with the same settings and code, else a one-line refusal."""
+    path = os.path.join(out, "results", "speed.json")
+    if not os.path.isfile(path):
+        raise SystemExit("speed: --resume: no saved run at %s; start one without --resume"
+                         % path)
+    with open(path) as f:
+        saved = json.load(f)
+    if "rounds" not in saved:
+        raise SystemExit("speed: --resume: %s was written before runs came in rounds; start "
+                         "a new run without --resume" % path)
+    for key in SETTINGS:
+        if saved["run"].get(key) != run.get(key):
+            what = ("the measured code changed since its rounds (ehft_plugin/ or "
+                    "benchmarks/hf_step.py)" if key == "code" else
+                    "its rounds were measured with %s=%s, this run has %s"
+                    % (key, saved["run"].get(key), run.get(key)))
+            raise SystemExit("speed: --resume: %s: %s; rounds share an interval only when "
+                             "measured alike: start a new run without --resume"
+                             % (path, what))
+    return saved["run"]["slices"], saved["rounds"]
 
 
 def main():
@@ -280,8 +405,14 @@ def main():
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="measurements of each configuration, taken in turn (median kept)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="rounds in all (with --resume, the saved ones count): each "
+                             "runs every configuration once, in turn")
+    parser.add_argument("--hours", type=float,
+                        help="start no round that would end after this many hours (each "
+                             "round's length is taken from the one before)")
+    parser.add_argument("--resume", action="store_true",
+                        help="add rounds to the saved run in OUT/results/speed.json")
     parser.add_argument("--wall-updates", type=int, default=100,
                         help="total updates of the end-to-end FT vs EH-FT wall-time runs")
     parser.add_argument("--child-examples", type=int,
@@ -289,6 +420,8 @@ def main():
                              "all, as the method does)")
     parser.add_argument("--out", default=HERE)
     args = parser.parse_args()
+    if args.rounds < 1 or (args.hours is not None and args.hours <= 0):
+        parser.error("--rounds must be at least 1 and --hours above 0")
     args.hf_model = args.hf_model or json.load(open(os.path.join(
         args.backbone, "ehft_backbone.json")))["source"]
     import torch
@@ -298,32 +431,39 @@ def main():
            "threads": torch.get_num_threads(), "python": platform.python_version(),
            "torch": torch.__version__, "backbone": os.path.relpath(args.backbone, ROOT),
            "batch_size": args.batch_size, "max_length": args.max_length,
-           "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-           "wall_updates": args.wall_updates}
+           "steps": args.steps, "warmup": args.warmup, "wall_updates": args.wall_updates,
+           "child_examples": args.child_examples, "code": code_digest()}
+    slices, rounds = resumed_rounds(args.out, run) if args.resume else ([], [])
     print("speed: %s" % json.dumps(run), flush=True)
+    if len(rounds) >= args.rounds:
+        raise SystemExit("speed: %d rounds are saved already; --rounds %d asks no more"
+                         % (len(rounds), args.rounds))
     data = prepare(args)
-    load = OtherLoad()
-    rows = measure_all(args, data, child_mask(args, data, run))
-    same = {rows[n]["batches_digest"] for n in rows if "random" in n or "stock" in n}
-    run["same_batches"] = len(same) == 1
-    timed = {m: ehft_wall(args, data, m) for m in ("ft", "ehft-bitfit")}
-    walls = {m: seconds for m, (seconds, _) in timed.items()}
-    wall_stages = {m: stages for m, (_, stages) in timed.items()}
-    print("  ehft train, %d updates: ft %.0f s, ehft-bitfit %.0f s" % (
-        args.wall_updates, walls["ft"], walls["ehft-bitfit"]))
-    run["other_cpu_share"] = load.share()
-    if run["other_cpu_share"] is not None:
-        print("  other processes used %.1f%% of the machine's CPU meanwhile"
-              % (100 * run["other_cpu_share"]))
-    results = dict(run=run, **ratios(rows, walls, wall_stages))
-    os.makedirs(os.path.join(args.out, "results"), exist_ok=True)
-    write_file(os.path.join(args.out, "results", "speed.json"),
-               json.dumps(dict(run=run, measurements=rows, walls=walls, wall_stages=wall_stages),
-                          indent=1) + "\n")
-    write_file(os.path.join(args.out, "results.json"), json.dumps(results, indent=1) + "\n")
-    from speed_report import write_markdown
-
-    write_markdown(os.path.join(args.out, "RESULTS.md"), run, rows, results)
+    this = {"command": run["command"],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rounds": 0}
+    configs = configurations(args, data, child_mask(args, data, this))
+    run = dict(run, command=slices[0]["command"] if slices else run["command"],
+               slices=slices + [this])
+    start = time.time()
+    while len(rounds) < args.rounds:
+        last = rounds[-1]["seconds"] if this["rounds"] else 0
+        if args.hours and this["rounds"] and time.time() - start + last > args.hours * 3600:
+            print("speed: --hours %g: the next round would end too late; stopping after %d "
+                  "rounds (%d saved in all)" % (args.hours, this["rounds"], len(rounds)))
+            break
+        rounds.append(measure_round(args, data, configs, len(rounds)))
+        this["rounds"] += 1
+        results = write_results(args.out, run, rounds)
+        print("speed: round %d of %d written (%.0f s, other processes %s of the CPU)" % (
+            len(rounds), args.rounds, rounds[-1]["seconds"],
+            "?" if rounds[-1]["other_cpu_share"] is None
+            else "%.1f%%" % (100 * rounds[-1]["other_cpu_share"])), flush=True)
+    for key in TARGETS:
+        entry = results[key]
+        print("  %-24s %.3f  95%% %s  target %.3f  %s" % (
+            key, entry["value"], "[%.3f, %.3f]" % tuple(entry["ci95"]) if entry["ci95"]
+            else "(one round)", entry["target"],
+            {True: "met", False: "missed", None: "unresolved"}[entry["met"]]))
     print("speed: wrote %s" % ", ".join(os.path.join(args.out, f) for f in (
         "results.json", "RESULTS.md", "results/speed.json")))
 

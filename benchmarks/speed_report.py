@@ -52,15 +52,29 @@ def meets(value, target):
     return value >= target - 1e-12
 
 
+def settle(ci95, target):
+    """Met only when the 95% interval's lower end clears the target, missed only when its
+    upper end is below it; otherwise (or with one round, no interval) unresolved: None."""
+    if ci95 is None:
+        return None
+    if meets(ci95[0], target):
+        return True
+    return None if meets(ci95[1], target) else False
+
+
 def verdict(entry):
     if entry.get("target") is None:
         return "—"
-    text = "yes" if entry["met"] else "**missed**"
-    repeats = entry.get("per_repeat", [])
-    if len(repeats) > 1:
-        met = sum(meets(v, entry["target"]) for v in repeats)
-        text += " (%d of %d repeats)" % (met, len(repeats))
+    text = {True: "yes", False: "**missed**", None: "unresolved"}[entry["met"]]
+    rounds = entry.get("per_round", [])
+    if len(rounds) > 1:
+        text += " (%d of %d rounds above)" % (
+            sum(meets(v, entry["target"]) for v in rounds), len(rounds))
     return text
+
+
+def interval_text(entry):
+    return "%.3f–%.3f" % tuple(entry["ci95"]) if entry.get("ci95") else "—"
 
 
 def quietness(run):
@@ -80,7 +94,7 @@ def wall_table(where):
     stages recorded their timings have none)."""
     if not where:
         return []
-    lines = ["Where those seconds went: writing the stage's start checkpoint, the fairseq-train "
+    lines = ["Where the last round's seconds went: writing the stage's start checkpoint, the fairseq-train "
              "process (of which fairseq's training loop, with its validations and checkpoint "
              "saves; the rest is its start-up and shutdown), the hand-over of stage 1's head; "
              "what is left of the wall time is `ehft train`'s own start-up, checks and reading "
@@ -108,7 +122,7 @@ def baselines_note(run, results):
     if "mixout_vs_ft" not in results:
         return []
     mixout, child = results["mixout_vs_ft"], results["child_tuning_vs_ft"]
-    mask = run["child_mask"]
+    mask = run["slices"][-1]["child_mask"]
     return ["The paper's other baselines, against full finetuning on the same batches: Mixout "
             "%.3f× the sequences/s at %.0f MB peak (FT %.0f MB; it keeps the pretrained "
             "weights beside the trained ones), Child-Tuning_D %.3f× at %.0f MB, plus its "
@@ -118,30 +132,49 @@ def baselines_note(run, results):
             ""]
 
 
-def write_markdown(path, run, rows, results):
+def slices_text(run):
+    """How the rounds were run: one command, or the first and each --resume that added some."""
+    if len(run.get("slices", [])) < 2:
+        return "`%s`" % run["command"]
+    return "; ".join("`%s` (%d round%s, %s)" % (
+        s["command"], s["rounds"], "" if s["rounds"] == 1 else "s", s["started"][:10])
+        for s in run["slices"])
+
+
+def write_markdown(path, run, rounds, results):
+    from speed import median_rows  # the Measurements table: each configuration's median run
+
+    rows = median_rows(rounds)
+    met = [k for k, e in results.items() if isinstance(e, dict) and e.get("target") is not None]
+    counts = {v: sum(results[k]["met"] is v for k in met) for v in (True, False, None)}
     lines = ["# Benchmarks", "",
-             "Made by `%s` on %s (%d threads), torch %s, Python %s. Backbone `%s`, RTE train "
+             "Made by %s on %s (%d threads), torch %s, Python %s. Backbone `%s`, RTE train "
              "pairs truncated to %d tokens, batch %d, %d timed steps after %d warm-up steps, "
-             "each configuration in its own process, measured %d times in turn (the median "
-             "run is shown: this machine's speed drifts by 10-20%% over minutes). Same batches across the random-order "
-             "configurations (checked by a digest of the timed example ids): %s."
-             % (run["command"], run["machine"], run["threads"], run["torch"], run["python"],
+             "each configuration in its own process. %d rounds: each runs every "
+             "configuration once, in turn (the order reversed every other round), then the "
+             "`ehft train` wall-time runs. Same batches across the random-order "
+             "configurations in every round (checked by a digest of the timed example ids): "
+             "%s."
+             % (slices_text(run), run["machine"], run["threads"], run["torch"], run["python"],
                 run["backbone"], run["max_length"], run["batch_size"], run["steps"],
-                run["warmup"], run["repeats"], "yes" if run["same_batches"] else "NO"), "",
+                run["warmup"], run["rounds"], "yes" if run["same_batches"] else "NO"), "",
              quietness(run), "",
              "## Targets", "",
-             "Measured: the ratio of the configurations' median runs. Every repeat: the same "
-             "ratio within each round of measurements; where the rounds fall on both sides of "
-             "the target, this machine's drift is larger than the margin.", "",
-             "| key | what | measured | every repeat | target | met |",
-             "|---|---|---|---|---|---|"]
+             "This machine's speed drifts by 5-30%% from one round to the next, so each ratio is "
+             "taken within each round, and the rounds give it a 95%% interval (Student's t on "
+             "the logarithms of the per-round ratios; measured: their geometric mean). A target "
+             "is met when the interval's lower end clears it, missed when its upper end is "
+             "below it, and unresolved otherwise: this run's rounds cannot tell. %d met, %d "
+             "missed, %d unresolved." % (counts[True], counts[False], counts[None]), "",
+             "| key | what | measured | 95% interval | every round | target | met |",
+             "|---|---|---|---|---|---|---|"]
     for key, text in EXPLAIN.items():
         if key not in results:  # a ratio measured only by later runs
             continue
         entry = results[key]
-        lines.append("| `%s` | %s | %.3f | %s | %s | %s |" % (
-            key, text, entry["value"],
-            ", ".join("%.3f" % v for v in entry.get("per_repeat", [])) or "—",
+        lines.append("| `%s` | %s | %.3f | %s | %s | %s | %s |" % (
+            key, text, entry["value"], interval_text(entry),
+            ", ".join("%.3f" % v for v in entry.get("per_round", [])) or "—",
             "≥ %.3f" % entry["target"] if entry.get("target") else "—", verdict(entry)))
     lines += ["", "Lower peak memory than full finetuning (frozen weights carry no gradient or "
               "optimizer state): " + ", ".join(
@@ -161,7 +194,7 @@ def write_markdown(path, run, rows, results):
             "{:,}".format(r["trainable_parameters"])))
     lines += ["", trainable_note(rows)]
     lines += ["", "EH-FT end to end (`ehft train`, %d updates in all, validation and checkpoints "
-              "included): FT %.0f s, EH-FT(BitFit) %.0f s." % (
+              "included), medians over the rounds: FT %.0f s, EH-FT(BitFit) %.0f s." % (
                   run["wall_updates"], results["ft_vs_ehft_wall"]["ft_seconds"],
                   results["ft_vs_ehft_wall"]["ehft_seconds"]), "",
               ] + wall_table(results["ft_vs_ehft_wall"].get("where")) + [
@@ -172,17 +205,14 @@ def write_markdown(path, run, rows, results):
 
 
 def main():
-    """Rewrite results.json and RESULTS.md from the saved measurements (results/speed.json),
-    after a change to the way they are reported; nothing is measured again."""
+    """Rewrite results.json and RESULTS.md from the saved rounds (results/speed.json), after a
+    change to the way they are reported; nothing is measured again."""
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(out, "results", "speed.json")) as f:
         saved = json.load(f)
-    from speed import ratios  # the ratios are recomputed too: one source, speed.json
+    from speed import write_results  # one source for the figures: the rounds in speed.json
 
-    results = dict(run=saved["run"], **ratios(saved["measurements"], saved["walls"],
-                                              saved.get("wall_stages")))
-    write_file(os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n")
-    write_markdown(os.path.join(out, "RESULTS.md"), saved["run"], saved["measurements"], results)
+    write_results(out, saved["run"], saved["rounds"])
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ numbers themselves are for benchmarks/results/, not for tests)."""
 import argparse
 import importlib.util
 import json
+import math
+import statistics
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import REPO, prepare_rte
 
@@ -176,38 +179,49 @@ def test_diagnostics_benchmark_trains_the_runs_and_analyzes_them(tmp_path):
 
 
 def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
-    out = _script("speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "8",
-                  "--repeats", "2", "--wall-updates", "4", "--child-examples", "16",
-                  "--out", tmp_path)
+    tiny = ["--steps", "1", "--warmup", "0", "--batch-size", "8", "--wall-updates", "4",
+            "--child-examples", "16", "--out", tmp_path]
+    _script("speed.py", *tiny, "--rounds", "1")
+    one = json.loads((tmp_path / "results.json").read_text())
+    assert one["bitfit_vs_ft"]["ci95"] is None and one["bitfit_vs_ft"]["met"] is None
+    assert "unresolved" in (tmp_path / "RESULTS.md").read_text()  # one round settles nothing
+    # a second slice adds a round to the saved one: the interval needs two
+    out = _script("speed.py", *tiny, "--rounds", "2", "--resume")
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("stage2_vs_fairseq", "bitfit_vs_ft", "lora_vs_ft", "prefix_vs_ft", "ft_vs_hf",
                 "bitfit_vs_hf", "lora_vs_hf", "default_pipeline_vs_hf", "mfu",
                 "ft_vs_ehft_wall"):
-        assert results[key]["value"] > 0 and isinstance(results[key]["met"], bool), key
+        entry = results[key]
+        assert entry["value"] > 0 and len(entry["per_round"]) == 2, key
+        low, high = entry["ci95"]
+        assert low <= entry["value"] <= high, key
+        assert entry["met"] is (True if low >= entry["target"] else
+                                False if high < entry["target"] else None), key
     assert results["run"]["same_batches"] is True  # plugin, stock fairseq and HF: same batches
+    assert results["run"]["rounds"] == 2 and len(results["run"]["slices"]) == 2
     # the paper's other baselines: speed and memory beside FT, and the Fisher pass's cost
     for key in ("mixout_vs_ft", "child_tuning_vs_ft"):
         assert results[key]["value"] > 0 and results[key]["peak_memory_mb"] > 0, key
-    assert results["run"]["child_mask"]["examples"] == 16
+    assert results["run"]["slices"][-1]["child_mask"]["examples"] == 16
     assert results["ft_vs_hf"]["numerator"] > 0 and results["ft_vs_hf"]["denominator"] > 0
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "Made by `python benchmarks/speed.py --steps 1" in text
+    assert "Made by `python benchmarks/speed.py --steps 1" in text and "--resume` (1 round" in text
     assert "stock fairseq ft (sentence_prediction)" in text and "hf lora" in text
     speed = json.loads((tmp_path / "results" / "speed.json").read_text())
-    assert all(len(r["runs_sequences_per_s"]) == 2 for r in speed["measurements"].values())
+    assert [len(r["measurements"]) for r in speed["rounds"]] == [12, 12]
+    # the second round ran in the reverse order
+    orders = [list(r["measurements"]) for r in speed["rounds"]]
+    assert orders[1] == orders[0][::-1]
     assert 0 <= results["run"]["other_cpu_share"] <= 1  # how quiet the machine was is recorded
     assert "of the machine's CPU while it was measured" in text
     assert "speed: wrote" in out
     assert "plus its Fisher pass before training" in text and "| `mixout_vs_ft` |" in text
-    # the ratio within each round, beside the ratio of the medians
-    assert len(results["bitfit_vs_ft"]["per_repeat"]) == 2
-    assert "of 2 repeats)" in text
+    assert "of 2 rounds above)" in text
     # where the end-to-end seconds went, stage by stage, from each stage's done.json
     where = results["ft_vs_ehft_wall"]["where"]
     assert list(where["ft"]["stages"]) == ["finetune"]
     assert list(where["ehft-bitfit"]["stages"]) == ["stage1", "stage2"]
     assert where["ehft-bitfit"]["stages"]["stage1"]["fairseq_train"] > 0
-    assert 0 < where["ft"]["launcher"] < results["ft_vs_ehft_wall"]["ft_seconds"]
     assert "| ehft-bitfit | stage1 |" in text and "| ft | `ehft train` itself |" in text
     # speed_report.py rewrites both files from speed.json alone, to the same figures
     (tmp_path / "results.json").unlink()
@@ -215,6 +229,14 @@ def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     _script("speed_report.py", tmp_path)
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert (tmp_path / "RESULTS.md").read_text() == text
+    # rounds of other settings are not pooled: a resume that changes one is refused
+    refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "speed.py"),
+                              *map(str, tiny), "--steps", "2", "--rounds", "3", "--resume"],
+                             capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].startswith("speed: --resume: ")
+    assert "steps=1, this run has 2" in refused.stderr
+    assert json.loads((tmp_path / "results.json").read_text()) == results  # left as it was
 
 
 def test_speed_run_counts_only_the_busy_fields_of_proc_stat():
@@ -231,14 +253,38 @@ def test_speed_run_counts_only_the_busy_fields_of_proc_stat():
         raise AssertionError("a text without the cpu line was accepted")
 
 
-def test_speed_report_counts_the_repeats_that_meet_a_target():
+def test_speed_report_counts_the_rounds_that_clear_a_target():
     report = _load_benchmark("speed_report")
-    entry = {"value": 1.02, "target": 1.0, "met": True, "per_repeat": [0.95, 1.02, 1.10]}
-    assert report.verdict(entry) == "yes (2 of 3 repeats)"
-    entry.update(value=0.97, met=False, per_repeat=[0.9, 0.97, 0.99])
-    assert report.verdict(entry) == "**missed** (0 of 3 repeats)"
+    entry = {"value": 1.02, "target": 1.0, "met": None, "per_round": [0.95, 1.02, 1.10]}
+    assert report.verdict(entry) == "unresolved (2 of 3 rounds above)"
+    entry.update(value=0.97, met=False, per_round=[0.9, 0.97, 0.99])
+    assert report.verdict(entry) == "**missed** (0 of 3 rounds above)"
     assert report.verdict({"value": 0.6, "target": 0.5, "met": True}) == "yes"  # one figure
     assert report.verdict({"value": 1.0}) == "—"  # no target
+
+
+def test_a_target_is_settled_only_by_the_interval_over_rounds():
+    report = _load_benchmark("speed_report")
+    assert report.settle([1.31, 1.5], 1.3) is True  # the lower end clears it
+    assert report.settle([1.3, 1.5], 1.3) is True  # exactly on it counts
+    assert report.settle([1.1, 1.29], 1.3) is False  # the upper end is below it
+    assert report.settle([1.2, 1.4], 1.3) is None  # the rounds cannot tell
+    assert report.settle(None, 1.3) is None  # one round: no interval
+
+
+def test_a_ratio_over_rounds_has_a_t_interval_on_its_logarithms():
+    from scipy import stats
+
+    speed = _load_benchmark("speed")
+    per_round = [1.10, 1.14, 1.12, 1.15]
+    entry = speed.figure(per_round, 1.3, of="sequences_per_s")
+    logs = [math.log(v) for v in per_round]
+    low, high = stats.t.interval(0.95, len(logs) - 1, loc=statistics.mean(logs),
+                                 scale=stats.sem(logs))
+    assert entry["value"] == pytest.approx(statistics.geometric_mean(per_round))
+    assert entry["ci95"] == pytest.approx([math.exp(low), math.exp(high)])
+    assert entry["met"] is False and entry["of"] == "sequences_per_s"  # 1.3 is above it all
+    assert speed.figure([1.2], 1.0)["ci95"] is None  # one round
 
 
 def test_the_wall_time_is_split_by_stage_and_the_launcher_gets_the_rest(tmp_path):
