@@ -94,11 +94,11 @@ def wall_table(where):
     stages recorded their timings have none)."""
     if not where:
         return []
-    lines = ["Where the last round's seconds went: writing the stage's start checkpoint, the fairseq-train "
-             "process (of which fairseq's training loop, with its validations and checkpoint "
-             "saves; the rest is its start-up and shutdown), the hand-over of stage 1's head; "
-             "what is left of the wall time is `ehft train`'s own start-up, checks and reading "
-             "of the original checkpoint.", "",
+    lines = ["Where the last round's seconds went: writing the stage's start checkpoint, the "
+             "fairseq-train process (of which fairseq's training loop, with its validations "
+             "and checkpoint saves; the rest is its start-up and shutdown), the hand-over of "
+             "stage 1's head; what is left of the wall time is `ehft train`'s own start-up, "
+             "checks and reading of the original checkpoint.", "",
              "| run | stage | start checkpoint | fairseq-train | of which training loop | "
              "start-up and shutdown | hand-over |", "|---|---|---|---|---|---|---|"]
 

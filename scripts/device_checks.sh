@@ -58,7 +58,7 @@ run() {
     "$PYTHON" -c "import fairseq, ehft_plugin; print('fairseq', fairseq.__version__, 'ehft_plugin', ehft_plugin.__version__)"
     export EHFT_SHARED_DATA=$PWD/$DIR/shared/data PYTHONUNBUFFERED=1
     local status=0
-    "$PYTHON" -m pytest -q -n 8 tests/test_precision.py -k gpu 2>&1 | tee "$out/gpu-tests.log" || status=1
+    "$PYTHON" -m pytest -q -n 8 tests/test_precision.py tests/test_encoder.py -k "gpu or cuda" 2>&1 | tee "$out/gpu-tests.log" || status=1
     # RTE is prepared from $EHFT_SHARED_DATA, as the tests read it. The side by side first
     # (it holds the targets: RoBERTa-large, 22 configurations); MiniLM's weights do not fit a
     # carry, so SPEED_SHAPES="large minilm-random" adds its shape with random weights

@@ -25,6 +25,7 @@ from ..peft.plan import SHORTHANDS, format_plan, parse_plan
 from ..peft.trainable import count_parameters, format_counts
 from .attention import KERNELS, use_sdpa
 from .config import dataclass_from_add_args
+from .encoder import check_padding_once
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class RobertaEhftModel(RobertaModel):
                     module.eps = eps
         if getattr(args, "attention_kernel", "sdpa") == "sdpa":  # older checkpoints: sdpa
             use_sdpa(layers)
+        check_padding_once(model.encoder.sentence_encoder)  # no host sync per layer on a GPU
         model.plan = parse_plan(args.peft, len(layers))
         apply_plan(model, model.plan, layers)
         logger.info("--peft %s", format_plan(model.plan))

@@ -6,7 +6,7 @@ import os
 
 from ..atomic import atomic_file
 from ..data.task_table import column_key, display_name
-from .render import _title
+from .render import column_title
 
 
 def pyplot():
@@ -82,7 +82,7 @@ def plot_bars(summary, prefix):
     ax.set_ylim(bottom=math.floor(low / 10.0) * 10.0 - 10.0 if low < 0
                 else max(0.0, math.floor(low / 10.0) * 10.0 - 10.0))
     ax.set_xticks(range(len(columns)))
-    ax.set_xticklabels([_title(c, summary.metrics[c]) for c in columns], fontsize=8)
+    ax.set_xticklabels([column_title(c, summary.metrics[c]) for c in columns], fontsize=8)
     ax.set_ylabel("dev metric (%)")
     ax.set_title("mean ± std over seeds")
     ax.legend(fontsize=8)

@@ -24,7 +24,7 @@ def _fmt(cell):
     return "%.2f %s (%d)" % (cell["mean"], std, len(cell["values"]))
 
 
-def _title(column, metric=None):
+def column_title(column, metric=None):
     base = display_name(column)
     return "%s (%s)" % (base, metric) if metric and metric != "accuracy" else base
 
@@ -53,7 +53,7 @@ def render_markdown(summary, published, unfinished, how, baseline="ft"):
     out.write("Measured by the runs below (%s). Cells: mean ± sample std over seeds (seeds); "
               "metric per task as in the column title (accuracy unless named). Avg: mean of "
               "a method's cells, only when it has every column.\n\n" % how)
-    header = ["method"] + [_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
+    header = ["method"] + [column_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
     out.write("| " + " | ".join(header) + " |\n")
     out.write("|" + "---|" * len(header) + "\n")
     for method in summary.methods:
@@ -123,7 +123,7 @@ def render_versus(summary, baseline, gains=None):
               "with 80%% power (two-sided 5%%). Inconclusive: the interval holds both 0 and the "
               "paper's gain for the method on these tasks (published tables below), so the grid "
               "can tell neither.\n\n" % baseline)
-    header = ["method"] + [_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
+    header = ["method"] + [column_title(c, summary.metrics[c]) for c in summary.columns] + ["Avg"]
     out.write("| " + " | ".join(header) + " |\n")
     out.write("|" + "---|" * len(header) + "\n")
     verdicts = []
