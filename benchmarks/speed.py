@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -269,17 +270,11 @@ def figure(per_round, target=None, **raw):
     if len(logs) > 1:
         from scipy.stats import t
 
-        spread = math.sqrt(sum((v - centre) ** 2 for v in logs) / (len(logs) - 1))
-        half = t.ppf(0.975, len(logs) - 1) * spread / math.sqrt(len(logs))
+        half = t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
         entry["ci95"] = [math.exp(centre - half), math.exp(centre + half)]
     if target is not None:
         entry.update(target=target, met=settle(entry["ci95"], target))
     return entry
-
-
-def median(values):
-    ordered = sorted(values)
-    return ordered[(len(ordered) - 1) // 2]
 
 
 STOCK = "stock fairseq ft (sentence_prediction)"
@@ -309,8 +304,8 @@ def ratio(rounds, numerator, denominator, key, target=None):
     figures."""
     both = [r["measurements"] for r in rounds]
     return figure([m[numerator][key] / m[denominator][key] for m in both], target, of=key,
-                  numerator=median(m[numerator][key] for m in both),
-                  denominator=median(m[denominator][key] for m in both))
+                  numerator=statistics.median_low(m[numerator][key] for m in both),
+                  denominator=statistics.median_low(m[denominator][key] for m in both))
 
 
 def ratios(rounds):
@@ -319,22 +314,21 @@ def ratios(rounds):
         if all(numerator in r["measurements"] for r in rounds):  # Mixout and Child-Tuning_D
             out[key] = ratio(rounds, numerator, denominator, measure, TARGETS.get(key))
     default = [r["measurements"][DEFAULT] for r in rounds]
-    out["mfu"] = figure([m["mfu"] for m in default], TARGETS["mfu"],
-                        model_flops_per_s=median(m["model_flops_per_s"] for m in default),
-                        matmul_peak_flops_per_s=median(m["matmul_peak_flops_per_s"]
-                                                       for m in default))
+    out["mfu"] = figure(
+        [m["mfu"] for m in default], TARGETS["mfu"],
+        model_flops_per_s=statistics.median_low(m["model_flops_per_s"] for m in default),
+        matmul_peak_flops_per_s=statistics.median_low(m["matmul_peak_flops_per_s"]
+                                                      for m in default))
     walls = [r["walls"] for r in rounds]
     out["ft_vs_ehft_wall"] = figure(
         [w["ft"] / w["ehft-bitfit"] for w in walls], TARGETS["ft_vs_ehft_wall"],
-        ft_seconds=median(w["ft"] for w in walls),
-        ehft_seconds=median(w["ehft-bitfit"] for w in walls),
+        ft_seconds=statistics.median_low(w["ft"] for w in walls),
+        ehft_seconds=statistics.median_low(w["ehft-bitfit"] for w in walls),
         where=rounds[-1]["wall_stages"])  # the last round's, stage by stage
     rows = median_rows(rounds)
-    for key, name in (("bitfit_vs_ft", "plugin bitfit, random batches"),
-                      ("lora_vs_ft", "plugin lora, random batches"),
-                      ("prefix_vs_ft", "plugin prefix, random batches"),
-                      ("mixout_vs_ft", "plugin mixout, random batches"),
-                      ("child_tuning_vs_ft", CHILD)):
+    for key in ("bitfit_vs_ft", "lora_vs_ft", "prefix_vs_ft", "mixout_vs_ft",
+                "child_tuning_vs_ft"):
+        name = RATIOS[key][0]
         if key in out:  # frozen weights carry no gradient or optimizer state
             out[key].update(peak_memory_mb=rows[name]["peak_memory_mb"],
                             ft_peak_memory_mb=rows[FT]["peak_memory_mb"],
