@@ -142,9 +142,11 @@ def _best(task, method, seed, out):
 
 
 def grid_cells(args):
+    """Seed-major, so that every method's mean grows together as slices finish; --methods
+    narrows it (a task's FT seeds first, to check its budget before the other methods)."""
     most = max(SEEDS.values())
     return [(t, m, s) for s in range(1, most + 1) for t in args.tasks for m in SEEDS
-            if s <= SEEDS[m]]
+            if s <= SEEDS[m] and m in args.methods]
 
 
 def run_grid(args):
@@ -218,14 +220,52 @@ def cost(tasks):
     return "\n".join(lines) + "\n"
 
 
+def _slope(points):
+    """Least-squares slope of [(x, y), ...]."""
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    return sum((x - mx) * (y - my) for x, y in points) / max(
+        1e-12, sum((x - mx) ** 2 for x, _ in points))
+
+
+def _rise(ft, per_epoch, last):
+    """FT's slope over its last `last` validations, in points per epoch: of the mean curve,
+    and as the mean of the per-seed slopes with its 95% interval (Student's t over seeds;
+    None with one seed). On a small dev set one example moves a point by 1-4 points, so a
+    single curve's slope says little; the seeds' spread says how little."""
+    from ehft_plugin.report.stats import mean_std
+
+    slopes = [_slope([(u / per_epoch, v) for u, v in run.curve[-last:]]) for run in ft]
+    mean, std = mean_std(slopes)
+    if std is None:
+        return mean, None
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(slopes) - 1) * std / len(slopes) ** 0.5
+    return mean, (mean - half, mean + half)
+
+
+def _rise_verdict(interval):
+    if interval is None:
+        return "one seed: no interval"
+    if interval[0] > 0:
+        return "still rising"
+    if interval[1] < 0:
+        return "falling"
+    return "no rise or fall detected"
+
+
 def convergence(tasks):
     """FT's dev curve over epochs (mean over seeds) and the slope of its last validations."""
     from ehft_plugin.report import collect
 
     lines = ["# Has full finetuning converged?", "",
              "FT's dev metric (best-of-run selection aside: every validation) against epochs, "
-             "mean over its seeds; slope: least-squares slope of the last five validations, in "
-             "points per epoch. A budget past FT's rise shows a slope near 0 or below.", ""]
+             "mean over its seeds. Slopes are least-squares slopes in points per epoch over "
+             "the last five validations and over the run's second half: the mean of the "
+             "per-seed slopes with its 95% interval over seeds (Student's t). A budget past "
+             "FT's rise shows an interval holding 0 or below it; \"still rising\" means the "
+             "whole interval is above 0.", ""]
     runs, _ = collect([os.path.join(OUT, "runs")])
     for task in tasks:
         ft = [r for r in runs if r.task == task and r.method == "ft"]
@@ -238,14 +278,16 @@ def convergence(tasks):
                 points.setdefault(updates, []).append(value)
         curve = [(u / per_epoch, sum(v) / len(v)) for u, v in sorted(points.items())
                  if len(v) == len(ft)]
-        tail = curve[-5:]
-        mx = sum(x for x, _ in tail) / len(tail)
-        my = sum(y for _, y in tail) / len(tail)
-        slope = sum((x - mx) * (y - my) for x, y in tail) / max(
-            1e-12, sum((x - mx) ** 2 for x, _ in tail))
         lines += ["## %s (%d seeds, %d epochs)" % (task, len(ft), EPOCHS[task]), "",
-                  "Slope of the last five validations: %+.2f points per epoch." % slope, "",
-                  "| epoch | " + " | ".join("%.1f" % x for x, _ in curve) + " |",
+                  "| slope over | mean curve | per-seed mean | 95% interval | verdict |",
+                  "|---|---|---|---|---|"]
+        for label, last in (("last 5 validations", 5),
+                            ("second half (last %d)" % (len(curve) // 2), len(curve) // 2)):
+            mean, interval = _rise(ft, per_epoch, last)
+            lines.append("| %s | %+.2f | %+.2f | %s | %s |" % (
+                label, _slope(curve[-last:]), mean,
+                "[%+.2f, %+.2f]" % interval if interval else "—", _rise_verdict(interval)))
+        lines += ["", "| epoch | " + " | ".join("%.1f" % x for x, _ in curve) + " |",
                   "|---|" + "---|" * len(curve),
                   "| dev | " + " | ".join("%.2f" % y for _, y in curve) + " |", ""]
     return "\n".join(lines)
@@ -255,6 +297,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("step", choices=("sweep", "grid", "report"))
     parser.add_argument("--tasks", nargs="+", default=list(EPOCHS), choices=EPOCHS)
+    parser.add_argument("--methods", nargs="+", default=list(SEEDS), choices=SEEDS,
+                        help="grid: only these methods' cells (default: all)")
     parser.add_argument("--hours", type=float, default=0,
                         help="start no new cell after this many hours (0: run them all)")
     parser.add_argument("--backbone", default=os.path.join(grid.ROOT, ".cache", "backbones",

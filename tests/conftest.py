@@ -2,8 +2,10 @@
 
 import json
 import os
+import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -115,10 +117,27 @@ def stock_checkpoint(data, save_dir: Path) -> Path:
     return Path(save_dir) / "checkpoint_last.pt"
 
 
-def run(cmd, cwd=None, check=True, env=None):
+def free_port(span=1) -> int:
+    """A port where `span` consecutive ports are free now, below Linux's ephemeral range so
+    no outgoing connection takes it meanwhile; random, so that tests running side by side
+    (pytest-xdist) or a lingering socket of an earlier run do not meet on a fixed number."""
+    rng = random.Random(os.urandom(8))
+    for _ in range(200):
+        port = rng.randrange(20000, 32000 - span)
+        try:
+            for p in range(port, port + span):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no %d consecutive free ports in 20000-32000" % span)
+
+
+def run(cmd, cwd=None, check=True, env=None, timeout=None):
     """Run a console command; on failure show its output in the assertion."""
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
-                            env=env)
+                            env=env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError("%s failed (%d):\n%s\n%s" % (
             " ".join(map(str, cmd)), result.returncode, result.stdout[-3000:],

@@ -56,7 +56,7 @@ def test_the_sweep_chooses_the_rate_with_the_highest_mean_best_dev(converged):
 
 
 def test_the_grid_has_its_declared_seeds_and_waits_for_the_sweep(converged, tmp_path):
-    cells = converged.grid_cells(_args(tasks=["cb", "rte"]))
+    cells = converged.grid_cells(_args(tasks=["cb", "rte"], methods=list(converged.SEEDS)))
     count = {m: sum(1 for _, method, _ in cells if method == m) for m in converged.SEEDS}
     assert count == {"ft": 16, "ehft-bitfit": 16, "ehft-lora": 8, "lp-ft": 8,
                      "mixout(p=0.9)": 8, "child-tuning-d(p=0.3)": 8}
@@ -68,14 +68,29 @@ def test_the_grid_has_its_declared_seeds_and_waits_for_the_sweep(converged, tmp_
     assert "no FT learning rate chosen yet for cb; run" in result.stderr
 
 
-def test_the_convergence_report_shows_ft_over_epochs_and_its_last_slope(converged):
-    # 20 epochs of CB (16 updates each): rising, then flat at the end
+def test_methods_narrows_the_grid_to_their_cells_in_the_same_order(converged):
+    every = converged.grid_cells(_args(tasks=["copa"], methods=list(converged.SEEDS)))
+    ft = converged.grid_cells(_args(tasks=["copa"], methods=["ft"]))
+    assert ft == [c for c in every if c[1] == "ft"] == [("copa", "ft", s) for s in range(1, 9)]
+
+
+def test_the_convergence_report_shows_ft_over_epochs_and_its_last_slopes(converged):
+    # 20 epochs of CB (16 updates each): rising, then flat over the second half
     fake_record(converged.OUT, "cb", "ft", 1, [50, 60, 70, 80, 80, 80, 80, 80, 80, 80], 320)
     fake_record(converged.OUT, "cb", "ft", 2, [52, 62, 72, 82, 82, 82, 82, 82, 82, 82], 320)
-    text = converged.convergence(["cb"])
+    # COPA: every seed still climbing 1 point an epoch (2 per validation), at its own level
+    for seed, level in ((1, 50), (2, 55), (3, 53)):
+        fake_record(converged.OUT, "copa", "ft", seed, [level + 2 * i for i in range(10)], 500)
+    text = converged.convergence(["cb", "copa"])
     assert "## cb (2 seeds, 20 epochs)" in text
-    assert "Slope of the last five validations: +0.00 points per epoch." in text
+    assert "| last 5 validations | +0.00 | +0.00 | [+0.00, +0.00] | no rise or fall detected |" \
+        in text
     assert "| epoch | 2.0 | 4.0 |" in text and "| dev | 51.00 | 61.00 |" in text
+    assert "## copa (3 seeds, 20 epochs)" in text
+    assert "| second half (last 5) | +1.00 | +1.00 | [+1.00, +1.00] | still rising |" in text
+    # one seed: a slope but no interval
+    fake_record(converged.OUT, "rte", "ft", 1, [50, 51, 50, 52, 53, 52, 53, 54, 53, 55], 100)
+    assert "| — | one seed: no interval |" in converged.convergence(["rte"])
 
 
 def test_each_swept_rate_trains_in_its_own_work_directory_with_the_declared_budget(

@@ -1,15 +1,18 @@
 """torchrun forms one world on CPU (gloo): the same training as one process with the same
 global batch, and exact validation metrics."""
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
+import time
 
 import pytest
 import torch
-from conftest import BIN, TINY_ROBERTA, ehft, gpt2_flags, prepare_rte, run, shared, subset, \
-    valid_records
+from conftest import BIN, TINY_ROBERTA, ehft, free_port, gpt2_flags, prepare_rte, run, shared, \
+    subset, valid_records
 
 from ehft_plugin.distributed import torchrun_settings
 
@@ -47,6 +50,32 @@ def _fairseq_train(data, save_dir, *extra):
             "--no-epoch-checkpoints", *extra]
 
 
+def _start(cmd):
+    """A job in its own session, so that a hung torchrun can be killed with all its workers."""
+    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=ENV,
+                            start_new_session=True)
+
+
+def _finish(jobs, timeout=300):
+    """Every job's log once all have ended. Past the deadline every job's process group is
+    killed (no worker lingers to slow the rest of the suite) and the test fails showing the
+    end of each log."""
+    deadline = time.monotonic() + timeout
+    logs = []
+    try:
+        for job in jobs:
+            logs.append(job.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+    except subprocess.TimeoutExpired:
+        for job in jobs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+        logs += [job.communicate()[0] for job in jobs[len(logs):]]
+        pytest.fail("still running after %d s, killed; the end of each job's log:\n%s" % (
+            timeout, "\n-----\n".join(log[-3000:] for log in logs)))
+    return logs
+
+
 def _losses(log):
     return [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
             for line in log.splitlines() if "| train_inner | " in line]
@@ -55,10 +84,11 @@ def _losses(log):
 def _train(data, save_dir, nproc, update_freq=1):
     cmd = _fairseq_train(data, save_dir, "--update-freq", str(update_freq), "--max-update", "6")
     if nproc > 1:
-        cmd = [BIN / "torchrun", "--nproc-per-node", str(nproc), "--master-port", "29533",
-               *cmd]
-    result = run(cmd, env=ENV, cwd=ROOT)
-    log = result.stdout + result.stderr
+        cmd = [BIN / "torchrun", "--nproc-per-node", str(nproc), "--master-port",
+               str(free_port()), *cmd]
+    job = _start(cmd)
+    [log] = _finish([job])
+    assert job.returncode == 0, log[-3000:]
     return log, _losses(log), valid_records(log)
 
 
@@ -102,9 +132,6 @@ def test_half_precision_on_cpu_is_a_clear_error(data, tmp_path, flag):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def _start(cmd, **kwargs):
-    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=ENV, **kwargs)
 
 
 def _node(data, save_dir, rank, port):
@@ -114,8 +141,9 @@ def _node(data, save_dir, rank, port):
 
 
 def test_two_nodes_rendezvous_into_one_world(data, tmp_path):
-    nodes = [_node(data, tmp_path / ("node%d" % r), r, 29541) for r in (0, 1)]
-    logs = [n.communicate(timeout=300)[0] for n in nodes]
+    port = free_port()
+    nodes = [_node(data, tmp_path / ("node%d" % r), r, port) for r in (0, 1)]
+    logs = _finish(nodes)
     assert [n.returncode for n in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     assert "torchrun: rank 0 of world size 2" in logs[0]
     assert "torchrun: rank 1 of world size 2" in logs[1]
@@ -127,14 +155,12 @@ def test_two_nodes_rendezvous_into_one_world(data, tmp_path):
 
 
 def test_a_dying_rank_ends_the_job_and_a_relaunch_resumes(data, tmp_path):
-    import signal
-    import time
+    port = free_port()
 
     def launch(max_update):
-        return _start([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", "29557",
+        return _start([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", str(port),
                        *_fairseq_train(data, tmp_path, "--max-update", str(max_update),
-                                       "--save-interval-updates", "2")],
-                      start_new_session=True)
+                                       "--save-interval-updates", "2")])
 
     job = launch(100000)
     deadline = time.time() + 120
@@ -148,12 +174,12 @@ def test_a_dying_rank_ends_the_job_and_a_relaunch_resumes(data, tmp_path):
     assert len(rank1) == 1
     killed_at = time.time()
     os.kill(int(rank1[0]), signal.SIGKILL)
-    log = job.communicate(timeout=120)[0]
+    [log] = _finish([job], timeout=120)
     assert job.returncode != 0  # the job ends with an error instead of hanging
     assert time.time() - killed_at < 60
     assert "ChildFailedError" in log or "exitcode  : -9" in log
     resumed = launch(8)
-    log = resumed.communicate(timeout=300)[0]
+    [log] = _finish([resumed])
     assert resumed.returncode == 0, log[-3000:]
     match = re.search(r"Loaded checkpoint \S+checkpoint_last.pt \(epoch \d+ @ (\d+) updates\)",
                       log)
@@ -168,10 +194,11 @@ def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
             "--total-updates", "6", "--batch-size", "4"]
     fairseq = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
                "--attention-dropout", "0"]  # no random masks: ranks and one process agree
-    result = run([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", "29561",
-                  BIN / "ehft", *args, "--save-dir", tmp_path / "two", *fairseq], env=ENV,
-                 cwd=ROOT)
-    log = result.stdout + result.stderr
+    # each stage meets on the port after the last one's (ehft_plugin/launcher.py)
+    job = _start([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", str(free_port(3)),
+                  BIN / "ehft", *args, "--save-dir", tmp_path / "two", *fairseq])
+    [log] = _finish([job])
+    assert job.returncode == 0, log[-3000:]
     for rank in (0, 1):  # both stages ran in one world of 2
         assert log.count("torchrun: rank %d of world size 2" % rank) == 2
     # one process accumulating 2 batches of 4 sees what the 2 ranks see together

@@ -5,7 +5,7 @@ import subprocess
 import textwrap
 
 import torch
-from conftest import BIN, REPO
+from conftest import BIN, REPO, free_port
 
 from ehft_plugin.replicas import fingerprint, ranks_that_differ
 
@@ -67,8 +67,9 @@ def _torchrun(tmp_path, drift):
     script.write_text(SCRIPT)
     out = tmp_path / ("drift" + drift)
     out.mkdir()
-    result = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port",
-                             "29571", str(script)], capture_output=True, text=True, timeout=120,
+    cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()),
+           str(script)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                             env={"DRIFT": drift, "OUT": str(out), "PATH": "/usr/bin:/bin",
                                  "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-3000:]
