@@ -23,8 +23,10 @@ benchmarks/accuracy-converged/results.md (and -last), convergence.md, accuracy.j
 """
 
 import argparse
+import glob
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -170,6 +172,55 @@ def report(args):
     if os.path.isdir(os.path.join(OUT, "runs")):
         write_file(os.path.join(OUT, "convergence.md"), convergence(args.tasks))
     write_file(os.path.join(OUT, "cost.md"), cost(list(EPOCHS)))
+    write_file(os.path.join(OUT, "code.md"), code())
+
+
+def _cell_commits():
+    """{(commit, plugin modified): cells} of the grid's finished cells, from the software
+    record each stage's done.json keeps; a cell counts under its last stage's."""
+    commits = {}
+    for run in sorted(glob.glob(os.path.join(OUT, "runs", "*", "*", "seed*"))):
+        stages = sorted(glob.glob(os.path.join(run, "*", "done.json")))
+        if not stages:
+            continue
+        with open(stages[-1]) as f:
+            software = json.load(f).get("software", {})
+        key = (software.get("git_commit"), software.get("plugin_code_modified"))
+        commits[key] = commits.get(key, 0) + 1
+    return commits
+
+
+def _git(*args):
+    result = subprocess.run(["git", "-C", grid.ROOT, *args], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def code():
+    """Which commits trained the grid's cells and whether the plugin's code differs between
+    them: cells trained in slices across sessions are comparable only if it does not (or
+    differs only where training never goes)."""
+    commits = _cell_commits()
+    known = sorted((c for c, _ in commits if c and _git("cat-file", "-e", c + "^{commit}")
+                    is not None), key=lambda c: int(_git("show", "-s", "--format=%ct", c)))
+    first = known[0] if known else None
+    lines = ["# The code that trained the grid", "",
+             "Each cell's commit and whether `ehft_plugin/` had uncommitted changes, from the "
+             "software record of its done.json; `ehft_plugin/` files changed since the earliest "
+             "of these commits (`git diff --name-only`).", "",
+             "| commit | cells | plugin changed uncommitted | `ehft_plugin/` files changed since "
+             "%s |" % (first[:7] if first else "the first"), "|---|---|---|---|"]
+    for (commit, modified), cells in sorted(
+            commits.items(), key=lambda kv: (known.index(kv[0][0]) if kv[0][0] in known
+                                             else len(known), str(kv[0]))):
+        if commit in known:
+            changed = _git("diff", "--name-only", first, commit, "--", "ehft_plugin")
+            diff = ", ".join(changed.split()) if changed else "none"
+        else:
+            diff = "unknown (commit not in this checkout)" if commit else "unknown (no record)"
+        lines.append("| %s | %d | %s | %s |" % (
+            commit[:7] if commit else "—", cells,
+            "—" if modified is None else "yes" if modified else "no", diff))
+    return "\n".join(lines) + "\n"
 
 
 def _cell_minutes(out):

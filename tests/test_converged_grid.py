@@ -119,3 +119,43 @@ def test_the_cost_table_comes_from_the_finished_cells_timings(converged):
     text = converged.cost(["cb", "rte"])
     assert "| cb | 20 | 1 | 9.0 | 32 | 4.8 |" in text  # 540 s; training is inside fairseq_train
     assert "| rte | 10 | 0 | — | 32 | — |" in text
+
+
+def test_code_md_names_the_commits_that_trained_the_cells(converged):
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    records = [(1, {"git_commit": head, "plugin_code_modified": False}),
+               (2, {"git_commit": head, "plugin_code_modified": False}),
+               (3, {"git_commit": "f" * 40, "plugin_code_modified": True}),
+               (4, None)]  # a record from before software was kept
+    for seed, software in records:
+        fake_record(converged.OUT, "cb", "ft", seed, [50.0], 320)
+        if software:
+            done = os.path.join(converged.OUT, "runs", "cb", "ft", "seed%d" % seed, "finetune",
+                                "done.json")
+            record = json.load(open(done))
+            json.dump(dict(record, software=software), open(done, "w"))
+    text = converged.code()
+    assert "| %s | 2 | no | none |" % head[:7] in text  # the earliest commit: nothing changed
+    assert "| fffffff | 1 | yes | unknown (commit not in this checkout) |" in text
+    assert "| — | 1 | — | unknown (no record) |" in text
+
+
+def test_code_md_lists_the_plugin_files_that_differ_between_the_cells_commits(converged):
+    touched = subprocess.run(["git", "-C", str(REPO), "log", "--format=%H %ct", "-n", "2",
+                              "--", "ehft_plugin/atomic.py"], capture_output=True,
+                             text=True).stdout.split("\n")
+    if len([t for t in touched if t]) < 2:
+        pytest.skip("a clone with two commits that changed ehft_plugin/atomic.py")
+    newer, older = [t.split()[0] for t in touched[:2]]
+    for seed, commit in ((1, older), (2, newer)):
+        fake_record(converged.OUT, "cb", "ft", seed, [50.0], 320)
+        done = os.path.join(converged.OUT, "runs", "cb", "ft", "seed%d" % seed, "finetune",
+                            "done.json")
+        record = json.load(open(done))
+        json.dump(dict(record, software={"git_commit": commit, "plugin_code_modified": False}),
+                  open(done, "w"))
+    rows = [line for line in converged.code().splitlines() if line.startswith("| ")][1:]
+    assert rows[0].startswith("| %s | 1 | no | none |" % older[:7])  # earliest first
+    assert rows[1].startswith("| %s | 1 | no | " % newer[:7])
+    assert "ehft_plugin/atomic.py" in rows[1]
