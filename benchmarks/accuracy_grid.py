@@ -111,9 +111,13 @@ def budget(task, args):
 def train_cell(task, method, seed, args, work):
     flags, extra = budget(task, args)
     lr = getattr(args, "ft_lr", None) or FT_LR
+    # a cell kept for `ehft analyze` logs its drift from the backbone (which leaves training
+    # unchanged to the bit: tests/test_analyze.py) and keeps the checkpoints the analysis reads
+    keep = getattr(args, "keep", None)
     cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
                *flags, "--batch-size", BATCH, "--lr-stage2", lr(task) if callable(lr) else lr,
+               *(["--log-drift"] if keep else []),
                "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
                "--log-interval", "50", "--batch-order", args.batch_order, *extra)
     # cells that share a machine share its cores: one thread each keeps them from contending
@@ -131,7 +135,27 @@ def train_cell(task, method, seed, args, work):
                 rel = os.path.relpath(os.path.join(folder, name), source)
                 os.makedirs(os.path.dirname(os.path.join(target, rel)), exist_ok=True)
                 shutil.copyfile(os.path.join(folder, name), os.path.join(target, rel))
-    shutil.rmtree(work)  # checkpoints: hundreds of MB a cell
+    if keep:
+        keep_for_analysis(source, work, keep)
+    else:
+        shutil.rmtree(work)  # checkpoints: hundreds of MB a cell
+
+
+def keep_for_analysis(run, work, keep):
+    """Moves the cell's save dir under `keep`, with what `ehft analyze` reads: every stage's
+    logs and stage-1 head, the last stage's checkpoint_last.pt (feature drift); the other
+    checkpoints (the best, earlier stages') are deleted, hundreds of MB each."""
+    with open(os.path.join(run, "run.json")) as f:
+        last = json.load(f)["config"]["stages"][-1]["name"]
+    for folder, _, files in os.walk(run):
+        for name in files:
+            if name.endswith(".pt") and not (name == "checkpoint_last.pt" and
+                                             os.path.basename(folder) == last):
+                os.remove(os.path.join(folder, name))
+    target = os.path.join(keep, os.path.basename(work))
+    shutil.rmtree(target, ignore_errors=True)  # a kept copy of an earlier, unfinished try
+    os.makedirs(keep, exist_ok=True)
+    shutil.move(work, target)
 
 
 def summarise(args):

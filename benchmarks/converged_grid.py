@@ -6,6 +6,7 @@ machinery it uses).
     .venv/bin/python benchmarks/converged_grid.py sweep [--hours H] [--jobs 2]
     .venv/bin/python benchmarks/converged_grid.py grid [--hours H] [--jobs 2]
     .venv/bin/python benchmarks/converged_grid.py report
+    .venv/bin/python benchmarks/converged_grid.py diagnostics [--tasks cb rte]
 
 Declared before anything was run:
 - tasks and budgets: CB and COPA 20 epochs, RTE 10 epochs (batch 16, the converted
@@ -19,7 +20,11 @@ Declared before anything was run:
   Child-Tuning_D (p_D=0.3) 4 seeds; one p each (the paper searched three), fixed here to keep
   the grid within about 12 hours of this machine.
 `grid` refuses to start before the sweep has chosen every task's rate. The report:
-benchmarks/accuracy-converged/results.md (and -last), convergence.md, accuracy.json.
+benchmarks/accuracy-converged/results.md (and -last), convergence.md, accuracy.json, cost.md,
+code.md. The paper's diagnostics (added after the first cells ran, before any diagnosed one):
+FT, LP-FT and EH-FT(BitFit) on CB and RTE, seeds 1-3, train with --log-drift and keep their
+save dirs in .cache/converged-kept; `diagnostics` runs `ehft analyze` on them into
+benchmarks/accuracy-converged/diagnostics/TASK/.
 """
 
 import argparse
@@ -46,6 +51,15 @@ SEEDS = {"ft": 8, "ehft-bitfit": 8, "ehft-lora": 4, "lp-ft": 4, "mixout(p=0.9)":
          "child-tuning-d(p=0.3)": 4}
 SWEEP_LRS = (1e-5, 2e-5, 5e-5)
 SWEEP_SEEDS = (1, 2)
+# the paper's Figure 1 (feature drift) and Figures 4/5 (heads, parameter drift) come from the
+# grid's own runs: these cells log their drift and keep what `ehft analyze` reads
+DIAGNOSED = {"tasks": ("cb", "rte"), "methods": ("ft", "lp-ft", "ehft-bitfit"), "seeds": 3}
+KEPT = os.path.join(grid.ROOT, ".cache", "converged-kept")
+
+
+def diagnosed(task, method, seed):
+    return (task in DIAGNOSED["tasks"] and method in DIAGNOSED["methods"]
+            and seed <= DIAGNOSED["seeds"])
 
 
 def budget(task, args):
@@ -69,9 +83,10 @@ def chosen_rates():
         return {t: entry["chosen"] for t, entry in json.load(f).items()}
 
 
-def run_cells(cells, args, out_for, lr_for):
+def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False):
     """accuracy_grid's cells, --jobs at a time, none started after --hours; returns the
-    failures. `cells`: (task, method, seed, *key), key picking the output and the rate."""
+    failures. `cells`: (task, method, seed, *key), key picking the output and the rate;
+    `keep(task, method, seed)`: whether the cell is kept for `ehft analyze` (under KEPT)."""
     import concurrent.futures
 
     start = time.time()
@@ -80,6 +95,7 @@ def run_cells(cells, args, out_for, lr_for):
         task, method, seed, *key = cell
         cell_args = argparse.Namespace(**dict(vars(args), out=out_for(*key), budget=budget,
                                               ft_lr=lr_for(task, *key), batch_order="length",
+                                              keep=KEPT if keep(task, method, seed) else None,
                                               # the sweep's rates train side by side
                                               work=os.path.join(args.work,
                                                                 *("lr%g" % k for k in key))))
@@ -161,8 +177,37 @@ def run_grid(args):
     todo = [c for c in cells if not grid.finished(*c, argparse.Namespace(out=OUT))]
     print("converged: %d of %d cells to run (rates %s)" % (len(todo), len(cells), rates),
           flush=True)
-    failed = run_cells(todo, args, lambda: OUT, lambda task: rates[task])
+    failed = run_cells(todo, args, lambda: OUT, lambda task: rates[task], keep=diagnosed)
     return failed
+
+
+def diagnostics(args):
+    """`ehft analyze` on each task's kept cells into OUT/diagnostics/TASK (analysis.md, JSON,
+    figures, how.json); a task waits until all its diagnosed cells are kept."""
+    from diagnostics import how_record
+
+    for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
+        cells = [(task, m, s) for s in range(1, DIAGNOSED["seeds"] + 1)
+                 for m in DIAGNOSED["methods"]]
+        dirs = [os.path.join(KEPT, "%s-%s-%d-length" % (t, grid.method_slug(m), s))
+                for t, m, s in cells]
+        missing = ["%s %s seed %d" % c for c, d in zip(cells, dirs)
+                   if not grid.finished(*c, argparse.Namespace(out=OUT))
+                   or not os.path.isdir(d)]
+        if missing:
+            print("converged: %s diagnostics wait for %d kept cells: %s"
+                  % (task, len(missing), ", ".join(missing)))
+            continue
+        out = os.path.join(OUT, "diagnostics", task)
+        # paths relative to the repository: the committed analysis names no machine's layout
+        cmd = grid.ehft("analyze", *(os.path.relpath(d, grid.ROOT) for d in dirs), "--out",
+                        os.path.relpath(out, grid.ROOT), "--examples", 512, "--device",
+                        args.device)
+        print("converged: " + " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=grid.ROOT)
+        how = " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:])
+        write_file(os.path.join(out, "how.json"), json.dumps(how_record(how, dirs), indent=1))
+    return []
 
 
 def report(args):
@@ -346,7 +391,7 @@ def convergence(tasks):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("step", choices=("sweep", "grid", "report"))
+    parser.add_argument("step", choices=("sweep", "grid", "report", "diagnostics"))
     parser.add_argument("--tasks", nargs="+", default=list(EPOCHS), choices=EPOCHS)
     parser.add_argument("--methods", nargs="+", default=list(SEEDS), choices=SEEDS,
                         help="grid: only these methods' cells (default: all)")
@@ -361,9 +406,9 @@ def main():
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1, got %d" % args.jobs)
-    failed = {"sweep": sweep, "grid": run_grid, "report": lambda a: report(a) or []}[
-        args.step](args)
-    if args.step != "report":
+    failed = {"sweep": sweep, "grid": run_grid, "report": lambda a: report(a) or [],
+              "diagnostics": diagnostics}[args.step](args)
+    if args.step in ("sweep", "grid"):
         report(args)
     if failed:
         raise SystemExit("converged: %d cells failed (above)" % len(failed))

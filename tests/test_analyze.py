@@ -45,6 +45,21 @@ def test_log_drift_records_the_distance_from_the_pretrained_backbone(runs):
     assert {d for _, d in _drift(runs / "runs/rte/lp/seed1", "finetune")} == {0.0}
 
 
+def test_logging_drift_leaves_training_unchanged_to_the_bit(runs, tmp_path):
+    # dropout on: measuring must not draw from the random streams the masks come from
+    args = ["--method", "ft", "--data", runs / "bin", "--checkpoint",
+            runs / "pretrained" / "checkpoint_last.pt", "--total-updates", "4",
+            "--batch-size", "8", "--", "--cpu", "--num-workers", "0", "--max-positions", "128",
+            "--dropout", "0.1", "--attention-dropout", "0.1", "--log-interval", "1"]
+    ehft("train", "--save-dir", tmp_path / "plain", *args)
+    ehft("train", "--save-dir", tmp_path / "drift", "--log-drift", *args)
+    plain, drift = (torch.load(tmp_path / d / "rte/ft/seed1/finetune/checkpoint_last.pt",
+                               weights_only=False)["model"] for d in ("plain", "drift"))
+    assert plain.keys() == drift.keys()
+    assert all(torch.equal(plain[k], drift[k]) for k in plain)
+    assert _drift(tmp_path / "drift/rte/ft/seed1", "finetune")  # it did log
+
+
 def test_log_drift_from_a_missing_file_stops_before_training(runs, tmp_path):
     result, _ = fairseq_train(runs / "bin", tmp_path / "save", "--log-drift-from",
                               tmp_path / "nowhere.pt", check=False)

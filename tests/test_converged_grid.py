@@ -159,3 +159,47 @@ def test_code_md_lists_the_plugin_files_that_differ_between_the_cells_commits(co
     assert rows[0].startswith("| %s | 1 | no | none |" % older[:7])  # earliest first
     assert rows[1].startswith("| %s | 1 | no | " % newer[:7])
     assert "ehft_plugin/atomic.py" in rows[1]
+
+
+def test_diagnosed_cells_are_kept_for_analysis_and_the_others_are_not(converged, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(converged.grid, "finished", lambda *cell: False)
+    monkeypatch.setattr(converged.grid, "run_cell",
+                        lambda task, method, seed, a: seen.update({(task, method, seed): a.keep}))
+    cells = [("cb", "ft", 3), ("cb", "ft", 4), ("cb", "mixout(p=0.9)", 1), ("copa", "ft", 1),
+             ("rte", "lp-ft", 2), ("rte", "ehft-bitfit", 1), ("rte", "ehft-lora", 1)]
+    converged.run_cells(cells, _args(), lambda: "out", lambda task: 1e-5,
+                        keep=converged.diagnosed)
+    assert {c for c, keep in seen.items() if keep == converged.KEPT} == {
+        ("cb", "ft", 3), ("rte", "lp-ft", 2), ("rte", "ehft-bitfit", 1)}
+    assert [seen[c] for c in cells].count(None) == 4
+
+
+def test_a_kept_cell_keeps_what_analyze_reads_and_drops_the_other_checkpoints(converged,
+                                                                              tmp_path):
+    work = tmp_path / "work" / "cb-ehft-bitfit-1-length"
+    run = work / "cb" / "ehft-bitfit" / "seed1"
+    for path in ("stage1/checkpoint_last.pt", "stage1/checkpoint_best.pt", "stage1/train.log",
+                 "stage1/head.safetensors", "stage2/checkpoint_last.pt",
+                 "stage2/checkpoint_best.pt", "stage2/train.log", "stage2/done.json"):
+        (run / path).parent.mkdir(parents=True, exist_ok=True)
+        (run / path).write_text("x")
+    (run / "run.json").write_text(json.dumps({"config": {"stages": [{"name": "stage1"},
+                                                                    {"name": "stage2"}]}}))
+    converged.grid.keep_for_analysis(str(run), str(work), str(tmp_path / "kept"))
+    kept = tmp_path / "kept" / "cb-ehft-bitfit-1-length" / "cb" / "ehft-bitfit" / "seed1"
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
+        "run.json", "stage1/head.safetensors", "stage1/train.log", "stage2/checkpoint_last.pt",
+        "stage2/done.json", "stage2/train.log"]
+    assert not work.exists()
+
+
+def test_diagnostics_wait_until_every_diagnosed_cell_is_kept(converged, monkeypatch, capsys):
+    monkeypatch.setattr(converged, "KEPT", str(converged.OUT) + "/kept")
+    fake_record(converged.OUT, "cb", "ft", 1, [50.0], 320)
+    os.makedirs(os.path.join(converged.KEPT, "cb-ft-1-length"))
+    assert converged.diagnostics(_args(tasks=["cb", "copa"])) == []
+    out = capsys.readouterr().out
+    assert "cb diagnostics wait for 8 kept cells: cb lp-ft seed 1, cb ehft-bitfit seed 1" in out
+    assert "copa" not in out  # not a diagnosed task
+    assert not os.path.exists(os.path.join(converged.OUT, "diagnostics"))
