@@ -13,6 +13,9 @@ from conftest import REPO
 from test_benchmarks import _load_benchmark
 
 
+converged_report = _load_benchmark("converged_report")
+
+
 @pytest.fixture
 def converged(tmp_path, monkeypatch):
     module = _load_benchmark("converged_grid")
@@ -81,7 +84,7 @@ def test_the_convergence_report_shows_ft_over_epochs_and_its_last_slopes(converg
     # COPA: every seed still climbing 1 point an epoch (2 per validation), at its own level
     for seed, level in ((1, 50), (2, 55), (3, 53)):
         fake_record(converged.OUT, "copa", "ft", seed, [level + 2 * i for i in range(10)], 500)
-    text = converged.convergence(["cb", "copa"])
+    text = converged_report.convergence(converged.OUT, ["cb", "copa"], converged.EPOCHS)
     assert "## cb (2 seeds, 20 epochs)" in text
     assert "| last 5 validations | +0.00 | +0.00 | [+0.00, +0.00] | no rise or fall detected |" \
         in text
@@ -90,7 +93,8 @@ def test_the_convergence_report_shows_ft_over_epochs_and_its_last_slopes(converg
     assert "| second half (last 5) | +1.00 | +1.00 | [+1.00, +1.00] | still rising |" in text
     # one seed: a slope but no interval
     fake_record(converged.OUT, "rte", "ft", 1, [50, 51, 50, 52, 53, 52, 53, 54, 53, 55], 100)
-    assert "| — | one seed: no interval |" in converged.convergence(["rte"])
+    assert "| — | one seed: no interval |" in converged_report.convergence(
+        converged.OUT, ["rte"], converged.EPOCHS)
 
 
 def test_each_swept_rate_trains_in_its_own_work_directory_with_the_declared_budget(
@@ -135,7 +139,7 @@ def test_code_md_names_the_commits_that_trained_the_cells(converged):
                                 "done.json")
             record = json.load(open(done))
             json.dump(dict(record, software=software), open(done, "w"))
-    text = converged.code()
+    text = converged_report.code(converged.OUT)
     assert "| %s | 2 | no | none |" % head[:7] in text  # the earliest commit: nothing changed
     assert "| fffffff | 1 | yes | unknown (commit not in this checkout) |" in text
     assert "| — | 1 | — | unknown (no record) |" in text
@@ -155,7 +159,8 @@ def test_code_md_lists_the_plugin_files_that_differ_between_the_cells_commits(co
         record = json.load(open(done))
         json.dump(dict(record, software={"git_commit": commit, "plugin_code_modified": False}),
                   open(done, "w"))
-    rows = [line for line in converged.code().splitlines() if line.startswith("| ")][1:]
+    rows = [line for line in converged_report.code(converged.OUT).splitlines()
+            if line.startswith("| ")][1:]
     assert rows[0].startswith("| %s | 1 | no | none |" % older[:7])  # earliest first
     assert rows[1].startswith("| %s | 1 | no | " % newer[:7])
     assert "ehft_plugin/atomic.py" in rows[1]

@@ -1,0 +1,131 @@
+"""The converged grid's report on itself: whether FT has stopped rising over its budget
+(convergence.md) and which code trained the cells (code.md). Functions of the grid's output
+directory; converged_grid.py writes them with the rest of its report."""
+
+import glob
+import json
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cell_commits(out):
+    """{(commit, plugin modified): cells} of the grid's finished cells, from the software
+    record each stage's done.json keeps; a cell counts under its last stage's."""
+    commits = {}
+    for run in sorted(glob.glob(os.path.join(out, "runs", "*", "*", "seed*"))):
+        stages = sorted(glob.glob(os.path.join(run, "*", "done.json")))
+        if not stages:
+            continue
+        with open(stages[-1]) as f:
+            software = json.load(f).get("software", {})
+        key = (software.get("git_commit"), software.get("plugin_code_modified"))
+        commits[key] = commits.get(key, 0) + 1
+    return commits
+
+
+def _git(*args):
+    result = subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def code(out):
+    """Which commits trained the grid's cells and whether the plugin's code differs between
+    them: cells trained in slices across sessions are comparable only if it does not (or
+    differs only where training never goes)."""
+    commits = _cell_commits(out)
+    known = sorted((c for c, _ in commits if c and _git("cat-file", "-e", c + "^{commit}")
+                    is not None), key=lambda c: int(_git("show", "-s", "--format=%ct", c)))
+    first = known[0] if known else None
+    lines = ["# The code that trained the grid", "",
+             "Each cell's commit and whether `ehft_plugin/` had uncommitted changes, from the "
+             "software record of its done.json; `ehft_plugin/` files changed since the earliest "
+             "of these commits (`git diff --name-only`).", "",
+             "| commit | cells | plugin changed uncommitted | `ehft_plugin/` files changed since "
+             "%s |" % (first[:7] if first else "the first"), "|---|---|---|---|"]
+    for (commit, modified), cells in sorted(
+            commits.items(), key=lambda kv: (known.index(kv[0][0]) if kv[0][0] in known
+                                             else len(known), str(kv[0]))):
+        if commit in known:
+            changed = _git("diff", "--name-only", first, commit, "--", "ehft_plugin")
+            diff = ", ".join(changed.split()) if changed else "none"
+        else:
+            diff = "unknown (commit not in this checkout)" if commit else "unknown (no record)"
+        lines.append("| %s | %d | %s | %s |" % (
+            commit[:7] if commit else "—", cells,
+            "—" if modified is None else "yes" if modified else "no", diff))
+    return "\n".join(lines) + "\n"
+
+
+def _slope(points):
+    """Least-squares slope of [(x, y), ...]."""
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    return sum((x - mx) * (y - my) for x, y in points) / max(
+        1e-12, sum((x - mx) ** 2 for x, _ in points))
+
+
+def _rise(ft, per_epoch, last):
+    """FT's slope over its last `last` validations, in points per epoch: of the mean curve,
+    and as the mean of the per-seed slopes with its 95% interval (Student's t over seeds;
+    None with one seed). On a small dev set one example moves a point by 1-4 points, so a
+    single curve's slope says little; the seeds' spread says how little."""
+    from ehft_plugin.report.stats import mean_std
+
+    slopes = [_slope([(u / per_epoch, v) for u, v in run.curve[-last:]]) for run in ft]
+    mean, std = mean_std(slopes)
+    if std is None:
+        return mean, None
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(slopes) - 1) * std / len(slopes) ** 0.5
+    return mean, (mean - half, mean + half)
+
+
+def _rise_verdict(interval):
+    if interval is None:
+        return "one seed: no interval"
+    if interval[0] > 0:
+        return "still rising"
+    if interval[1] < 0:
+        return "falling"
+    return "no rise or fall detected"
+
+
+def convergence(out, tasks, epochs):
+    """FT's dev curve over epochs (mean over seeds) and the slope of its last validations."""
+    from ehft_plugin.report import collect
+
+    lines = ["# Has full finetuning converged?", "",
+             "FT's dev metric (best-of-run selection aside: every validation) against epochs, "
+             "mean over its seeds. Slopes are least-squares slopes in points per epoch over "
+             "the last five validations and over the run's second half: the mean of the "
+             "per-seed slopes with its 95% interval over seeds (Student's t). A budget past "
+             "FT's rise shows an interval holding 0 or below it; \"still rising\" means the "
+             "whole interval is above 0.", ""]
+    runs, _ = collect([os.path.join(out, "runs")])
+    for task in tasks:
+        ft = [r for r in runs if r.task == task and r.method == "ft"]
+        if not ft:
+            continue
+        per_epoch = ft[0].updates[0] / epochs[task]
+        points = {}
+        for run in ft:
+            for updates, value in run.curve:
+                points.setdefault(updates, []).append(value)
+        curve = [(u / per_epoch, sum(v) / len(v)) for u, v in sorted(points.items())
+                 if len(v) == len(ft)]
+        lines += ["## %s (%d seeds, %d epochs)" % (task, len(ft), epochs[task]), "",
+                  "| slope over | mean curve | per-seed mean | 95% interval | verdict |",
+                  "|---|---|---|---|---|"]
+        for label, last in (("last 5 validations", 5),
+                            ("second half (last %d)" % (len(curve) // 2), len(curve) // 2)):
+            mean, interval = _rise(ft, per_epoch, last)
+            lines.append("| %s | %+.2f | %+.2f | %s | %s |" % (
+                label, _slope(curve[-last:]), mean,
+                "[%+.2f, %+.2f]" % interval if interval else "—", _rise_verdict(interval)))
+        lines += ["", "| epoch | " + " | ".join("%.1f" % x for x, _ in curve) + " |",
+                  "|---|" + "---|" * len(curve),
+                  "| dev | " + " | ".join("%.2f" % y for _, y in curve) + " |", ""]
+    return "\n".join(lines)
