@@ -87,10 +87,14 @@ class CellFailed(Exception):
     pass
 
 
+def work_name(task, method, seed, batch_order):
+    """A cell's save dir name: cells may run at once, and a random-batch grid beside the
+    default one."""
+    return "%s-%s-%d-%s" % (task, method_slug(method), seed, batch_order)
+
+
 def run_cell(task, method, seed, args):
-    # cells may run at once, and a random-batch grid beside the default one
-    work = os.path.join(args.work, "%s-%s-%d-%s" % (task, method_slug(method), seed,
-                                                    args.batch_order))
+    work = os.path.join(args.work, work_name(task, method, seed, args.batch_order))
     try:
         lock = acquire(work, "accuracy grid")
     except EhftError as busy:  # a second grid on the same cell would delete the first's files

@@ -189,8 +189,7 @@ def diagnostics(args):
     for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
         cells = [(task, m, s) for s in range(1, DIAGNOSED["seeds"] + 1)
                  for m in DIAGNOSED["methods"]]
-        dirs = [os.path.join(KEPT, "%s-%s-%d-length" % (t, grid.method_slug(m), s))
-                for t, m, s in cells]
+        dirs = [os.path.join(KEPT, grid.work_name(*cell, "length")) for cell in cells]
         missing = ["%s %s seed %d" % c for c, d in zip(cells, dirs)
                    if not grid.finished(*c, argparse.Namespace(out=OUT))
                    or not os.path.isdir(d)]

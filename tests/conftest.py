@@ -1,13 +1,16 @@
 """Shared helpers: paths to the real data, a tiny RoBERTa, and CLI runners."""
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,10 +137,30 @@ def free_port(span=1) -> int:
     raise RuntimeError("no %d consecutive free ports in 20000-32000" % span)
 
 
-def run(cmd, cwd=None, check=True, env=None, timeout=None):
+def finish(jobs, timeout=300):
+    """Every job's log (Popen jobs started with stdout piped, text, start_new_session=True)
+    once all have ended. Past the deadline every job's process group is killed, torchrun's
+    workers with it (no worker lingers to slow the rest of the suite), and the test fails
+    showing the end of each log."""
+    deadline = time.monotonic() + timeout
+    logs = []
+    try:
+        for job in jobs:
+            logs.append(job.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+    except subprocess.TimeoutExpired:
+        for job in jobs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+        logs += [job.communicate()[0] for job in jobs[len(logs):]]
+        pytest.fail("still running after %d s, killed; the end of each job's log:\n%s" % (
+            timeout, "\n-----\n".join(log[-3000:] for log in logs)))
+    return logs
+
+
+def run(cmd, cwd=None, check=True, env=None):
     """Run a console command; on failure show its output in the assertion."""
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
-                            env=env, timeout=timeout)
+                            env=env)
     if check and result.returncode != 0:
         raise AssertionError("%s failed (%d):\n%s\n%s" % (
             " ".join(map(str, cmd)), result.returncode, result.stdout[-3000:],

@@ -1,7 +1,6 @@
 """torchrun forms one world on CPU (gloo): the same training as one process with the same
 global batch, and exact validation metrics."""
 
-import contextlib
 import json
 import os
 import re
@@ -11,8 +10,8 @@ import time
 
 import pytest
 import torch
-from conftest import BIN, TINY_ROBERTA, ehft, free_port, gpt2_flags, prepare_rte, run, shared, \
-    subset, valid_records
+from conftest import BIN, TINY_ROBERTA, ehft, finish, free_port, gpt2_flags, prepare_rte, run, \
+    shared, subset, valid_records
 
 from ehft_plugin.distributed import torchrun_settings
 
@@ -57,25 +56,6 @@ def _start(cmd):
                             start_new_session=True)
 
 
-def _finish(jobs, timeout=300):
-    """Every job's log once all have ended. Past the deadline every job's process group is
-    killed (no worker lingers to slow the rest of the suite) and the test fails showing the
-    end of each log."""
-    deadline = time.monotonic() + timeout
-    logs = []
-    try:
-        for job in jobs:
-            logs.append(job.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
-    except subprocess.TimeoutExpired:
-        for job in jobs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(job.pid, signal.SIGKILL)
-        logs += [job.communicate()[0] for job in jobs[len(logs):]]
-        pytest.fail("still running after %d s, killed; the end of each job's log:\n%s" % (
-            timeout, "\n-----\n".join(log[-3000:] for log in logs)))
-    return logs
-
-
 def _losses(log):
     return [float(json.loads(line.split("| train_inner | ", 1)[1])["loss"])
             for line in log.splitlines() if "| train_inner | " in line]
@@ -87,7 +67,7 @@ def _train(data, save_dir, nproc, update_freq=1):
         cmd = [BIN / "torchrun", "--nproc-per-node", str(nproc), "--master-port",
                str(free_port()), *cmd]
     job = _start(cmd)
-    [log] = _finish([job])
+    [log] = finish([job])
     assert job.returncode == 0, log[-3000:]
     return log, _losses(log), valid_records(log)
 
@@ -132,8 +112,6 @@ def test_half_precision_on_cpu_is_a_clear_error(data, tmp_path, flag):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-
-
 def _node(data, save_dir, rank, port):
     return _start([BIN / "torchrun", "--nnodes", "2", "--node-rank", str(rank),
                    "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
@@ -143,7 +121,7 @@ def _node(data, save_dir, rank, port):
 def test_two_nodes_rendezvous_into_one_world(data, tmp_path):
     port = free_port()
     nodes = [_node(data, tmp_path / ("node%d" % r), r, port) for r in (0, 1)]
-    logs = _finish(nodes)
+    logs = finish(nodes)
     assert [n.returncode for n in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     assert "torchrun: rank 0 of world size 2" in logs[0]
     assert "torchrun: rank 1 of world size 2" in logs[1]
@@ -174,12 +152,12 @@ def test_a_dying_rank_ends_the_job_and_a_relaunch_resumes(data, tmp_path):
     assert len(rank1) == 1
     killed_at = time.time()
     os.kill(int(rank1[0]), signal.SIGKILL)
-    [log] = _finish([job], timeout=120)
+    [log] = finish([job], timeout=120)
     assert job.returncode != 0  # the job ends with an error instead of hanging
     assert time.time() - killed_at < 60
     assert "ChildFailedError" in log or "exitcode  : -9" in log
     resumed = launch(8)
-    [log] = _finish([resumed])
+    [log] = finish([resumed])
     assert resumed.returncode == 0, log[-3000:]
     match = re.search(r"Loaded checkpoint \S+checkpoint_last.pt \(epoch \d+ @ (\d+) updates\)",
                       log)
@@ -197,7 +175,7 @@ def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
     # each stage meets on the port after the last one's (ehft_plugin/launcher.py)
     job = _start([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", str(free_port(3)),
                   BIN / "ehft", *args, "--save-dir", tmp_path / "two", *fairseq])
-    [log] = _finish([job])
+    [log] = finish([job])
     assert job.returncode == 0, log[-3000:]
     for rank in (0, 1):  # both stages ran in one world of 2
         assert log.count("torchrun: rank %d of world size 2" % rank) == 2

@@ -5,7 +5,7 @@ import subprocess
 import textwrap
 
 import torch
-from conftest import BIN, REPO, free_port
+from conftest import BIN, REPO, finish, free_port
 
 from ehft_plugin.replicas import fingerprint, ranks_that_differ
 
@@ -69,10 +69,12 @@ def _torchrun(tmp_path, drift):
     out.mkdir()
     cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()),
            str(script)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                            env={"DRIFT": drift, "OUT": str(out), "PATH": "/usr/bin:/bin",
-                                 "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    assert result.returncode == 0, result.stderr[-3000:]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True,
+                           env={"DRIFT": drift, "OUT": str(out), "PATH": "/usr/bin:/bin",
+                                "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    [log] = finish([job], timeout=120)
+    assert job.returncode == 0, log[-3000:]
     return [(out / ("rank%d" % rank)).read_text() for rank in (0, 1)]
 
 
