@@ -31,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,12 +63,17 @@ def ehft(*args):
     return [os.path.join(os.path.dirname(sys.executable), "ehft"), *map(str, args)]
 
 
+_PREPARING = threading.Lock()
+
+
 def prepare(task, args):
     out = os.path.join(ROOT, ".cache", "grid-data", task)
-    if not os.path.isfile(os.path.join(out, "ehft_task.json")):
-        subprocess.run(ehft("prepare", task, "--raw-dir", os.path.join(args.shared, TASKS[task][0]),
-                            "--out-dir", out, "--backbone", args.backbone, "--force"),
-                       check=True, stdout=subprocess.DEVNULL)
+    with _PREPARING:  # cells start side by side: the first writes the data, the others wait
+        if not os.path.isfile(os.path.join(out, "ehft_task.json")):
+            subprocess.run(ehft("prepare", task, "--raw-dir",
+                                os.path.join(args.shared, TASKS[task][0]), "--out-dir", out,
+                                "--backbone", args.backbone, "--force"),
+                           check=True, stdout=subprocess.DEVNULL)
     return out
 
 

@@ -123,9 +123,11 @@ def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False):
 
 def sweep(args):
     os.makedirs(os.path.join(OUT, "sweep"), exist_ok=True)
-    write_file(os.path.join(OUT, "sweep", "how.json"), json.dumps(
-        {"command": " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:]),
-         "jobs": args.jobs}) + "\n")
+    how = sweep_how()  # per task: a later task's sweep keeps the earlier tasks' commands
+    for task in args.tasks:
+        how[task] = {"command": " ".join(["python", "benchmarks/converged_grid.py"]
+                                         + sys.argv[1:]), "jobs": args.jobs}
+    write_file(os.path.join(OUT, "sweep", "how.json"), json.dumps(how, indent=1) + "\n")
     cells = [(t, "ft", s, lr) for s in SWEEP_SEEDS for t in args.tasks for lr in SWEEP_LRS]
     failed = run_cells(cells, args, sweep_dir, lambda task, lr: lr)
     path = os.path.join(OUT, "sweep", "rates.json")
@@ -236,6 +238,15 @@ def _cell_minutes(out):
     return minutes
 
 
+def sweep_how():
+    """{task: {"command", "jobs"}} of the sweeps run so far."""
+    path = os.path.join(OUT, "sweep", "how.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def cost(tasks):
     """What a cell costs, from the FT cells finished so far (sweep and grid), and what the
     grid's cells of each task come to at that rate."""
@@ -243,10 +254,12 @@ def cost(tasks):
     for out in [OUT] + [sweep_dir(lr) for lr in SWEEP_LRS]:
         for task, values in _cell_minutes(out).items():
             measured.setdefault(task, []).extend(values)
-    how = {}
-    if os.path.isfile(os.path.join(OUT, "sweep", "how.json")):
-        with open(os.path.join(OUT, "sweep", "how.json")) as f:
-            how = json.load(f)
+    how = sweep_how()
+    runs = {}  # the same command may have swept several tasks
+    for task in tasks:
+        if task in how:
+            runs.setdefault("`%s` (%d cells side by side)" % (
+                how[task]["command"], how[task]["jobs"]), []).append(task)
     cells = {t: sum(SEEDS.values()) for t in tasks}
     lines = ["# What the converged grid costs", "",
              "Wall minutes of each finished FT cell (its stages' fairseq-train processes, start "
@@ -254,8 +267,9 @@ def cost(tasks):
              "task's grid cells at that rate, FT's cost standing in for every method (stage 1 "
              "of the two-stage methods costs less a step, Mixout a little more, Child-Tuning_D "
              "adds one pass over the training set):" % (
-                 " with %s cells side by side (%s)" % (how["jobs"], how["command"])
-                 if how else ""), "",
+                 " (the sweeps: %s)" % "; ".join("%s for %s" % (run, ", ".join(ts))
+                                                 for run, ts in runs.items())
+                 if runs else ""), "",
              "Machine hours are the cell-hours divided by the cells trained side by side.", "",
              "| task | epochs | FT cells measured | minutes a cell | grid cells | cell-hours |",
              "|---|---|---|---|---|---|"]

@@ -208,3 +208,44 @@ def test_diagnostics_wait_until_every_diagnosed_cell_is_kept(converged, monkeypa
     assert "cb diagnostics wait for 8 kept cells: cb lp-ft seed 1, cb ehft-bitfit seed 1" in out
     assert "copa" not in out  # not a diagnosed task
     assert not os.path.exists(os.path.join(converged.OUT, "diagnostics"))
+
+
+def test_cells_starting_side_by_side_prepare_their_task_once(converged, monkeypatch, tmp_path):
+    import concurrent.futures
+    import time
+
+    calls = []
+
+    def slow_prepare(cmd, **kw):  # `ehft prepare ... --out-dir OUT`: writes OUT/ehft_task.json
+        calls.append(cmd)
+        time.sleep(0.2)
+        out = cmd[cmd.index("--out-dir") + 1]
+        os.makedirs(out)
+        open(os.path.join(out, "ehft_task.json"), "w").close()
+
+    monkeypatch.setattr(converged.grid, "ROOT", str(tmp_path))
+    monkeypatch.setattr(converged.grid.subprocess, "run", slow_prepare)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda _: converged.grid.prepare("rte", _args()), range(2)))
+    assert len(calls) == 1
+    assert outs[0] == outs[1] == str(tmp_path / ".cache" / "grid-data" / "rte")
+
+
+def test_a_later_sweep_keeps_the_earlier_tasks_commands_and_cost_names_each(converged,
+                                                                           monkeypatch):
+    os.makedirs(os.path.join(converged.OUT, "sweep"))
+    earlier = "python benchmarks/converged_grid.py sweep --tasks copa --jobs 1"
+    with open(os.path.join(converged.OUT, "sweep", "how.json"), "w") as f:
+        json.dump({"copa": {"command": earlier, "jobs": 1}}, f)
+    for lr in converged.SWEEP_LRS:
+        for seed in converged.SWEEP_SEEDS:
+            fake_record(converged.sweep_dir(lr), "cb", "ft", seed, [50.0], 320)
+    monkeypatch.setattr(sys, "argv", ["converged_grid.py", "sweep", "--tasks", "cb"])
+    assert converged.sweep(_args(jobs=2)) == []
+    how = converged.sweep_how()
+    assert how["copa"] == {"command": earlier, "jobs": 1}
+    assert how["cb"] == {"command": "python benchmarks/converged_grid.py sweep --tasks cb",
+                         "jobs": 2}
+    text = converged.cost(["cb", "copa"])
+    assert ("`python benchmarks/converged_grid.py sweep --tasks cb` (2 cells side by side) "
+            "for cb; `%s` (1 cells side by side) for copa" % earlier) in text
