@@ -218,8 +218,18 @@ def report(args):
     if os.path.isdir(os.path.join(OUT, "runs")):
         write_file(os.path.join(OUT, "convergence.md"),
                    converged_report.convergence(OUT, args.tasks, EPOCHS))
+    write_sweep_curves(args.tasks)
     write_file(os.path.join(OUT, "cost.md"), cost(list(EPOCHS)))
     write_file(os.path.join(OUT, "code.md"), converged_report.code(OUT))
+
+
+def write_sweep_curves(tasks):
+    """sweep/lrX/convergence.md: FT's curve at each swept rate, the grid's convergence table
+    over the sweep's seeds (what the rate and a task's budget were chosen from)."""
+    for lr in SWEEP_LRS:
+        if os.path.isdir(os.path.join(sweep_dir(lr), "runs")):
+            write_file(os.path.join(sweep_dir(lr), "convergence.md"),
+                       converged_report.convergence(sweep_dir(lr), tasks, EPOCHS))
 
 
 def _cell_minutes(out):

@@ -249,3 +249,13 @@ def test_a_later_sweep_keeps_the_earlier_tasks_commands_and_cost_names_each(conv
     text = converged.cost(["cb", "copa"])
     assert ("`python benchmarks/converged_grid.py sweep --tasks cb` (2 cells side by side) "
             "for cb; `%s` (1 cells side by side) for copa" % earlier) in text
+
+
+def test_each_swept_rate_gets_its_ft_curves(converged):
+    fake_record(converged.sweep_dir(2e-5), "rte", "ft", 1, [50, 52, 54, 55, 56, 57], 600)
+    fake_record(converged.sweep_dir(2e-5), "rte", "ft", 2, [51, 53, 54, 56, 57, 58], 600)
+    converged.write_sweep_curves(["cb", "rte"])
+    text = open(os.path.join(converged.sweep_dir(2e-5), "convergence.md")).read()
+    assert "## rte (2 seeds, 10 epochs)" in text and "## cb" not in text
+    assert "| dev | 50.50 | 52.50 | 54.00 | 55.50 | 56.50 | 57.50 |" in text
+    assert not os.path.exists(os.path.join(converged.sweep_dir(1e-5), "convergence.md"))
