@@ -268,8 +268,11 @@ def cost(tasks):
     runs = {}  # the same command may have swept several tasks
     for task in tasks:
         if task in how:
-            runs.setdefault("`%s` (%d cells side by side)" % (
-                how[task]["command"], how[task]["jobs"]), []).append(task)
+            jobs = how[task]["jobs"]
+            runs.setdefault("`%s` (%s)" % (
+                how[task]["command"],
+                "one cell at a time" if jobs == 1 else "%d cells side by side" % jobs),
+                []).append(task)
     cells = {t: sum(SEEDS.values()) for t in tasks}
     lines = ["# What the converged grid costs", "",
              "Wall minutes of each finished FT cell (its stages' fairseq-train processes, start "

@@ -248,7 +248,7 @@ def test_a_later_sweep_keeps_the_earlier_tasks_commands_and_cost_names_each(conv
                          "jobs": 2}
     text = converged.cost(["cb", "copa"])
     assert ("`python benchmarks/converged_grid.py sweep --tasks cb` (2 cells side by side) "
-            "for cb; `%s` (1 cells side by side) for copa" % earlier) in text
+            "for cb; `%s` (one cell at a time) for copa" % earlier) in text
 
 
 def test_each_swept_rate_gets_its_ft_curves(converged):
