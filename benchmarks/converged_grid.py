@@ -216,8 +216,13 @@ def report(args):
                                  batch_order="length")
     grid.summarise(summary)
     if os.path.isdir(os.path.join(OUT, "runs")):
+        rates = chosen_rates()
+        choice = converged_report.rate_choice(
+            OUT, args.tasks, lambda t: sweep_dir(rates[t]) if t in rates else None,
+            SWEEP_SEEDS)
         write_file(os.path.join(OUT, "convergence.md"),
-                   converged_report.convergence(OUT, args.tasks, EPOCHS))
+                   converged_report.convergence(OUT, args.tasks, EPOCHS)
+                   + ("\n" + choice if choice else ""))
     write_sweep_curves(args.tasks)
     write_file(os.path.join(OUT, "cost.md"), cost(list(EPOCHS)))
     write_file(os.path.join(OUT, "code.md"), converged_report.code(OUT))

@@ -129,3 +129,45 @@ def convergence(out, tasks, epochs):
                   "|---|" + "---|" * len(curve),
                   "| dev | " + " | ".join("%.2f" % y for _, y in curve) + " |", ""]
     return "\n".join(lines)
+
+
+def rate_choice(out, tasks, sweep_out, sweep_seeds):
+    """Whether the grid's FT seeds that also trained the sweep reproduce its cells at the chosen
+    rate, and FT's best dev over those seeds against the others: the rate was the best of
+    several on those seeds, so they alone may flatter FT. `sweep_out(task)`: the chosen rate's
+    sweep directory, or None before the task's sweep has finished."""
+    from ehft_plugin.report import collect
+
+    grid_runs, _ = collect([os.path.join(out, "runs")])
+    lines = ["## FT's rate was chosen on its first seeds", "",
+             "The sweep trained FT on seeds %s at each rate; the grid trains the same cells "
+             "again at the chosen rate (\"identical\": every dev validation the same). The "
+             "rate is the best of the sweep's on those seeds, so their mean may flatter FT; "
+             "the other seeds played no part in the choice." % _seed_list(sweep_seeds), "",
+             "| task | rate | seeds %s identical to the sweep's | FT best dev, seeds %s | "
+             "FT best dev, other seeds |" % ((_seed_list(sweep_seeds),) * 2),
+             "|---|---|---|---|---|"]
+    rows = 0
+    for task in tasks:
+        folder = sweep_out(task)
+        if folder is None:
+            continue
+        swept, _ = collect([os.path.join(folder, "runs")])
+        swept = {r.seed: r for r in swept if r.task == task and r.method == "ft"}
+        ft = {r.seed: r for r in grid_runs if r.task == task and r.method == "ft"}
+        shared = [s for s in sweep_seeds if s in ft and s in swept]
+        if not shared:
+            continue
+        same = all(ft[s].curve == swept[s].curve for s in shared)
+        chosen = [ft[s].dev_score()[1] for s in shared]
+        others = [r.dev_score()[1] for s, r in sorted(ft.items()) if s not in sweep_seeds]
+        lines.append("| %s | %s | %s | %.2f (%d) | %s |" % (
+            task, os.path.basename(os.path.normpath(folder))[2:],
+            "identical" if same else "**differ**", sum(chosen) / len(chosen), len(chosen),
+            "%.2f (%d)" % (sum(others) / len(others), len(others)) if others else "—"))
+        rows += 1
+    return "\n".join(lines) + "\n" if rows else ""
+
+
+def _seed_list(seeds):
+    return "–".join(str(s) for s in (seeds[0], seeds[-1])) if len(seeds) > 1 else str(seeds[0])

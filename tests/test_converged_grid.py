@@ -259,3 +259,24 @@ def test_each_swept_rate_gets_its_ft_curves(converged):
     assert "## rte (2 seeds, 10 epochs)" in text and "## cb" not in text
     assert "| dev | 50.50 | 52.50 | 54.00 | 55.50 | 56.50 | 57.50 |" in text
     assert not os.path.exists(os.path.join(converged.sweep_dir(1e-5), "convergence.md"))
+
+
+def test_the_report_says_whether_the_grid_reproduces_the_sweep_cells_its_rate_came_from(
+        converged):
+    swept = converged.sweep_dir(5e-5)
+    for seed, curve in ((1, [60, 70, 75, 80]), (2, [62, 72, 74, 78])):
+        fake_record(swept, "cb", "ft", seed, curve, 320)
+        fake_record(converged.OUT, "cb", "ft", seed, curve, 320)
+    for seed, best in ((3, 70), (4, 74)):
+        fake_record(converged.OUT, "cb", "ft", seed, [60, best], 320)
+    text = converged_report.rate_choice(converged.OUT, ["cb", "copa"],
+                                        lambda t: swept if t == "cb" else None, (1, 2))
+    assert "| cb | 5e-05 | identical | 79.00 (2) | 72.00 (2) |" in text
+    assert "| copa |" not in text  # no sweep finished: no row
+    # a grid cell that does not reproduce its sweep cell is flagged
+    fake_record(swept, "copa", "ft", 1, [50, 55], 500)
+    fake_record(converged.OUT, "copa", "ft", 1, [50, 56], 500)
+    text = converged_report.rate_choice(converged.OUT, ["copa"], lambda t: swept, (1, 2))
+    assert "| copa | 5e-05 | **differ** | 56.00 (1) | — |" in text
+    # nothing to compare: no section at all
+    assert converged_report.rate_choice(converged.OUT, ["rte"], lambda t: swept, (1, 2)) == ""
