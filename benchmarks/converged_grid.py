@@ -216,10 +216,8 @@ def report(args):
                                  batch_order="length")
     grid.summarise(summary)
     if os.path.isdir(os.path.join(OUT, "runs")):
-        rates = chosen_rates()
-        choice = converged_report.rate_choice(
-            OUT, args.tasks, lambda t: sweep_dir(rates[t]) if t in rates else None,
-            SWEEP_SEEDS)
+        swept = {t: (lr, sweep_dir(lr)) for t, lr in chosen_rates().items()}
+        choice = converged_report.rate_choice(OUT, args.tasks, swept, SWEEP_SEEDS)
         write_file(os.path.join(OUT, "convergence.md"),
                    converged_report.convergence(OUT, args.tasks, EPOCHS)
                    + ("\n" + choice if choice else ""))

@@ -131,11 +131,11 @@ def convergence(out, tasks, epochs):
     return "\n".join(lines)
 
 
-def rate_choice(out, tasks, sweep_out, sweep_seeds):
+def rate_choice(out, tasks, swept, sweep_seeds):
     """Whether the grid's FT seeds that also trained the sweep reproduce its cells at the chosen
     rate, and FT's best dev over those seeds against the others: the rate was the best of
-    several on those seeds, so they alone may flatter FT. `sweep_out(task)`: the chosen rate's
-    sweep directory, or None before the task's sweep has finished."""
+    several on those seeds, so they alone may flatter FT. `swept`: {task: (chosen rate, its
+    sweep directory)} of the tasks whose sweep has finished."""
     from ehft_plugin.report import collect
 
     grid_runs, _ = collect([os.path.join(out, "runs")])
@@ -149,20 +149,20 @@ def rate_choice(out, tasks, sweep_out, sweep_seeds):
              "|---|---|---|---|---|"]
     rows = 0
     for task in tasks:
-        folder = sweep_out(task)
-        if folder is None:
+        if task not in swept:
             continue
-        swept, _ = collect([os.path.join(folder, "runs")])
-        swept = {r.seed: r for r in swept if r.task == task and r.method == "ft"}
+        rate, folder = swept[task]
+        runs, _ = collect([os.path.join(folder, "runs")])
+        sweep_ft = {r.seed: r for r in runs if r.task == task and r.method == "ft"}
         ft = {r.seed: r for r in grid_runs if r.task == task and r.method == "ft"}
-        shared = [s for s in sweep_seeds if s in ft and s in swept]
+        shared = [s for s in sweep_seeds if s in ft and s in sweep_ft]
         if not shared:
             continue
-        same = all(ft[s].curve == swept[s].curve for s in shared)
+        same = all(ft[s].curve == sweep_ft[s].curve for s in shared)
         chosen = [ft[s].dev_score()[1] for s in shared]
         others = [r.dev_score()[1] for s, r in sorted(ft.items()) if s not in sweep_seeds]
-        lines.append("| %s | %s | %s | %.2f (%d) | %s |" % (
-            task, os.path.basename(os.path.normpath(folder))[2:],
+        lines.append("| %s | %g | %s | %.2f (%d) | %s |" % (
+            task, rate,
             "identical" if same else "**differ**", sum(chosen) / len(chosen), len(chosen),
             "%.2f (%d)" % (sum(others) / len(others), len(others)) if others else "—"))
         rows += 1

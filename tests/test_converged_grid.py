@@ -269,14 +269,16 @@ def test_the_report_says_whether_the_grid_reproduces_the_sweep_cells_its_rate_ca
         fake_record(converged.OUT, "cb", "ft", seed, curve, 320)
     for seed, best in ((3, 70), (4, 74)):
         fake_record(converged.OUT, "cb", "ft", seed, [60, best], 320)
-    text = converged_report.rate_choice(converged.OUT, ["cb", "copa"],
-                                        lambda t: swept if t == "cb" else None, (1, 2))
+    text = converged_report.rate_choice(converged.OUT, ["cb", "copa"], {"cb": (5e-5, swept)},
+                                        (1, 2))
     assert "| cb | 5e-05 | identical | 79.00 (2) | 72.00 (2) |" in text
     assert "| copa |" not in text  # no sweep finished: no row
     # a grid cell that does not reproduce its sweep cell is flagged
     fake_record(swept, "copa", "ft", 1, [50, 55], 500)
     fake_record(converged.OUT, "copa", "ft", 1, [50, 56], 500)
-    text = converged_report.rate_choice(converged.OUT, ["copa"], lambda t: swept, (1, 2))
+    text = converged_report.rate_choice(converged.OUT, ["copa"], {"copa": (5e-5, swept)},
+                                        (1, 2))
     assert "| copa | 5e-05 | **differ** | 56.00 (1) | — |" in text
     # nothing to compare: no section at all
-    assert converged_report.rate_choice(converged.OUT, ["rte"], lambda t: swept, (1, 2)) == ""
+    assert converged_report.rate_choice(converged.OUT, ["rte"], {"rte": (5e-5, swept)},
+                                        (1, 2)) == ""
