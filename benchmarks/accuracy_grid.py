@@ -172,12 +172,14 @@ def summarise(args):
     runs = os.path.join(args.out, "runs")
     if not os.path.isdir(runs):
         return
-    subprocess.run(ehft("report", runs, "--out", os.path.join(args.out, "results.md")),
+    # `roots`: only some tasks' run directories, e.g. those every method has finished
+    roots = getattr(args, "roots", None) or [runs]
+    subprocess.run(ehft("report", *roots, "--out", os.path.join(args.out, "results.md")),
                    check=True, stdout=subprocess.DEVNULL)
     # the best of a run's validations is picked on the dev set it is scored on, which flatters
     # every method on dev sets of 56 (CB) or 100 (COPA) examples; the final validation is the
     # other view, kept beside it so that a verdict can be checked against both
-    subprocess.run(ehft("report", runs, "--out", os.path.join(args.out, "results-last.md"),
+    subprocess.run(ehft("report", *roots, "--out", os.path.join(args.out, "results-last.md"),
                         "--select", "last", "--no-plots"), check=True, stdout=subprocess.DEVNULL)
     # the report's JSON is already {task: {method: {mean, std, seeds, metric}}, "avg": ...}
     if args.json:

@@ -212,16 +212,20 @@ def diagnostics(args):
 
 
 def report(args):
+    # results over --tasks: a task whose methods have not all run yet would leave every
+    # method's Avg out, so `report --tasks` keeps it out of results until it is done
+    roots = [os.path.join(OUT, "runs", t) for t in args.tasks
+             if os.path.isdir(os.path.join(OUT, "runs", t))]
     summary = argparse.Namespace(out=OUT, json=os.path.join(OUT, "accuracy.json"),
-                                 batch_order="length")
+                                 batch_order="length", roots=roots)
     grid.summarise(summary)
     if os.path.isdir(os.path.join(OUT, "runs")):
         swept = {t: (lr, sweep_dir(lr)) for t, lr in chosen_rates().items()}
-        choice = converged_report.rate_choice(OUT, args.tasks, swept, SWEEP_SEEDS)
+        choice = converged_report.rate_choice(OUT, list(EPOCHS), swept, SWEEP_SEEDS)
         write_file(os.path.join(OUT, "convergence.md"),
-                   converged_report.convergence(OUT, args.tasks, EPOCHS)
+                   converged_report.convergence(OUT, list(EPOCHS), EPOCHS)
                    + ("\n" + choice if choice else ""))
-    write_sweep_curves(args.tasks)
+    write_sweep_curves(list(EPOCHS))
     write_file(os.path.join(OUT, "cost.md"), cost(list(EPOCHS)))
     write_file(os.path.join(OUT, "code.md"), converged_report.code(OUT))
 
