@@ -5,6 +5,7 @@ machinery it uses).
 
     .venv/bin/python benchmarks/converged_grid.py sweep [--hours H] [--jobs 2]
     .venv/bin/python benchmarks/converged_grid.py grid [--hours H] [--jobs 2]
+    .venv/bin/python benchmarks/converged_grid.py budget --tasks rte --epochs 20 [--jobs 2]
     .venv/bin/python benchmarks/converged_grid.py report
     .venv/bin/python benchmarks/converged_grid.py diagnostics [--tasks cb rte]
 
@@ -19,7 +20,11 @@ Declared before anything was run:
 - methods and seeds: FT and EH-FT(BitFit) 8 seeds, EH-FT(LoRA), LP-FT, Mixout (p=0.9) and
   Child-Tuning_D (p_D=0.3) 4 seeds; one p each (the paper searched three), fixed here to keep
   the grid within about 12 hours of this machine.
-`grid` refuses to start before the sweep has chosen every task's rate. The report:
+`grid` refuses to start before the sweep has chosen every task's rate. `budget` (added when
+RTE's FT still rose at the end of its 10 epochs) trains FT on the sweep's seeds at the chosen
+rate and a longer budget, into benchmarks/accuracy-converged/budget/epochsN/: a last slope above
+0 may be a rise that goes on or the learning rate's decay to 0, which only a longer run tells
+apart. The report:
 benchmarks/accuracy-converged/results.md (and -last), convergence.md, accuracy.json, cost.md,
 code.md. The paper's diagnostics (added after the first cells ran, before any diagnosed one):
 FT, LP-FT and EH-FT(BitFit) on CB and RTE, seeds 1-3, train with --log-drift and keep their
@@ -62,11 +67,12 @@ def diagnosed(task, method, seed):
             and seed <= DIAGNOSED["seeds"])
 
 
-def budget(task, args):
-    """--total-epochs, and a validation every 1/VALIDATIONS of the run's updates."""
-    updates = epochs_to_updates(EPOCHS[task], load_metadata(grid.prepare(task, args)),
-                                grid.BATCH)
-    return (["--total-epochs", EPOCHS[task]],
+def budget(task, args, epochs=None):
+    """--total-epochs (the task's, or `epochs`), and a validation every 1/VALIDATIONS of the
+    run's updates."""
+    epochs = epochs or EPOCHS[task]
+    updates = epochs_to_updates(epochs, load_metadata(grid.prepare(task, args)), grid.BATCH)
+    return (["--total-epochs", epochs],
             ["--validate-interval-updates", max(1, updates // VALIDATIONS)])
 
 
@@ -83,22 +89,24 @@ def chosen_rates():
         return {t: entry["chosen"] for t, entry in json.load(f).items()}
 
 
-def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False):
+def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False, epochs=None,
+              work_for=lambda work, *key: os.path.join(work, *("lr%g" % k for k in key))):
     """accuracy_grid's cells, --jobs at a time, none started after --hours; returns the
     failures. `cells`: (task, method, seed, *key), key picking the output and the rate;
-    `keep(task, method, seed)`: whether the cell is kept for `ehft analyze` (under KEPT)."""
+    `keep(task, method, seed)`: whether the cell is kept for `ehft analyze` (under KEPT);
+    `epochs`: a budget other than the task's declared one."""
     import concurrent.futures
 
     start = time.time()
 
     def one(cell):
         task, method, seed, *key = cell
-        cell_args = argparse.Namespace(**dict(vars(args), out=out_for(*key), budget=budget,
+        cell_args = argparse.Namespace(**dict(vars(args), out=out_for(*key),
+                                              budget=lambda t, a: budget(t, a, epochs),
                                               ft_lr=lr_for(task, *key), batch_order="length",
                                               keep=KEPT if keep(task, method, seed) else None,
                                               # the sweep's rates train side by side
-                                              work=os.path.join(args.work,
-                                                                *("lr%g" % k for k in key))))
+                                              work=work_for(args.work, *key)))
         if grid.finished(task, method, seed, cell_args):
             return None
         if args.hours and time.time() - start > args.hours * 3600:
@@ -109,8 +117,9 @@ def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False):
         except grid.CellFailed as failure:
             print(failure, flush=True)
             return failure
-        print("  %s %s seed %d%s: %.0f s" % (task, method, seed, " (lr %g)" % key[0] if key
-                                             else "", time.time() - began), flush=True)
+        print("  %s %s seed %d%s: %.0f s" % (
+            task, method, seed, " (%s)" % os.path.basename(work_for("", *key)) if key else "",
+            time.time() - began), flush=True)
         return None
 
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
@@ -146,6 +155,43 @@ def sweep(args):
     print("converged: FT learning rates chosen so far: %s" % json.dumps(
         {t: r["chosen"] for t, r in rates.items()}))
     return failed
+
+
+def budget_dir(epochs):
+    return os.path.join(OUT, "budget", "epochs%d" % epochs)
+
+
+def budgets_tried():
+    """{epochs: folder} of the longer budgets with a finished cell."""
+    root = os.path.join(OUT, "budget")
+    names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    return {int(n[len("epochs"):]): os.path.join(root, n) for n in names
+            if n.startswith("epochs") and os.path.isdir(os.path.join(root, n, "runs"))}
+
+
+def check_budget(args):
+    """FT on the sweep's seeds at the chosen rate and a longer budget (--epochs), into
+    OUT/budget/epochsN: whether FT still gains past the declared budget, where the slope of
+    its last validations cannot tell a rise that goes on from the learning rate's decay."""
+    rates = chosen_rates()
+    missing = [t for t in args.tasks if t not in rates]
+    if missing:
+        raise SystemExit("converged: no FT learning rate chosen yet for %s; run `%s sweep` "
+                         "first" % (", ".join(missing), sys.argv[0]))
+    if not args.epochs:
+        raise SystemExit("converged: budget needs --epochs N (the longer budget to try)")
+    how = {t: " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:])
+           for t in args.tasks}
+    path = os.path.join(budget_dir(args.epochs), "how.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            how = dict(json.load(f), **how)
+    os.makedirs(budget_dir(args.epochs), exist_ok=True)
+    write_file(path, json.dumps(how, indent=1) + "\n")
+    cells = [(t, "ft", s, args.epochs) for s in SWEEP_SEEDS for t in args.tasks]
+    return run_cells(cells, args, budget_dir, lambda task, epochs: rates[task],
+                     epochs=args.epochs,
+                     work_for=lambda work, epochs: os.path.join(work, "epochs%d" % epochs))
 
 
 def _best(task, method, seed, out):
@@ -211,20 +257,33 @@ def diagnostics(args):
     return []
 
 
+def complete(task):
+    """Whether every grid cell of `task` has finished."""
+    cells = grid_cells(argparse.Namespace(tasks=[task], methods=list(SEEDS)))
+    return all(grid.finished(*cell, argparse.Namespace(out=OUT)) for cell in cells)
+
+
 def report(args):
-    # results over --tasks: a task whose methods have not all run yet would leave every
-    # method's Avg out, so `report --tasks` keeps it out of results until it is done
-    roots = [os.path.join(OUT, "runs", t) for t in args.tasks
-             if os.path.isdir(os.path.join(OUT, "runs", t))]
+    # results over the complete tasks of --tasks: a task whose methods have not all run yet
+    # would leave every method's Avg out; before any task is complete, over what has run
+    started = [t for t in args.tasks if os.path.isdir(os.path.join(OUT, "runs", t))]
+    roots = [os.path.join(OUT, "runs", t)
+             for t in ([t for t in started if complete(t)] or started)]
     summary = argparse.Namespace(out=OUT, json=os.path.join(OUT, "accuracy.json"),
                                  batch_order="length", roots=roots)
     grid.summarise(summary)
     if os.path.isdir(os.path.join(OUT, "runs")):
         swept = {t: (lr, sweep_dir(lr)) for t, lr in chosen_rates().items()}
         choice = converged_report.rate_choice(OUT, list(EPOCHS), swept, SWEEP_SEEDS)
+        tried = budgets_tried()
+        longer = converged_report.longer_budgets(OUT, list(EPOCHS), EPOCHS, tried,
+                                                 SWEEP_SEEDS)
         write_file(os.path.join(OUT, "convergence.md"),
                    converged_report.convergence(OUT, list(EPOCHS), EPOCHS)
-                   + ("\n" + choice if choice else ""))
+                   + "".join("\n" + part for part in (choice, longer) if part))
+        for n, folder in tried.items():  # each longer budget's FT curves
+            write_file(os.path.join(folder, "convergence.md"), converged_report.convergence(
+                folder, list(EPOCHS), {t: n for t in EPOCHS}))
     write_sweep_curves(list(EPOCHS))
     write_file(os.path.join(OUT, "cost.md"), cost(list(EPOCHS)))
     write_file(os.path.join(OUT, "code.md"), converged_report.code(OUT))
@@ -304,7 +363,7 @@ def cost(tasks):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("step", choices=("sweep", "grid", "report", "diagnostics"))
+    parser.add_argument("step", choices=("sweep", "grid", "budget", "report", "diagnostics"))
     parser.add_argument("--tasks", nargs="+", default=list(EPOCHS), choices=EPOCHS)
     parser.add_argument("--methods", nargs="+", default=list(SEEDS), choices=SEEDS,
                         help="grid: only these methods' cells (default: all)")
@@ -315,14 +374,17 @@ def main():
     parser.add_argument("--shared", default=os.path.join(grid.ROOT, "..", "shared", "data"))
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="budget: the longer budget FT is tried at on the sweep's seeds")
     parser.add_argument("--work", default=os.path.join(grid.ROOT, ".cache", "converged-runs"))
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1, got %d" % args.jobs)
-    failed = {"sweep": sweep, "grid": run_grid, "report": lambda a: report(a) or [],
+    failed = {"sweep": sweep, "grid": run_grid, "budget": check_budget,
+              "report": lambda a: report(a) or [],
               "diagnostics": diagnostics}[args.step](args)
-    if args.step in ("sweep", "grid"):
-        report(args)
+    if args.step in ("sweep", "grid", "budget"):
+        report(argparse.Namespace(**dict(vars(args), tasks=list(EPOCHS))))  # every task
     if failed:
         raise SystemExit("converged: %d cells failed (above)" % len(failed))
 

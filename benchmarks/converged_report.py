@@ -152,6 +152,8 @@ def rate_choice(out, tasks, swept, sweep_seeds):
         if task not in swept:
             continue
         rate, folder = swept[task]
+        if not os.path.isdir(os.path.join(folder, "runs")):
+            continue  # a rate chosen elsewhere (rates.json copied without its sweep)
         runs, _ = collect([os.path.join(folder, "runs")])
         sweep_ft = {r.seed: r for r in runs if r.task == task and r.method == "ft"}
         ft = {r.seed: r for r in grid_runs if r.task == task and r.method == "ft"}
@@ -166,6 +168,49 @@ def rate_choice(out, tasks, swept, sweep_seeds):
             "identical" if same else "**differ**", sum(chosen) / len(chosen), len(chosen),
             "%.2f (%d)" % (sum(others) / len(others), len(others)) if others else "—"))
         rows += 1
+    return "\n".join(lines) + "\n" if rows else ""
+
+
+def longer_budgets(out, tasks, epochs, tried, seeds):
+    """FT at the declared budget against FT trained longer on the same seeds and rate: a last
+    slope above 0 may be a rise that goes on or the learning rate decaying to 0, and only a
+    longer run tells them apart. `tried`: {epochs: folder} of the longer budgets run."""
+    from ehft_plugin.report import collect
+
+    def ft_of(folder, task):
+        runs, _ = collect([os.path.join(folder, "runs")])
+        return {r.seed: r for r in runs if r.task == task and r.method == "ft"
+                and r.seed in seeds}
+
+    lines = ["## FT trained longer", "",
+             "FT on seeds %s at the chosen rate, at the declared budget (the grid's cells) and "
+             "at a longer one (`converged_grid.py budget --epochs N`, its warm-up and linear "
+             "decay stretched to the longer run). Best and final dev are means over the seeds, "
+             "each seed's value after the mean; the slope is over the run's second half, in "
+             "points per epoch, with its 95%% interval over seeds." % _seed_list(seeds), "",
+             "| task | epochs | seeds | FT best dev | FT final dev | second-half slope |",
+             "|---|---|---|---|---|---|"]
+    rows = 0
+    for task in tasks:
+        longer = {n: ft_of(folder, task) for n, folder in sorted(tried.items())}
+        longer = {n: ft for n, ft in longer.items() if ft}
+        if not longer:
+            continue
+        for n, ft in [(epochs[task], ft_of(out, task))] + sorted(longer.items()):
+            if not ft:
+                continue
+            runs = [ft[s] for s in sorted(ft)]
+            best = [r.dev_score()[1] for r in runs]
+            final = [r.curve[-1][1] for r in runs]
+            per_epoch = runs[0].updates[0] / n
+            mean, interval = _rise(runs, per_epoch, len(runs[0].curve) // 2)
+            lines.append("| %s | %d%s | %s | %.2f (%s) | %.2f (%s) | %+.2f %s |" % (
+                task, n, " (declared)" if n == epochs[task] else "",
+                ", ".join(str(s) for s in sorted(ft)),
+                sum(best) / len(best), ", ".join("%.2f" % v for v in best),
+                sum(final) / len(final), ", ".join("%.2f" % v for v in final), mean,
+                "[%+.2f, %+.2f]" % interval if interval else "(one seed)"))
+            rows += 1
     return "\n".join(lines) + "\n" if rows else ""
 
 

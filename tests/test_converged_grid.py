@@ -103,7 +103,8 @@ def test_each_swept_rate_trains_in_its_own_work_directory_with_the_declared_budg
     monkeypatch.setattr(converged.grid, "finished", lambda *cell: False)
     monkeypatch.setattr(converged.grid, "run_cell", lambda task, method, seed, a: seen.append(
         (a.work, a.out, a.ft_lr, converged.grid.budget(task, a))))
-    monkeypatch.setattr(converged, "budget", lambda task, a: (["--total-epochs", 20], []))
+    monkeypatch.setattr(converged, "budget",
+                        lambda task, a, epochs=None: (["--total-epochs", 20], []))
     cells = [("cb", "ft", 1, lr) for lr in converged.SWEEP_LRS]
     assert converged.run_cells(cells, _args(jobs=2), converged.sweep_dir,
                                lambda task, lr: lr) == []
@@ -282,3 +283,64 @@ def test_the_report_says_whether_the_grid_reproduces_the_sweep_cells_its_rate_ca
     # nothing to compare: no section at all
     assert converged_report.rate_choice(converged.OUT, ["rte"], {"rte": (5e-5, swept)},
                                         (1, 2)) == ""
+
+
+def test_results_hold_the_complete_tasks_and_convergence_every_task(converged, monkeypatch):
+    # mid-grid: CB has every cell, RTE only FT's. Results over CB keep every method's Avg;
+    # convergence.md still follows RTE's FT
+    monkeypatch.setattr(converged, "SEEDS", {"ft": 2, "ehft-bitfit": 2})
+    for seed in (1, 2):
+        fake_record(converged.OUT, "cb", "ft", seed, [60, 70 + seed], 320)
+        fake_record(converged.OUT, "cb", "ehft-bitfit", seed, [60, 72 + seed], 320)
+        fake_record(converged.OUT, "rte", "ft", seed, [50, 55, 53 + seed], 600)
+    converged.report(_args(tasks=["cb", "rte"]))
+    results = json.load(open(os.path.join(converged.OUT, "results.json")))
+    assert "cb" in results and "rte" not in results
+    assert results["cb"]["ft"]["mean"] == pytest.approx(71.5)
+    assert "## rte (2 seeds, 10 epochs)" in open(
+        os.path.join(converged.OUT, "convergence.md")).read()
+    # no task complete: results over what has run, so that a first view exists
+    converged.report(_args(tasks=["rte"]))
+    results = json.load(open(os.path.join(converged.OUT, "results.json")))
+    assert "rte" in results and "cb" not in results
+    # RTE complete: it joins the results
+    for seed in (1, 2):
+        fake_record(converged.OUT, "rte", "ehft-bitfit", seed, [50, 56], 600)
+    converged.report(_args(tasks=["cb", "rte"]))
+    assert {"cb", "rte"} <= set(json.load(open(os.path.join(converged.OUT, "results.json"))))
+
+
+def test_the_report_sets_ft_trained_longer_beside_the_declared_budget(converged):
+    for seed, (best, last) in ((1, (58, 57)), (2, (60, 59))):
+        fake_record(converged.OUT, "rte", "ft", seed, [50] * 18 + [best, last], 600)
+        fake_record(converged.budget_dir(20), "rte", "ft", seed,
+                    [50] * 10 + [55] * 8 + [best + 2, last + 2], 1200)
+    fake_record(converged.OUT, "rte", "ft", 3, [70, 70], 600)  # not a sweep seed: left out
+    converged.write_file(os.path.join(converged.budget_dir(20), "how.json"), "{}")
+    converged.report(_args(tasks=["rte"]))
+    text = open(os.path.join(converged.OUT, "convergence.md")).read()
+    assert "## FT trained longer" in text
+    assert "| rte | 10 (declared) | 1, 2 | 59.00 (58.00, 60.00) | 58.00 (57.00, 59.00) |" in text
+    assert "| rte | 20 | 1, 2 | 61.00 (60.00, 62.00) | 60.00 (59.00, 61.00) |" in text
+    assert "## rte (2 seeds, 20 epochs)" in open(
+        os.path.join(converged.budget_dir(20), "convergence.md")).read()
+
+
+def test_a_longer_budget_trains_ft_on_the_sweep_seeds_at_the_chosen_rate(converged,
+                                                                         monkeypatch):
+    seen = []
+    monkeypatch.setattr(converged.grid, "finished", lambda *cell: False)
+    monkeypatch.setattr(converged.grid, "run_cell", lambda task, method, seed, a: seen.append(
+        (method, seed, a.work, a.out, a.ft_lr, converged.grid.budget(task, a))))
+    monkeypatch.setattr(converged, "budget",
+                        lambda task, a, epochs=None: (["--total-epochs", epochs], []))
+    os.makedirs(os.path.join(converged.OUT, "sweep"))
+    converged.write_file(os.path.join(converged.OUT, "sweep", "rates.json"),
+                         json.dumps({"rte": {"chosen": 5e-5}}))
+    with pytest.raises(SystemExit, match="--epochs N"):
+        converged.check_budget(_args(tasks=["rte"], epochs=0))
+    assert converged.check_budget(_args(tasks=["rte"], epochs=20)) == []
+    assert seen == [("ft", s, "w/epochs20", converged.budget_dir(20), 5e-5,
+                     (["--total-epochs", 20], [])) for s in converged.SWEEP_SEEDS]
+    with pytest.raises(SystemExit, match="no FT learning rate chosen yet for cb"):
+        converged.check_budget(_args(tasks=["cb"], epochs=40))
