@@ -380,6 +380,8 @@ def main():
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1, got %d" % args.jobs)
+    if args.epochs < 0 or (args.epochs and args.step != "budget"):
+        parser.error("--epochs takes a positive number of epochs, for the budget step only")
     failed = {"sweep": sweep, "grid": run_grid, "budget": check_budget,
               "report": lambda a: report(a) or [],
               "diagnostics": diagnostics}[args.step](args)
