@@ -215,4 +215,8 @@ def longer_budgets(out, tasks, epochs, tried, seeds):
 
 
 def _seed_list(seeds):
-    return "–".join(str(s) for s in (seeds[0], seeds[-1])) if len(seeds) > 1 else str(seeds[0])
+    """"1–2" for a run of consecutive seeds, "1, 3" otherwise."""
+    seeds = sorted(seeds)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return "%d–%d" % (seeds[0], seeds[-1])
+    return ", ".join(str(s) for s in seeds)

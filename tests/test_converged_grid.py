@@ -344,3 +344,10 @@ def test_a_longer_budget_trains_ft_on_the_sweep_seeds_at_the_chosen_rate(converg
                      (["--total-epochs", 20], [])) for s in converged.SWEEP_SEEDS]
     with pytest.raises(SystemExit, match="no FT learning rate chosen yet for cb"):
         converged.check_budget(_args(tasks=["cb"], epochs=40))
+
+
+def test_seed_lists_name_every_seed_unless_they_run_on():
+    assert converged_report._seed_list((1, 2)) == "1–2"
+    assert converged_report._seed_list((1, 2, 3)) == "1–3"
+    assert converged_report._seed_list((1, 3)) == "1, 3"
+    assert converged_report._seed_list((2,)) == "2"
