@@ -89,6 +89,16 @@ def chosen_rates():
         return {t: entry["chosen"] for t, entry in json.load(f).items()}
 
 
+def rates_for(tasks):
+    """{task: lr} chosen by the sweep; refuses a task whose sweep has not finished."""
+    rates = chosen_rates()
+    missing = [t for t in tasks if t not in rates]
+    if missing:
+        raise SystemExit("converged: no FT learning rate chosen yet for %s; run `%s sweep` "
+                         "first" % (", ".join(missing), sys.argv[0]))
+    return rates
+
+
 def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False, epochs=None,
               work_for=lambda work, *key: os.path.join(work, *("lr%g" % k for k in key))):
     """accuracy_grid's cells, --jobs at a time, none started after --hours; returns the
@@ -173,11 +183,7 @@ def check_budget(args):
     """FT on the sweep's seeds at the chosen rate and a longer budget (--epochs), into
     OUT/budget/epochsN: whether FT still gains past the declared budget, where the slope of
     its last validations cannot tell a rise that goes on from the learning rate's decay."""
-    rates = chosen_rates()
-    missing = [t for t in args.tasks if t not in rates]
-    if missing:
-        raise SystemExit("converged: no FT learning rate chosen yet for %s; run `%s sweep` "
-                         "first" % (", ".join(missing), sys.argv[0]))
+    rates = rates_for(args.tasks)
     if not args.epochs:
         raise SystemExit("converged: budget needs --epochs N (the longer budget to try)")
     how = {t: " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:])
@@ -216,11 +222,7 @@ def grid_cells(args):
 
 
 def run_grid(args):
-    rates = chosen_rates()
-    missing = [t for t in args.tasks if t not in rates]
-    if missing:
-        raise SystemExit("converged: no FT learning rate chosen yet for %s; run `%s sweep` "
-                         "first" % (", ".join(missing), sys.argv[0]))
+    rates = rates_for(args.tasks)
     cells = grid_cells(args)
     todo = [c for c in cells if not grid.finished(*c, argparse.Namespace(out=OUT))]
     print("converged: %d of %d cells to run (rates %s)" % (len(todo), len(cells), rates),

@@ -177,9 +177,13 @@ def longer_budgets(out, tasks, epochs, tried, seeds):
     longer run tells them apart. `tried`: {epochs: folder} of the longer budgets run."""
     from ehft_plugin.report import collect
 
-    def ft_of(folder, task):
-        runs, _ = collect([os.path.join(folder, "runs")])
-        return {r.seed: r for r in runs if r.task == task and r.method == "ft"
+    if not tried:
+        return ""
+    folders = dict(tried, declared=out)
+    runs = {n: collect([os.path.join(folder, "runs")])[0] for n, folder in folders.items()}
+
+    def ft_of(n, task):
+        return {r.seed: r for r in runs[n] if r.task == task and r.method == "ft"
                 and r.seed in seeds}
 
     lines = ["## FT trained longer", "",
@@ -192,18 +196,18 @@ def longer_budgets(out, tasks, epochs, tried, seeds):
              "|---|---|---|---|---|---|"]
     rows = 0
     for task in tasks:
-        longer = {n: ft_of(folder, task) for n, folder in sorted(tried.items())}
-        longer = {n: ft for n, ft in longer.items() if ft}
+        longer = [(n, ft_of(n, task)) for n in sorted(tried)]
+        longer = [(n, ft) for n, ft in longer if ft]
         if not longer:
             continue
-        for n, ft in [(epochs[task], ft_of(out, task))] + sorted(longer.items()):
+        for n, ft in [(epochs[task], ft_of("declared", task))] + longer:
             if not ft:
                 continue
-            runs = [ft[s] for s in sorted(ft)]
-            best = [r.dev_score()[1] for r in runs]
-            final = [r.curve[-1][1] for r in runs]
-            per_epoch = runs[0].updates[0] / n
-            mean, interval = _rise(runs, per_epoch, len(runs[0].curve) // 2)
+            ft_runs = [ft[s] for s in sorted(ft)]
+            best = [r.dev_score()[1] for r in ft_runs]
+            final = [r.curve[-1][1] for r in ft_runs]
+            per_epoch = ft_runs[0].updates[0] / n
+            mean, interval = _rise(ft_runs, per_epoch, len(ft_runs[0].curve) // 2)
             lines.append("| %s | %d%s | %s | %.2f (%s) | %.2f (%s) | %+.2f %s |" % (
                 task, n, " (declared)" if n == epochs[task] else "",
                 ", ".join(str(s) for s in sorted(ft)),
