@@ -7,6 +7,7 @@ machinery it uses).
     .venv/bin/python benchmarks/converged_grid.py grid [--hours H] [--jobs 2]
     .venv/bin/python benchmarks/converged_grid.py budget --tasks rte --epochs 20 [--jobs 2]
     .venv/bin/python benchmarks/converged_grid.py report
+    .venv/bin/python benchmarks/converged_grid.py rekeep [--tasks rte] [--jobs 2]
     .venv/bin/python benchmarks/converged_grid.py diagnostics [--tasks cb rte]
 
 Declared before anything was run:
@@ -29,12 +30,17 @@ benchmarks/accuracy-converged/results.md (and -last), convergence.md, accuracy.j
 code.md. The paper's diagnostics (added after the first cells ran, before any diagnosed one):
 FT, LP-FT and EH-FT(BitFit) on CB and RTE, seeds 1-3, train with --log-drift and keep their
 save dirs in .cache/converged-kept; `diagnostics` runs `ehft analyze` on them into
-benchmarks/accuracy-converged/diagnostics/TASK/.
+benchmarks/accuracy-converged/diagnostics/TASK/. A new checkout has no .cache: `rekeep`
+retrains the finished diagnosed cells whose save dir is gone, with the grid's settings, into
+.cache/converged-kept, their records into diagnostics/TASK/retrained/ (the grid's records stay;
+a retrained cell matches its grid cell to the bit only on the same kind of machine, see
+rerun/).
 """
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -237,9 +243,8 @@ def diagnostics(args):
     from diagnostics import how_record
 
     for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
-        cells = [(task, m, s) for s in range(1, DIAGNOSED["seeds"] + 1)
-                 for m in DIAGNOSED["methods"]]
-        dirs = [os.path.join(KEPT, grid.work_name(*cell, "length")) for cell in cells]
+        cells = diagnosed_cells(task)
+        dirs = [kept_dir(*cell) for cell in cells]
         missing = ["%s %s seed %d" % c for c, d in zip(cells, dirs)
                    if not grid.finished(*c, argparse.Namespace(out=OUT))
                    or not os.path.isdir(d)]
@@ -255,8 +260,51 @@ def diagnostics(args):
         print("converged: " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=grid.ROOT)
         how = " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:])
-        write_file(os.path.join(out, "how.json"), json.dumps(how_record(how, dirs), indent=1))
+        record = dict(how_record(how, dirs), retrained=retrained(task))
+        write_file(os.path.join(out, "how.json"), json.dumps(record, indent=1))
     return []
+
+
+def retrained_dir(task):
+    return os.path.join(OUT, "diagnostics", task, "retrained")
+
+
+def diagnosed_cells(task):
+    return [(task, m, s) for s in range(1, DIAGNOSED["seeds"] + 1) for m in DIAGNOSED["methods"]]
+
+
+def kept_dir(task, method, seed):
+    return os.path.join(KEPT, grid.work_name(task, method, seed, "length"))
+
+
+def rekeep(args):
+    """Retrains the diagnosed cells of --tasks that the grid finished but whose kept save dir
+    is gone (a new checkout), at the grid's rate and budget: the save dir goes to KEPT, the
+    record to diagnostics/TASK/retrained/ (a stale one from a lost save dir is replaced)."""
+    rates = rates_for(args.tasks)
+    finished = [c for t in args.tasks if t in DIAGNOSED["tasks"] for c in diagnosed_cells(t)
+                if grid.finished(*c, argparse.Namespace(out=OUT))]
+    cells = [c for c in finished if not os.path.isdir(kept_dir(*c))]
+    for task, method, seed in cells:
+        args_out = argparse.Namespace(out=retrained_dir(task))
+        shutil.rmtree(grid.record_dir(task, method, seed, args_out), ignore_errors=True)
+    print("converged: %d diagnosed cells to retrain for their save dirs: %s" % (
+        len(cells), ", ".join("%s %s seed %d" % c for c in cells) or "none"), flush=True)
+    return run_cells([(*c, c[0]) for c in cells], args, retrained_dir,
+                     lambda task, _: rates[task], keep=diagnosed,
+                     work_for=lambda work, _: os.path.join(work, "retrained"))
+
+
+def retrained(task):
+    """{cell: its best dev in the grid and retrained} for the diagnosed cells of `task` that
+    `rekeep` retrained: the analysis reads the retrained run, the results the grid's."""
+    out = {}
+    for cell in diagnosed_cells(task):
+        again = _best(*cell, retrained_dir(task))
+        if again is not None:
+            out["%s %s seed %d" % cell] = {"grid_best_dev": _best(*cell, OUT),
+                                           "retrained_best_dev": again}
+    return out
 
 
 def complete(task):
@@ -365,7 +413,8 @@ def cost(tasks):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("step", choices=("sweep", "grid", "budget", "report", "diagnostics"))
+    parser.add_argument("step", choices=("sweep", "grid", "budget", "report", "rekeep",
+                                             "diagnostics"))
     parser.add_argument("--tasks", nargs="+", default=list(EPOCHS), choices=EPOCHS)
     parser.add_argument("--methods", nargs="+", default=list(SEEDS), choices=SEEDS,
                         help="grid: only these methods' cells (default: all)")
@@ -385,7 +434,7 @@ def main():
     if args.epochs < 0 or (args.epochs and args.step != "budget"):
         parser.error("--epochs takes a positive number of epochs, for the budget step only")
     failed = {"sweep": sweep, "grid": run_grid, "budget": check_budget,
-              "report": lambda a: report(a) or [],
+              "report": lambda a: report(a) or [], "rekeep": rekeep,
               "diagnostics": diagnostics}[args.step](args)
     if args.step in ("sweep", "grid", "budget"):
         report(argparse.Namespace(**dict(vars(args), tasks=list(EPOCHS))))  # every task

@@ -351,3 +351,31 @@ def test_seed_lists_name_every_seed_unless_they_run_on():
     assert converged_report._seed_list((1, 2, 3)) == "1–3"
     assert converged_report._seed_list((1, 3)) == "1, 3"
     assert converged_report._seed_list((2,)) == "2"
+
+
+def test_rekeep_retrains_the_finished_diagnosed_cells_whose_save_dir_is_gone(converged,
+                                                                            monkeypatch):
+    monkeypatch.setattr(converged, "KEPT", str(converged.OUT) + "/kept")
+    seen = []
+    monkeypatch.setattr(converged.grid, "run_cell", lambda task, method, seed, a: seen.append(
+        (method, seed, a.work, a.out, a.ft_lr, a.keep)))
+    os.makedirs(os.path.join(converged.OUT, "sweep"))
+    converged.write_file(os.path.join(converged.OUT, "sweep", "rates.json"),
+                         json.dumps({"rte": {"chosen": 5e-5}}))
+    for method, seed in [("ft", 1), ("ft", 2), ("lp-ft", 1), ("ft", 4)]:
+        fake_record(converged.OUT, "rte", method, seed, [50.0], 100)
+    os.makedirs(converged.kept_dir("rte", "ft", 2))  # still kept
+    # a record retrained for a save dir that is gone again: trained once more
+    fake_record(converged.retrained_dir("rte"), "rte", "lp-ft", 1, [40.0], 100)
+    assert converged.rekeep(_args(tasks=["rte"], step="rekeep")) == []
+    retrained = converged.retrained_dir("rte")
+    assert seen == [("ft", 1, "w/retrained", retrained, 5e-5, converged.KEPT),
+                    ("lp-ft", 1, "w/retrained", retrained, 5e-5, converged.KEPT)]
+    # ft seed 4 is not diagnosed; the grid itself keeps the diagnosed cells it has yet to run
+
+
+def test_diagnostics_name_the_retrained_cells_beside_the_grids(converged):
+    fake_record(converged.OUT, "rte", "ft", 1, [50.0, 60.0], 100)
+    fake_record(converged.retrained_dir("rte"), "rte", "ft", 1, [50.0, 61.0], 100)
+    assert converged.retrained("rte") == {"rte ft seed 1": {"grid_best_dev": 60.0,
+                                                            "retrained_best_dev": 61.0}}
