@@ -145,10 +145,29 @@ def train_cell(task, method, seed, args, work):
                 rel = os.path.relpath(os.path.join(folder, name), source)
                 os.makedirs(os.path.dirname(os.path.join(target, rel)), exist_ok=True)
                 shutil.copyfile(os.path.join(folder, name), os.path.join(target, rel))
+    # what done.json's software record lacks: cells of one grid may train on different
+    # machines, which differ in speed and rounding (accuracy-converged/rerun/)
+    write_file(os.path.join(target, "machine.json"), json.dumps(
+        {"cpu": cpu_model(), "cores": os.cpu_count(), "cells_side_by_side": args.jobs}) + "\n")
     if keep:
         keep_for_analysis(source, work, keep)
     else:
         shutil.rmtree(work)  # checkpoints: hundreds of MB a cell
+
+
+def cpu_model():
+    """The processor's name and widest vector units as Linux reports them, or None elsewhere:
+    machines of one architecture differ in speed and, through the kernels their vector units
+    select, in floating-point rounding."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = {key.strip(): value.strip()
+                    for key, value in (line.split(":", 1) for line in f if ":" in line)}
+    except OSError:
+        return None
+    name = info.get("model name")
+    units = [u for u in ("avx2", "avx512f", "amx_tile") if u in info.get("flags", "").split()]
+    return "%s (%s)" % (name, ", ".join(units)) if name else None
 
 
 def keep_for_analysis(run, work, keep):

@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from accuracy_grid import BATCH, FT_LR, TASKS, ehft, prepare  # noqa: E402
+from accuracy_grid import BATCH, FT_LR, TASKS, cpu_model, ehft, prepare  # noqa: E402
 
 from ehft_plugin.atomic import write_file  # noqa: E402
 
@@ -102,7 +102,9 @@ def how_record(how, save_dirs):
                 runs[os.path.relpath(folder, ROOT)] = {
                     k: v for k, v in config.items() if k not in ("data", "checkpoint")}
     return {"command": how, "machine": "%s, %d cores" % (platform.machine(), os.cpu_count()),
-            "python": platform.python_version(), "torch": torch.__version__, "runs": runs}
+            "cpu": cpu_model(), "python": platform.python_version(),
+            "torch": torch.__version__, "runs": runs}
+
 
 
 if __name__ == "__main__":

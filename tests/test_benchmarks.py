@@ -5,6 +5,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -89,7 +90,12 @@ def test_accuracy_grid_records_cells_skips_finished_ones_and_reports(tmp_path):
     assert "grid: 2 of 2 cells to run on cpu, 2 at a time" in out
     record = tmp_path / "accuracy" / "runs" / "cb" / "ehft-bitfit" / "seed1"
     kept = sorted(str(p.relative_to(record)) for p in record.rglob("*") if p.is_file())
-    assert kept == ["run.json", "stage1/done.json", "stage2/done.json"]  # no checkpoints
+    # no checkpoints; the machine it trained on, which done.json does not say
+    assert kept == ["machine.json", "run.json", "stage1/done.json", "stage2/done.json"]
+    machine = json.loads((record / "machine.json").read_text())
+    assert machine["cells_side_by_side"] == 2 and machine["cores"] == os.cpu_count()
+    if os.path.isfile("/proc/cpuinfo"):
+        assert machine["cpu"]
     summary = json.loads((tmp_path / "accuracy.json").read_text())
     assert set(summary["cb"]) == {"ft", "ehft-bitfit"}
     assert summary["cb"]["ft"]["seeds"] == 1 and "avg" in summary
