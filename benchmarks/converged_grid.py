@@ -146,13 +146,25 @@ def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False, epochs=Non
     return [str(o) for o in outcomes if isinstance(o, grid.CellFailed)]
 
 
+def this_command():
+    return " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:])
+
+
+def record_how(folder, entries):
+    """Writes FOLDER/how.json, {task: how it was run}, keeping the tasks run by earlier
+    commands."""
+    path = os.path.join(folder, "how.json")
+    how = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            how = json.load(f)
+    os.makedirs(folder, exist_ok=True)
+    write_file(path, json.dumps(dict(how, **entries), indent=1) + "\n")
+
+
 def sweep(args):
-    os.makedirs(os.path.join(OUT, "sweep"), exist_ok=True)
-    how = sweep_how()  # per task: a later task's sweep keeps the earlier tasks' commands
-    for task in args.tasks:
-        how[task] = {"command": " ".join(["python", "benchmarks/converged_grid.py"]
-                                         + sys.argv[1:]), "jobs": args.jobs}
-    write_file(os.path.join(OUT, "sweep", "how.json"), json.dumps(how, indent=1) + "\n")
+    record_how(os.path.join(OUT, "sweep"), {t: {"command": this_command(), "jobs": args.jobs}
+                                            for t in args.tasks})
     cells = [(t, "ft", s, lr) for s in SWEEP_SEEDS for t in args.tasks for lr in SWEEP_LRS]
     failed = run_cells(cells, args, sweep_dir, lambda task, lr: lr)
     path = os.path.join(OUT, "sweep", "rates.json")
@@ -192,14 +204,7 @@ def check_budget(args):
     rates = rates_for(args.tasks)
     if not args.epochs:
         raise SystemExit("converged: budget needs --epochs N (the longer budget to try)")
-    how = {t: " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:])
-           for t in args.tasks}
-    path = os.path.join(budget_dir(args.epochs), "how.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            how = dict(json.load(f), **how)
-    os.makedirs(budget_dir(args.epochs), exist_ok=True)
-    write_file(path, json.dumps(how, indent=1) + "\n")
+    record_how(budget_dir(args.epochs), {t: this_command() for t in args.tasks})
     cells = [(t, "ft", s, args.epochs) for s in SWEEP_SEEDS for t in args.tasks]
     return run_cells(cells, args, budget_dir, lambda task, epochs: rates[task],
                      epochs=args.epochs,
@@ -259,8 +264,7 @@ def diagnostics(args):
                         args.device)
         print("converged: " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=grid.ROOT)
-        how = " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:])
-        record = dict(how_record(how, dirs), retrained=retrained(task))
+        record = dict(how_record(this_command(), dirs), retrained=retrained(task))
         write_file(os.path.join(out, "how.json"), json.dumps(record, indent=1))
     return []
 
