@@ -32,7 +32,7 @@ FT, LP-FT and EH-FT(BitFit) on CB and RTE, seeds 1-3, train with --log-drift and
 save dirs in .cache/converged-kept; `diagnostics` runs `ehft analyze` on them into
 benchmarks/accuracy-converged/diagnostics/TASK/. A new checkout has no .cache: `rekeep`
 retrains the finished diagnosed cells whose save dir is gone, with the grid's settings, into
-.cache/converged-kept, their records into diagnostics/TASK/retrained/ (the grid's records stay;
+.cache/converged-kept, their records into accuracy-converged/retrained/ (the grid's records stay;
 a retrained cell matches its grid cell to the bit only on the same kind of machine, see
 rerun/).
 """
@@ -270,7 +270,8 @@ def diagnostics(args):
 
 
 def retrained_dir(task):
-    return os.path.join(OUT, "diagnostics", task, "retrained")
+    """Where `rekeep` keeps its records: outside diagnostics/, which `ehft analyze` replaces."""
+    return os.path.join(OUT, "retrained")
 
 
 def diagnosed_cells(task):
@@ -284,7 +285,7 @@ def kept_dir(task, method, seed):
 def rekeep(args):
     """Retrains the diagnosed cells of --tasks that the grid finished but whose kept save dir
     is gone (a new checkout), at the grid's rate and budget: the save dir goes to KEPT, the
-    record to diagnostics/TASK/retrained/ (a stale one from a lost save dir is replaced)."""
+    record to OUT/retrained/ (a stale one from a lost save dir is replaced)."""
     rates = rates_for(args.tasks)
     finished = [c for t in args.tasks if t in DIAGNOSED["tasks"] for c in diagnosed_cells(t)
                 if grid.finished(*c, argparse.Namespace(out=OUT))]

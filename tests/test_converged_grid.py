@@ -379,3 +379,6 @@ def test_diagnostics_name_the_retrained_cells_beside_the_grids(converged):
     fake_record(converged.retrained_dir("rte"), "rte", "ft", 1, [50.0, 61.0], 100)
     assert converged.retrained("rte") == {"rte ft seed 1": {"grid_best_dev": 60.0,
                                                             "retrained_best_dev": 61.0}}
+    # `ehft analyze` replaces diagnostics/TASK: the records live outside it
+    assert not converged.retrained_dir("rte").startswith(
+        os.path.join(converged.OUT, "diagnostics"))
