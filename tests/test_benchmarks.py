@@ -173,6 +173,8 @@ def test_diagnostics_benchmark_trains_the_runs_and_analyzes_them(tmp_path):
     folder = tmp_path / "d" / "cb"
     how = json.loads((folder / "how.json").read_text())
     assert how["command"].startswith("python ") and "--shares 0.5" in how["command"]
+    if os.path.isfile("/proc/cpuinfo"):  # the machine kind, which sets speed and rounding
+        assert how["cpu"]
     assert {c["method"] for c in how["runs"].values()} == {"ft", "ehft-bitfit"}
     assert all(c["total_updates"] == 10 for c in how["runs"].values())
     analysis = json.loads((folder / "analysis.json").read_text())
