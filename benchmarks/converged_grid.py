@@ -269,7 +269,7 @@ def diagnostics(args):
     return []
 
 
-def retrained_dir(task):
+def retrained_dir():
     """Where `rekeep` keeps its records: outside diagnostics/, which `ehft analyze` replaces."""
     return os.path.join(OUT, "retrained")
 
@@ -290,14 +290,14 @@ def rekeep(args):
     finished = [c for t in args.tasks if t in DIAGNOSED["tasks"] for c in diagnosed_cells(t)
                 if grid.finished(*c, argparse.Namespace(out=OUT))]
     cells = [c for c in finished if not os.path.isdir(kept_dir(*c))]
-    for task, method, seed in cells:
-        args_out = argparse.Namespace(out=retrained_dir(task))
-        shutil.rmtree(grid.record_dir(task, method, seed, args_out), ignore_errors=True)
+    for cell in cells:
+        shutil.rmtree(grid.record_dir(*cell, argparse.Namespace(out=retrained_dir())),
+                      ignore_errors=True)
     print("converged: %d diagnosed cells to retrain for their save dirs: %s" % (
         len(cells), ", ".join("%s %s seed %d" % c for c in cells) or "none"), flush=True)
-    return run_cells([(*c, c[0]) for c in cells], args, retrained_dir,
-                     lambda task, _: rates[task], keep=diagnosed,
-                     work_for=lambda work, _: os.path.join(work, "retrained"))
+    # the key names the cells' work dir and their lines in the log: "(retrained)"
+    return run_cells([(*c, "retrained") for c in cells], args, lambda _: retrained_dir(),
+                     lambda task, _: rates[task], keep=diagnosed, work_for=os.path.join)
 
 
 def retrained(task):
@@ -305,7 +305,7 @@ def retrained(task):
     `rekeep` retrained: the analysis reads the retrained run, the results the grid's."""
     out = {}
     for cell in diagnosed_cells(task):
-        again = _best(*cell, retrained_dir(task))
+        again = _best(*cell, retrained_dir())
         if again is not None:
             out["%s %s seed %d" % cell] = {"grid_best_dev": _best(*cell, OUT),
                                            "retrained_best_dev": again}

@@ -106,6 +106,5 @@ def how_record(how, save_dirs):
             "torch": torch.__version__, "runs": runs}
 
 
-
 if __name__ == "__main__":
     main()

@@ -366,9 +366,9 @@ def test_rekeep_retrains_the_finished_diagnosed_cells_whose_save_dir_is_gone(con
         fake_record(converged.OUT, "rte", method, seed, [50.0], 100)
     os.makedirs(converged.kept_dir("rte", "ft", 2))  # still kept
     # a record retrained for a save dir that is gone again: trained once more
-    fake_record(converged.retrained_dir("rte"), "rte", "lp-ft", 1, [40.0], 100)
+    fake_record(converged.retrained_dir(), "rte", "lp-ft", 1, [40.0], 100)
     assert converged.rekeep(_args(tasks=["rte"], step="rekeep")) == []
-    retrained = converged.retrained_dir("rte")
+    retrained = converged.retrained_dir()
     assert seen == [("ft", 1, "w/retrained", retrained, 5e-5, converged.KEPT),
                     ("lp-ft", 1, "w/retrained", retrained, 5e-5, converged.KEPT)]
     # ft seed 4 is not diagnosed; the grid itself keeps the diagnosed cells it has yet to run
@@ -376,9 +376,9 @@ def test_rekeep_retrains_the_finished_diagnosed_cells_whose_save_dir_is_gone(con
 
 def test_diagnostics_name_the_retrained_cells_beside_the_grids(converged):
     fake_record(converged.OUT, "rte", "ft", 1, [50.0, 60.0], 100)
-    fake_record(converged.retrained_dir("rte"), "rte", "ft", 1, [50.0, 61.0], 100)
+    fake_record(converged.retrained_dir(), "rte", "ft", 1, [50.0, 61.0], 100)
     assert converged.retrained("rte") == {"rte ft seed 1": {"grid_best_dev": 60.0,
                                                             "retrained_best_dev": 61.0}}
     # `ehft analyze` replaces diagnostics/TASK: the records live outside it
-    assert not converged.retrained_dir("rte").startswith(
+    assert not converged.retrained_dir().startswith(
         os.path.join(converged.OUT, "diagnostics"))
