@@ -50,6 +50,7 @@ sys.path.insert(0, HERE)
 
 import accuracy_grid as grid  # noqa: E402
 import converged_report  # noqa: E402
+import speed  # noqa: E402
 
 from ehft_plugin.atomic import write_file  # noqa: E402
 from ehft_plugin.data.binarize import load_metadata  # noqa: E402
@@ -354,18 +355,15 @@ def write_sweep_curves(tasks):
 
 
 def _cell_minutes(out):
-    """{task: [wall minutes of each finished FT cell under `out`]} from its done.json."""
+    """{task: [wall minutes of each finished FT cell under `out`]} from its stages' timings."""
     minutes = {}
     runs = os.path.join(out, "runs")
     for task in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
         ft = os.path.join(runs, task, "ft")
         for seed in sorted(os.listdir(ft)) if os.path.isdir(ft) else []:
-            done = os.path.join(ft, seed, "finetune", "done.json")
-            if os.path.isfile(done):
-                with open(done) as f:
-                    seconds = json.load(f).get("seconds", {})
-                minutes.setdefault(task, []).append(
-                    sum(v for k, v in seconds.items() if k != "training" and v) / 60)
+            stages = speed.stage_timings(os.path.join(ft, seed))
+            if stages:
+                minutes.setdefault(task, []).append(speed.stages_wall(stages) / 60)
     return minutes
 
 

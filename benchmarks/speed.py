@@ -234,16 +234,27 @@ def ehft_wall(args, data, method):
                                   seconds)
 
 
-def stage_seconds(run_dir, total):
-    """Each stage's timings from its done.json (start checkpoint, fairseq-train process, its
-    training loop, hand-over), and `launcher`: the rest of `total`, i.e. the ehft process's
-    own start-up, checks and reading of the original checkpoint."""
+def stage_timings(run_dir):
+    """{stage: its timings from its done.json} (start checkpoint, fairseq-train process, its
+    training loop, hand-over) of one `ehft train` run (a seed's folder)."""
     stages = {}
     for done in sorted(glob.glob(os.path.join(run_dir, "*", "done.json"))):
         with open(done) as f:
             stages[os.path.basename(os.path.dirname(done))] = json.load(f).get("seconds", {})
-    spent = sum(v for s in stages.values() for k, v in s.items() if k != "training" and v)
-    return {"stages": stages, "launcher": total - spent}
+    return stages
+
+
+def stages_wall(stages):
+    """The wall seconds the stages spent: every timing but the training loop, which lies
+    inside its fairseq-train process."""
+    return sum(v for s in stages.values() for k, v in s.items() if k != "training" and v)
+
+
+def stage_seconds(run_dir, total):
+    """stage_timings, and `launcher`: the rest of `total`, i.e. the ehft process's own
+    start-up, checks and reading of the original checkpoint."""
+    stages = stage_timings(run_dir)
+    return {"stages": stages, "launcher": total - stages_wall(stages)}
 
 
 def code_digest():
