@@ -71,16 +71,10 @@ def _rise(ft, per_epoch, last):
     and as the mean of the per-seed slopes with its 95% interval (Student's t over seeds;
     None with one seed). On a small dev set one example moves a point by 1-4 points, so a
     single curve's slope says little; the seeds' spread says how little."""
-    from ehft_plugin.report.stats import mean_std
+    from ehft_plugin.report.stats import mean_interval
 
-    slopes = [_slope([(u / per_epoch, v) for u, v in run.curve[-last:]]) for run in ft]
-    mean, std = mean_std(slopes)
-    if std is None:
-        return mean, None
-    from scipy.stats import t
-
-    half = t.ppf(0.975, len(slopes) - 1) * std / len(slopes) ** 0.5
-    return mean, (mean - half, mean + half)
+    return mean_interval([_slope([(u / per_epoch, v) for u, v in run.curve[-last:]])
+                          for run in ft])
 
 
 def _rise_verdict(interval):

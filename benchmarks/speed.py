@@ -275,14 +275,12 @@ def figure(per_round, target=None, **raw):
     target, met (True), missed (False) or unresolved (None) by the interval."""
     from speed_report import settle
 
-    logs = [math.log(v) for v in per_round]
-    centre = sum(logs) / len(logs)
-    entry = {"value": math.exp(centre), "per_round": per_round, "ci95": None, **raw}
-    if len(logs) > 1:
-        from scipy.stats import t
+    from ehft_plugin.report.stats import mean_interval
 
-        half = t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
-        entry["ci95"] = [math.exp(centre - half), math.exp(centre + half)]
+    centre, interval = mean_interval([math.log(v) for v in per_round])
+    entry = {"value": math.exp(centre), "per_round": per_round, "ci95": None, **raw}
+    if interval:
+        entry["ci95"] = [math.exp(end) for end in interval]
     if target is not None:
         entry.update(target=target, met=settle(entry["ci95"], target))
     return entry

@@ -342,5 +342,12 @@ def test_the_report_says_what_the_grid_can_decide(tmp_path):
             % detectable) in text
     # a gain outside the interval is decided, and not called inconclusive
     decided = render_versus(summary, "ft", {"ehft-bitfit": high + 1})
-    assert "inconclusive" not in decided and "The paper's gain on these tasks: %+.2f." % (
-        high + 1) in decided
+    assert "inconclusive" not in decided and ("The paper's gain on these tasks: %+.2f; the "
+                                              "interval excludes it." % (high + 1)) in decided
+    # an interval above 0 that holds the gain agrees with the paper
+    better = _ft_and_ehft(tmp_path / "better", "cb", ft, [v + 10 for v in ehft_])
+    low, high = avg_difference_interval(better, "ehft-bitfit", "ft")
+    assert 0 < low
+    agrees = render_versus(better, "ft", {"ehft-bitfit": (low + high) / 2})
+    assert ("The paper's gain on these tasks: %+.2f; the interval holds it and excludes 0."
+            % ((low + high) / 2)) in agrees

@@ -164,9 +164,8 @@ def render_versus(summary, baseline, gains=None):
                                                                        baseline)
                 if method in gains:
                     gain = gains[method]
-                    holds = interval[0] <= 0 <= interval[1] and interval[0] <= gain <= interval[1]
-                    decides += " The paper's gain on these tasks: %+.2f%s." % (
-                        gain, "; **inconclusive** (the interval holds 0 and it)" if holds else "")
+                    decides += " The paper's gain on these tasks: %+.2f; %s." % (
+                        gain, _against_gain(interval, gain))
             verdicts.append("- %s: higher mean than %s on %d of %d tasks; beyond seed noise "
                             "higher on %d, lower on %d; Avg %s.%s\n" % (
                                 method, baseline, higher, compared, better, worse, on_average,
@@ -174,6 +173,16 @@ def render_versus(summary, baseline, gains=None):
     out.write("\n")
     out.writelines(verdicts)
     return out.getvalue()
+
+
+def _against_gain(interval, gain):
+    """What the Avg interval says of the paper's gain: inconclusive when it holds both 0 and
+    the gain (the grid can tell neither)."""
+    if not interval[0] <= gain <= interval[1]:
+        return "the interval excludes it"
+    if interval[0] <= 0 <= interval[1]:
+        return "**inconclusive** (the interval holds 0 and it)"
+    return "the interval holds it and excludes 0"
 
 
 def render_csv(runs):

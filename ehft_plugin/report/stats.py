@@ -12,6 +12,18 @@ def mean_std(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def mean_interval(values, level=0.95):
+    """Mean of `values` and the Student's t interval of that mean at `level` ((low, high);
+    None for a single value)."""
+    mean, std = mean_std(values)
+    if std is None:
+        return mean, None
+    from scipy.stats import t
+
+    half = t.ppf(0.5 + level / 2, len(values) - 1) * std / math.sqrt(len(values))
+    return mean, (mean - half, mean + half)
+
+
 def welch_p(a, b):
     """Two-sided p of Welch's t-test between two lists of per-seed values; None when either
     side has fewer than two seeds or neither varies (no test possible)."""
