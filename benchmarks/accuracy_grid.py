@@ -12,7 +12,7 @@ balanced one. Training happens under .cache/grid-runs (checkpoints, never commit
 finished cell leaves its small record (run.json and each stage's done.json: settings,
 commands, every validation) in benchmarks/accuracy/runs/TASK/METHOD/seedK/, and the report is
 made from those records only: benchmarks/accuracy/results.{md,csv,json} and
-benchmarks/accuracy.json ({task: {method: {mean, std, seeds}}} plus "avg" per method) from the
+benchmarks/accuracy.json ({task: {method: {mean, std, seeds}}} plus "avg" and "cost") from the
 best validation of each run (fairseq's checkpoint_best), and results-last.{md,csv,json} from
 its final validation.
 A cell is locked while it trains: a second grid reaching it leaves it alone and counts it as
@@ -124,9 +124,12 @@ def train_cell(task, method, seed, args, work):
     # a cell kept for `ehft analyze` logs its drift from the backbone (which leaves training
     # unchanged to the bit: tests/test_analyze.py) and keeps the checkpoints the analysis reads
     keep = getattr(args, "keep", None)
+    # the grids of benchmarks/accuracy and accuracy-converged gave stage 1 a tenth of the
+    # total (the rule before stage 1 had a budget of its own); `stage1`: another rule's flags
+    stage1 = getattr(args, "stage1", None) or ["--stage1-ratio", "0.1"]
     cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
-               *flags, "--batch-size", BATCH, "--lr-stage2", lr(task) if callable(lr) else lr,
+               *flags, *stage1, "--batch-size", BATCH, "--lr-stage2", lr(task) if callable(lr) else lr,
                *(["--log-drift"] if keep else []),
                "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
                "--log-interval", "50", "--batch-order", args.batch_order, *extra)
@@ -220,7 +223,7 @@ def compare(args):
         length_grouped = json.load(f)
     rows = ["| task | method | length-grouped | random | difference | Welch p |",
             "|---|---|---|---|---|---|"]
-    for task in sorted(set(random_batches) - {"avg"}):
+    for task in sorted(set(random_batches) - {"avg", "cost"}):
         for method, r in sorted(random_batches[task].items()):
             g = length_grouped.get(task, {}).get(method)
             if not g:

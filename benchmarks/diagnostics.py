@@ -37,7 +37,7 @@ def train(method, seed, args, share=None):
                os.path.join(args.backbone, "model.pt"), "--save-dir", save_dir, "--seeds", seed,
                "--total-updates", args.updates or TASKS[args.task][1], "--batch-size", BATCH,
                "--lr-stage2", FT_LR, "--log-drift",
-               *(["--stage1-ratio", share] if share is not None else []),
+               "--stage1-ratio", 0.1 if share is None else share,
                "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
                "--log-interval", "10")
     print("diagnostics: %s seed %d%s" % (method, seed, "" if share is None

@@ -228,7 +228,8 @@ def ehft_wall(args, data, method):
         "--data", data, "--checkpoint", os.path.join(args.backbone, "model.pt"),
         "--save-dir", save_dir,
         "--total-updates", args.wall_updates, "--batch-size", args.batch_size, "--overwrite",
-        "--", "--cpu", "--num-workers", "0"])
+        # the same updates in all as ft: what a second stage costs beyond its updates
+        "--stage1-ratio", "0.1", "--", "--cpu", "--num-workers", "0"])
     seconds = time.perf_counter() - start
     return seconds, stage_seconds(glob.glob(os.path.join(save_dir, "*", method, "seed1"))[0],
                                   seconds)

@@ -37,9 +37,11 @@ def check_share(share):
     return share
 
 
-def fisher_information(model, criterion, batches):
+def fisher_information(model, criterion, batches, clip=0.0):
     """{parameter name: mean over `batches` of the squared gradient of the batch's mean loss}
-    for every trainable encoder-layer parameter; the model is left in training mode."""
+    for every trainable encoder-layer parameter; the model is left in training mode. `clip` >
+    0: each tensor's gradient is first clipped to that norm on its own (the EH-FT authors'
+    Child-Tuning_D, clip_grad_norm_ per parameter)."""
     params = {n: p for n, p in model.named_parameters() if LAYERS in n and p.requires_grad}
     if not params:
         raise ChildTuningError("the model has no trainable encoder-layer parameters to choose "
@@ -53,6 +55,8 @@ def fisher_information(model, criterion, batches):
         (loss / sample_size).backward()
         for name, p in params.items():
             if p.grad is not None:
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_(p, clip)
                 fisher[name] += p.grad.float() ** 2
         count += 1
     model.zero_grad(set_to_none=True)
@@ -129,7 +133,7 @@ def _flag(command, flag, default=None):
     return command[command.index(flag) + 1] if flag in command[:-1] else default
 
 
-def compute_mask(command, share, out, device=None, max_examples=None):
+def compute_mask(command, share, out, device=None, max_examples=None, fisher_clip=0.0):
     """The child of share `share` of the model a fairseq-train `command` (program first, no
     --child-tuning-mask) trains, written to `out`: Fisher information over the whole training
     split (file order, the command's batch size), with the backbone of its
@@ -160,7 +164,7 @@ def compute_mask(command, share, out, device=None, max_examples=None):
     batch_size = int(built.cfg.dataset.batch_size or 32)
     torch.manual_seed(seed)  # dropout masks
     fisher = fisher_information(built.model, built.criterion,
-                                built.batches("train", examples, batch_size))
+                                built.batches("train", examples, batch_size), fisher_clip)
     masks = choose_child(fisher, share)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_mask(masks, out, share, examples)

@@ -92,11 +92,12 @@ def start_from_stage1(original, stage1, head_name=HEAD_NAME, reserve_plan=None):
     return start
 
 
-def write_handover(stage1_dir, head_name=HEAD_NAME, reserve_plan=None):
-    """stage 1's final head -> stage1/head.safetensors (small: the head only); with
-    `reserve_plan` (the stage-1 plan of a -reserve variant) also what that plan trained in
-    the backbone -> stage1/peft.safetensors."""
-    state = load_checkpoint(os.path.join(stage1_dir, LAST_CHECKPOINT))
+def write_handover(stage1_dir, head_name=HEAD_NAME, reserve_plan=None, checkpoint=None):
+    """stage 1's head -> stage1/head.safetensors (small: the head only), from `checkpoint`
+    (default: stage 1's checkpoint_last.pt; checkpoint_best.pt hands over its best head);
+    with `reserve_plan` (the stage-1 plan of a -reserve variant) also what that plan trained
+    in the backbone -> stage1/peft.safetensors."""
+    state = load_checkpoint(checkpoint or os.path.join(stage1_dir, LAST_CHECKPOINT))
     path = os.path.join(stage1_dir, HEAD_FILE)
     save_tensors(extract_head(state["model"], head_name), path,
                  {"format": HEAD_FORMAT, "head_name": head_name})

@@ -21,14 +21,16 @@ from .distributed import torchrun_settings
 from .errors import EhftError
 from .handover import HEAD_NAME, write_handover, write_stage_start
 from .locks import exclusive
-from .methods import resolve_method, split_updates, with_learning_rates
+from .methods import resolve_method, with_learning_rates
 from .peft.plan import parse_plan
 from .pretrained import CARRIED, DIMS, check_fits_data, model_args, read_original
 from .provenance import software
-from .recipes import apply_recipe
-from .rundir import (CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, PEFT_FILE, START_FILE,
-                     recorded_commands, run_directory, trained_updates, training_seconds,
-                     valid_records, validated_at_the_end, write_done, write_run_record)
+from .recipes import apply_recipe, recipe_method
+from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG,
+                     PEFT_FILE, START_FILE, last_update, recorded_commands, run_directory,
+                     trained_updates, training_seconds, valid_records, validated_at_the_end,
+                     write_done, write_run_record)
+from . import stage1 as stage1_rules
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +38,13 @@ _ARCH = {"roberta_base": "roberta_ehft_base", "roberta_large": "roberta_ehft_lar
          "roberta": "roberta_ehft_base"}
 
 
-def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metric):
-    warmup = int(round(opts.warmup_ratio * updates))
+def warmup_updates(opts, updates):
+    return int(round(opts.warmup_ratio * updates))
+
+
+def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metric, budget=None):
+    """`budget`: the Stage1Budget of a two-stage method's stage 1, None for other stages."""
+    warmup = warmup_updates(opts, updates)
     cmd = [
         os.path.join(os.path.dirname(sys.executable), "fairseq-train"), opts.data,
         "--user-dir", os.path.dirname(os.path.abspath(__file__)),
@@ -59,21 +66,39 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
         cmd += ["--log-drift-from", os.path.abspath(opts.checkpoint)]
     if stage.child_share:  # written before the stage starts (_child_mask)
         cmd += ["--child-tuning-mask", os.path.join(save_dir, CHILD_MASK_FILE)]
+    if budget is not None:
+        cmd += stage1_rules.fairseq_flags(budget, warmup)
     return cmd + list(opts.fairseq_args)
 
 
-def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_plan,
+class HandOver:
+    """What a stage that gives its head to a later one hands over (its best or last head,
+    and with `reserve_plan` its PEFT parameters), and what its head is checked against: the
+    dev metric of always predicting one class."""
+
+    def __init__(self, head, reserve_plan, level, examples, raise_flag):
+        self.head, self.reserve_plan = head, reserve_plan
+        self.level, self.examples, self.raise_flag = level, examples, raise_flag
+
+    def checkpoint(self, stage_dir):
+        best = os.path.join(stage_dir, BEST_CHECKPOINT)
+        return best if self.head == stage1_rules.BEST and os.path.isfile(best) else \
+            os.path.join(stage_dir, LAST_CHECKPOINT)
+
+
+def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
                  leader=True, env=None, replaced=False, seconds_before=None):
-    """Run fairseq-train for the stage (unless it already reached its updates), then record it;
-    `gives_head`: a later stage starts from this stage's head (and, with `reserve_plan`, from
-    its PEFT parameters). Under torchrun only the leader (rank 0) records; `replaced`: the
+    """Run fairseq-train for the stage (unless it already reached its updates or stopped on
+    its patience), then record it; `hand_over` (a HandOver): a later stage starts from this
+    stage's head. Under torchrun only the leader (rank 0) records; `replaced`: the
     leader is deleting an older run here (--overwrite), whose checkpoints do not count;
     `seconds_before`: how long the stage's preparation took (its start checkpoint, a
     Child-Tuning mask)."""
     # wall seconds of this launch (a stage resumed from an earlier one shows only the last):
     # what a second stage costs beyond its updates is read from these
     seconds = dict(seconds_before or {})
-    if not replaced and trained_updates(stage_dir) >= n:
+    log = os.path.join(stage_dir, LOG)
+    if not replaced and (trained_updates(stage_dir) >= n or stage1_rules.stopped_early(log)):
         # fairseq finished but the launcher stopped before recording it; running fairseq
         # again would take one more update past --max-update
         logger.info("%s: %s already trained for %d updates", run_dir, stage.name, n)
@@ -87,20 +112,28 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head, reserve_
         seconds["fairseq_train"] = round(time.perf_counter() - started, 3)
     if not leader:
         return
-    log = os.path.join(stage_dir, LOG)
     if "fairseq_train" in seconds:  # fairseq_train - training: its start-up and shutdown
         seconds["training"] = training_seconds(log)
-    if gives_head:
-        started = time.perf_counter()
-        write_handover(stage_dir, HEAD_NAME, reserve_plan)
-        seconds["hand_over"] = round(time.perf_counter() - started, 3)
     records = valid_records(log)
+    extra = {"trained_updates": last_update(log)}
+    if hand_over:
+        started = time.perf_counter()
+        write_handover(stage_dir, HEAD_NAME, hand_over.reserve_plan,
+                       checkpoint=hand_over.checkpoint(stage_dir))
+        seconds["hand_over"] = round(time.perf_counter() - started, 3)
+        check = stage1_rules.head_check(records, metric, hand_over.level, hand_over.examples,
+                                        hand_over.head)
+        if check is not None:
+            extra["head"] = check
+            if check["at_chance"]:
+                print(stage1_rules.warning(run_dir, stage.name, check, hand_over.raise_flag),
+                      file=sys.stderr, flush=True)
     if "--disable-validation" not in cmd and not validated_at_the_end(log, records):
         # a record without its final validation would only fail later, in `ehft report`
         raise EhftError("%s of %s finished, but %s holds no validation at its last update (was "
                         "the log removed, or written by another process?); pass --overwrite to "
                         "train the run again" % (stage.name, run_dir, log))
-    write_done(stage_dir, n, metric, records, software(), seconds)
+    write_done(stage_dir, n, metric, records, software(), seconds, **extra)
     start = os.path.join(stage_dir, START_FILE)
     if os.path.isfile(start):
         os.remove(start)  # the original checkpoint (and head.safetensors) rebuild it
@@ -118,7 +151,7 @@ def _child_mask(stage, cmd):
     started = time.perf_counter()
     logger.info("%s: Fisher information on the training set, for a child of share %g",
                 os.path.dirname(path), stage.child_share)
-    compute_mask(cmd[:at] + cmd[at + 2:], stage.child_share, path)
+    compute_mask(cmd[:at] + cmd[at + 2:], stage.child_share, path, fisher_clip=stage.fisher_clip)
     return round(time.perf_counter() - started, 3)
 
 
@@ -145,17 +178,28 @@ def _child_env(launch):
                 TORCHELASTIC_USE_AGENT_STORE="False")
 
 
-def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first_launch=0):
+def stage_updates(total, budget):
+    """Updates of each stage: one stage gets `total`; stage 1 of two gets its budget's, stage 2
+    the total (less stage 1's with the ratio rule, whose total covers both)."""
+    if budget is None:
+        return [total]
+    return [budget.updates, total - budget.updates if budget.rule == stage1_rules.RATIO
+            else total]
+
+
+def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first_launch=0,
+             budget=None, level=None):
     run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed)
     # rank 0 alone writes the run directory, and no other `ehft train` may at the same time
     with exclusive(run_dir, "ehft train") if rank == 0 else contextlib.nullcontext():
         _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch,
-                  run_dir)
+                  run_dir, budget, level)
     return run_dir
 
 
-def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch, run_dir):
-    updates = split_updates(opts.total_updates, method)
+def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch, run_dir,
+              budget, level):
+    updates = stage_updates(opts.total_updates, budget)
     config = {"method": method.name, "data": os.path.abspath(opts.data),
               "checkpoint": os.path.abspath(opts.checkpoint), "seed": seed,
               "total_updates": opts.total_updates, "updates": updates, "arch": arch,
@@ -166,8 +210,11 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
               "warmup_ratio": opts.warmup_ratio, "fairseq_args": list(opts.fairseq_args),
               "stages": [dict({"name": s.name, "peft": s.peft, "lr": s.lr},
                               **({"reserve": True} if s.reserve else {}),
-                              **({"child_share": s.child_share} if s.child_share else {}))
+                              **({"child_share": s.child_share} if s.child_share else {}),
+                              **({"fisher_clip": s.fisher_clip} if s.fisher_clip else {}))
                          for s in method.stages]}
+    if budget is not None and budget.record() is not None:
+        config["stage1"] = budget.record()
     leader = rank == 0
     previous, replace = recorded_commands(run_dir, config, opts.overwrite)
     if leader:
@@ -198,7 +245,8 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
             start_seconds[stage.name] = {
                 "start_checkpoint": round(time.perf_counter() - started, 3)}
             commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
-                                                 state_dims, metric)
+                                                 state_dims, metric,
+                                                 budget if index == 0 and budget else None)
         cmd = commands[stage.name]
         if leader:
             write_run_record(run_dir, meta["task"], config, commands)
@@ -207,10 +255,16 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
             continue
         if stage.child_share and leader:
             start_seconds.setdefault(stage.name, {})["child_mask"] = _child_mask(stage, cmd)
-        gives_head = any(later.head_from == stage.name for later in method.stages)
-        reserve = any(later.head_from == stage.name and later.reserve for later in method.stages)
-        _train_stage(stage, stage_dir, n, cmd, run_dir, metric, gives_head,
-                     parse_plan(stage.peft, state_dims["encoder_layers"]) if reserve else None,
+        hand_over = None
+        if any(later.head_from == stage.name for later in method.stages):
+            reserve = any(later.head_from == stage.name and later.reserve
+                          for later in method.stages)
+            hand_over = HandOver(
+                budget.head, parse_plan(stage.peft, state_dims["encoder_layers"])
+                if reserve else None, *level,
+                "--stage1-max-epochs, --stage1-patience or --lr-stage1"
+                if budget.rule == stage1_rules.PLATEAU else "stage 1's budget or --lr-stage1")
+        _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
                      leader, _child_env(first_launch + index), replace,
                      start_seconds.get(stage.name))
 
@@ -223,31 +277,52 @@ def train(opts):
     if not arch.startswith("roberta_ehft"):
         raise EhftError("cannot tell the architecture of %s (arch %r); pass --arch "
                         "roberta_ehft_base or roberta_ehft_large" % (opts.checkpoint, dims["arch"]))
-    apply_recipe(opts, meta)
-    method = resolve_method(opts.method, dims["encoder_layers"], opts.stage1_ratio)
+    method = resolve_method(opts.method, dims["encoder_layers"])
+    apply_recipe(opts, meta, method)
+    method = recipe_method(opts, method, dims["encoder_layers"])
     method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
+    budget = plan_stage1(opts, method, meta)
     # last of the checks: reading the dictionary imports fairseq, seconds the others spare
     check_fits_data(original, opts.data, opts.checkpoint)
     if getattr(opts, "dry_run", False):
-        return dry_run(opts, method, original, dims, arch, meta)
+        return dry_run(opts, method, original, dims, arch, meta, budget)
+    level = None
+    if budget is not None:
+        level = stage1_rules.constant_level(opts.data, meta, meta["metrics"][0])
     # under torchrun every rank runs this launcher and its fairseq-train children join one
     # world; rank 0 alone writes the run directory
     world = torchrun_settings(os.environ, cuda=False)
     rank = world["distributed_rank"] if world else 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the child too
     return [run_seed(opts, method, seed, original, dims, arch, meta, rank,
-                     first_launch=i * len(method.stages))
+                     first_launch=i * len(method.stages), budget=budget, level=level)
             for i, seed in enumerate(opts.seeds)]
 
 
-def dry_run(opts, method, original, dims, arch, meta):
+def plan_stage1(opts, method, meta):
+    """The Stage1Budget of a two-stage method; None for one stage, which ignores the
+    --stage1-* flags (so one command line can loop over methods). A
+    --validate-interval-updates after '--' sets the plateau's interval too, so that every
+    validation saves and checkpoint_best.pt is the best head."""
+    if not method.two_stage:
+        return None
+    budget = stage1_rules.stage1_budget(opts, meta, opts.total_updates)
+    user = list(opts.fairseq_args)
+    if budget.rule == stage1_rules.PLATEAU and "--validate-interval-updates" in user[:-1]:
+        every = int(user[len(user) - 1 - user[::-1].index("--validate-interval-updates") + 1])
+        budget = stage1_rules.replace_interval(budget, every)
+    return budget
+
+
+def dry_run(opts, method, original, dims, arch, meta, budget=None):
     """Every seed's and stage's exact fairseq-train command, printed, nothing run or written.
     A stage that starts from stage 1's head starts from START, which `ehft handover` writes
     (as `ehft train` does) once stage 1 has finished; a Child-Tuning stage reads the mask
     `ehft child-mask` writes (as `ehft train` does) before it starts."""
     import shlex
 
-    updates = split_updates(opts.total_updates, method)
+    updates = stage_updates(opts.total_updates, budget)
+    metric = meta["metrics"][0]
     run_dirs = []
     for seed in opts.seeds:
         run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed)
@@ -257,22 +332,28 @@ def dry_run(opts, method, original, dims, arch, meta):
             head = stage.head_from and os.path.join(run_dir, stage.head_from, HEAD_FILE)
             start = write_stage_start(original, opts.checkpoint, head,
                                       os.path.join(stage_dir, START_FILE), write=False)
-            print("# seed %d, %s: --peft %s, lr %g, %d updates" % (seed, stage.name,
-                                                                   stage.peft, stage.lr, n))
+            print("# seed %d, %s: --peft %s, lr %g, %s" % (
+                seed, stage.name, stage.peft, stage.lr,
+                budget.describe(metric) if budget and stage is method.stages[0]
+                else "%d updates" % n))
             if start != os.path.abspath(opts.checkpoint) and not stage.head_from:
                 print("# %s: %s without its classification heads (ehft train writes it)"
                       % (start, opts.checkpoint))
             if stage.head_from:
                 print("ehft handover --stage1 %s --checkpoint %s --out %s%s" % (
-                    shlex.quote(os.path.join(run_dir, stage.head_from, LAST_CHECKPOINT)),
+                    shlex.quote(os.path.join(run_dir, stage.head_from, LAST_CHECKPOINT
+                                             if budget.head == stage1_rules.LAST
+                                             else BEST_CHECKPOINT)),
                     shlex.quote(os.path.abspath(opts.checkpoint)), shlex.quote(start),
                     " --reserve '%s'" % method.stages[0].peft if stage.reserve else ""))
-            cmd = [str(part) for part in stage_command(opts, stage, n, start, stage_dir, seed,
-                                                       arch, dims, meta["metrics"][0])]
+            cmd = [str(part) for part in stage_command(
+                opts, stage, n, start, stage_dir, seed, arch, dims, metric,
+                budget if budget and stage is method.stages[0] else None)]
             if stage.child_share:
                 at = cmd.index("--child-tuning-mask")
-                print("ehft child-mask --share %g --out %s -- %s" % (
-                    stage.child_share, shlex.quote(cmd[at + 1]),
+                print("ehft child-mask --share %g%s --out %s -- %s" % (
+                    stage.child_share, " --fisher-clip %g" % stage.fisher_clip
+                    if stage.fisher_clip else "", shlex.quote(cmd[at + 1]),
                     " ".join(shlex.quote(part) for part in cmd[1:at] + cmd[at + 2:])))
             print(" ".join(shlex.quote(part) for part in cmd))
     return run_dirs

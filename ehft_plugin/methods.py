@@ -49,6 +49,8 @@ class Stage:
     head_from: str = ""  # stage whose final head this stage starts from ("" = new head)
     reserve: bool = False  # also start from that stage's PEFT parameters (-reserve variants)
     child_share: float = 0.0  # Child-Tuning_D: the share of encoder-layer weights updated
+    fisher_clip: float = 0.0  # Child-Tuning_D: each tensor's gradient norm clipped to this in
+    #                           the Fisher pass (0: not clipped)
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,9 @@ def resolve_method(name: str, num_layers: int, stage1_share: float = STAGE1_SHAR
         if reserve:
             stages = _reserving(stages, num_layers, name)
     elif re.fullmatch(r"child-tuning-d\s*(\(.*\))?", name):
-        stages = (Stage("finetune", "full", FULL_FINETUNING_LR, 1.0,
-                        child_share=_child_share(name)),)
+        share, clip = _child_args(name)
+        stages = (Stage("finetune", "full", FULL_FINETUNING_LR, 1.0, child_share=share,
+                        fisher_clip=clip),)
     else:
         single = _single(name, num_layers)
         if single is None:
@@ -119,22 +122,30 @@ def resolve_method(name: str, num_layers: int, stage1_share: float = STAGE1_SHAR
     return Method(name, stages)
 
 
-def _child_share(name):
-    """p of child-tuning-d(p=P) (default CHILD_TUNING_SHARE)."""
+def _child_args(name):
+    """(p, fisher_clip) of child-tuning-d(p=P,fisher_clip=C) (defaults CHILD_TUNING_SHARE and
+    0: no clipping)."""
     args = re.fullmatch(r"child-tuning-d\s*(?:\((.*)\))?", name).group(1)
-    if args is None or not args.strip():
-        return CHILD_TUNING_SHARE
-    key, eq, value = args.partition("=")
-    if key.strip() != "p" or not eq:
-        raise MethodError("--method %s: child-tuning-d takes one argument, p (the share of "
-                          "encoder-layer weights updated), e.g. child-tuning-d(p=0.2)" % name)
-    try:
-        share = float(value)
-    except ValueError:
-        share = None
-    if share is None or not 0 < share <= 1:
+    values = {"p": CHILD_TUNING_SHARE, "fisher_clip": 0.0}
+    for part in (args or "").split(","):
+        if not part.strip():
+            continue
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if key not in values or not eq:
+            raise MethodError("--method %s: child-tuning-d takes p (the share of encoder-layer "
+                              "weights updated) and fisher_clip (each tensor's gradient norm "
+                              "in the Fisher pass, 0 = none), e.g. "
+                              "child-tuning-d(p=0.1,fisher_clip=1.0)" % name)
+        try:
+            values[key] = float(value)
+        except ValueError:
+            values[key] = float("nan")
+    if not 0 < values["p"] <= 1:
         raise MethodError("--method %s: p must be a number with 0 < p <= 1" % name)
-    return share
+    if not values["fisher_clip"] >= 0:
+        raise MethodError("--method %s: fisher_clip must be a number >= 0" % name)
+    return values["p"], values["fisher_clip"]
 
 
 def _two_stage(peft, lr, share):

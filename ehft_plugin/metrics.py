@@ -88,6 +88,25 @@ _CORRELATION["pearson_spearman"] = _mean(_CORRELATION["pearson"], _CORRELATION["
 METRIC_NAMES = sorted(list(_CM) + list(_CORRELATION))
 
 
+def constant_level(name: str, class_counts: Sequence[int]) -> float:
+    """The best value (in %) of metric `name` that predicting one class for every example
+    reaches on a split with `class_counts` examples of each class: the majority class's share
+    for accuracy; a correlation is 0 (a constant prediction carries no information; Pearson's
+    is undefined, and no model is worse than that on average). What a head that learned
+    nothing scores."""
+    if name in _CORRELATION:
+        return 0.0
+    if name not in _CM:
+        raise KeyError("unknown metric %r; expected one of: %s" % (name, ", ".join(METRIC_NAMES)))
+    n = len(class_counts)
+    best = 0.0
+    for predicted in range(n):
+        cm = np.zeros((n, n), dtype=np.int64)
+        cm[:, predicted] = class_counts
+        best = max(best, 100 * _CM[name](cm))
+    return round(best, 4)
+
+
 # ---- fairseq logging --------------------------------------------------------
 
 CM_PREFIX = "_cm_"

@@ -1,5 +1,14 @@
 """Published finetuning settings that `ehft train --recipe` reproduces.
 
+`ehft-paper`: the EH-FT authors' settings (THUDM/Efficient-Head-Finetuning, the code behind
+Table 1; docs/recipes.md cites each to its file and line): per-task epochs of both stages
+with stage 1 a fixed tenth of them, batch 32, stage 2 at 1e-5 (3e-5 on WiC), stage 1 at 5e-4
+(BitFit, LoRA), 5e-3 (prefix) or 1e-3 (linear probe), warmup 10% and linear decay, the head
+initialised N(0, 0.005), gradient clipping 0.1, AdamW weight decay 0.01 with biases and
+LayerNorm excluded, LoRA r=8, α=16 on q, k, v and out, Mixout p=0.7 on every Linear (the
+head too) with dropout off, Child-Tuning_D p=0.1 with each tensor's Fisher gradient clipped
+at norm 1.0.
+
 `fairseq`: fairseq's RoBERTa GLUE recipe (examples/roberta/config/finetuning/<task>.yaml):
 learning rate, batch size, total updates and warmup updates per task, and the settings
 shared by all of them (Adam β=(0.9, 0.98), ε=1e-6, weight decay 0.1 and polynomial decay come
@@ -12,7 +21,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from .errors import EhftError
-from .methods import MethodError
+from .methods import FULL_FINETUNING_LR, Method, MethodError, resolve_method
 
 
 @dataclass(frozen=True)
@@ -43,12 +52,41 @@ FAIRSEQ_GLUE = {
     "stsb": (2e-5, 16, 3598, 214),
 }
 
-RECIPES = ("fairseq",)
+# EH-FT authors, scripts/run_multiseed.py L88-101: task -> (epochs of both stages, stage-1
+# epochs); their README's Table 1 tasks. Their "rte" is SuperGLUE's copy of RTE.
+EHFT_PAPER_EPOCHS = {
+    "rte": (60, 6), "superglue-rte": (60, 6), "mrpc": (60, 6),
+    "boolq": (40, 4), "wic": (40, 4),
+    "cb": (400, 40), "copa": (400, 40),
+    "qnli": (10, 1),
+    "cola": (20, 2), "stsb": (20, 2),
+}
+EHFT_PAPER_BATCH = 32  # run_multiseed.py L83
+EHFT_PAPER_WARMUP = 0.1  # finetune.sh L92
+EHFT_PAPER_STAGE2_LR = {"wic": 3e-5}  # run_multiseed.py L79-81; 1e-5 elsewhere
+# finetune.sh L117-128: stage 1 (and the one-stage PEFT methods) by PEFT method
+EHFT_PAPER_STAGE1_LR = {"head": 1e-3, "prefix": 5e-3}  # 5e-4 otherwise
+EHFT_PAPER_FAIRSEQ = (
+    "--clip-norm", "0.1",  # run_multiseed.py L13
+    "--weight-decay", "0.01", "--no-decay-bias-norm",  # L29; deepspeed_training.py L271-292
+    "--fp16-no-flatten-grads",  # under --fp16 the groups need one fp32 copy a parameter
+    "--head-init-std", "0.005",  # finetune_roberta.py L33, mlp_head.py L46
+)
+EHFT_PAPER_LORA = "lora(r=8,alpha=16,targets=q+k+v+out)"  # finetune_roberta.py L210-211, PET.py L137
+EHFT_PAPER_MIXOUT = "mixout(p=0.7)"  # deepspeed_training.py L147
+# every Dropout replaced by Dropout(0) with mixout (deepspeed_training.py L60-61)
+EHFT_PAPER_MIXOUT_FAIRSEQ = ("--mixout-head", "--dropout", "0", "--attention-dropout", "0",
+                             "--activation-dropout", "0", "--pooler-dropout", "0")
+EHFT_PAPER_CHILD = "child-tuning-d(p=0.1,fisher_clip=1.0)"  # run_multiseed.py L55; finetune.sh L141
+
+RECIPES = ("fairseq", "ehft-paper")
 
 
 def get_recipe(name: str, task: str) -> Recipe:
     if name not in RECIPES:
         raise EhftError("unknown --recipe %r; expected one of: %s" % (name, ", ".join(RECIPES)))
+    if name == "ehft-paper":
+        raise EhftError("--recipe ehft-paper sets epochs, not a Recipe of updates (apply_recipe)")
     if task not in FAIRSEQ_GLUE:
         raise EhftError("--recipe fairseq has no settings for task %r; it covers: %s"
                         % (task, ", ".join(sorted(FAIRSEQ_GLUE))))
@@ -56,13 +94,70 @@ def get_recipe(name: str, task: str) -> Recipe:
     return Recipe(lr, batch_size, updates, warmup, _FAIRSEQ_SHARED)
 
 
-def apply_recipe(opts, meta):
+def _ehft_paper_task(task):
+    if task not in EHFT_PAPER_EPOCHS:
+        raise EhftError("--recipe ehft-paper: the EH-FT authors did not run task %r; it covers: "
+                        "%s" % (task, ", ".join(sorted(EHFT_PAPER_EPOCHS))))
+    return EHFT_PAPER_EPOCHS[task]
+
+
+def _ehft_paper_method(name):
+    """The method as the EH-FT authors ran it (LoRA r=8 on q, k, v, out; Mixout p=0.7;
+    Child-Tuning_D p=0.1 with clipped Fisher gradients); a method given with its own
+    arguments, e.g. 'mixout(p=0.9)', is kept as written."""
+    if name in ("lora", "ehft-lora", "ehft-lora-reserve"):
+        return name.replace("lora", EHFT_PAPER_LORA, 1)
+    return {"mixout": EHFT_PAPER_MIXOUT, "child-tuning-d": EHFT_PAPER_CHILD}.get(name, name)
+
+
+def recipe_method(opts, method: Method, num_layers: int) -> Method:
+    """`method` as --recipe runs it (the ehft-paper recipe's LoRA, Mixout and Child-Tuning
+    settings and stage-1 rates), under its own name."""
+    from dataclasses import replace
+
+    if getattr(opts, "recipe", None) != "ehft-paper":
+        return method
+    written = _ehft_paper_method(method.name)
+    stages = resolve_method(written, num_layers).stages if written != method.name else \
+        method.stages
+    stages = tuple(s if s.peft == "full" or s.peft.startswith("mixout") else replace(
+        s, lr=EHFT_PAPER_STAGE1_LR.get(s.peft.split(":")[-1].split("(")[0], 5e-4))
+        for s in stages)
+    return replace(method, stages=stages)
+
+
+def _apply_ehft_paper(opts, meta, method):
+    """The ehft-paper recipe's defaults: epochs (a two-stage method's stage 1 a fixed tenth,
+    stage 2 the rest), batch, warmup, stage-2 rate; its fairseq arguments."""
+    epochs, stage1_epochs = _ehft_paper_task(meta["task"])
+    two_stage = method is not None and method.two_stage
+    stage1_given = any(getattr(opts, name, None) is not None for name in (
+        "stage1_ratio", "stage1_updates", "stage1_epochs", "stage1_patience", "stage1_max_epochs"))
+    if two_stage and not stage1_given:
+        opts.stage1_epochs = stage1_epochs
+    defaults = {"batch_size": EHFT_PAPER_BATCH, "warmup_ratio": EHFT_PAPER_WARMUP,
+                "lr_stage2": EHFT_PAPER_STAGE2_LR.get(meta["task"], FULL_FINETUNING_LR)}
+    if opts.total_updates is None and getattr(opts, "total_epochs", None) is None:
+        # the authors' epochs cover both stages: stage 2 gets what stage 1 leaves (with a
+        # stage-1 flag of the user's, stage 2 still gets the authors' stage-2 epochs)
+        opts.total_epochs = epochs - stage1_epochs if two_stage else epochs
+    extra = EHFT_PAPER_FAIRSEQ
+    if method is not None and _ehft_paper_method(method.name).startswith("mixout"):
+        extra = extra + EHFT_PAPER_MIXOUT_FAIRSEQ
+    opts.fairseq_args = list(extra) + list(opts.fairseq_args)
+    return defaults
+
+
+def apply_recipe(opts, meta, method=None):
     """Fill the options a --recipe sets, unless given on the command line; its fairseq
-    arguments go before the user's, so the user's win. --total-epochs becomes updates."""
+    arguments go before the user's, so the user's win. --total-epochs becomes updates.
+    `method` (resolved): what the ehft-paper recipe's budgets depend on."""
     if opts.total_updates is not None and getattr(opts, "total_epochs", None) is not None:
         raise MethodError("give --total-updates or --total-epochs, not both")
     defaults = {"total_updates": None, "batch_size": 32, "warmup_ratio": 0.1, "lr_stage2": None}
-    if opts.recipe:
+    if opts.recipe == "ehft-paper":
+        defaults.update(_apply_ehft_paper(opts, meta, method))
+    elif opts.recipe:
         recipe = get_recipe(opts.recipe, meta["task"])
         defaults = {"total_updates": recipe.total_updates, "batch_size": recipe.batch_size,
                     "warmup_ratio": recipe.warmup_ratio, "lr_stage2": recipe.lr}

@@ -20,7 +20,7 @@ def runs(tmp_path_factory):
     data = prepare_rte(tmp, rows=40)
     checkpoint = stock_checkpoint(data, tmp / "pretrained")
     args = ["--data", data, "--checkpoint", checkpoint, "--total-updates", "6",
-            "--batch-size", "8", "--warmup-ratio", "0", "--log-drift"]
+            "--batch-size", "8", "--warmup-ratio", "0", "--log-drift", "--stage1-ratio", "0.1"]
     for method in ("ft", "lp", "lp-ft", "ehft-bitfit"):
         ehft("train", "--method", method, "--save-dir", tmp / "runs", *args, *FAIRSEQ)
     # the stage-1 share ablation: the same method with another share, in its own save dir

@@ -120,7 +120,7 @@ def test_the_converted_backbone_finetunes_with_ehft(backbone, tmp_path):
          backbone)
     ehft("train", "--method", "ehft-bitfit", "--data", tmp_path / "bin", "--checkpoint",
          backbone / "model.pt", "--save-dir", tmp_path / "runs", "--total-updates", "4",
-         "--batch-size", "8", "--", "--cpu", "--num-workers", "0")
+         "--batch-size", "8", "--stage1-ratio", "0.1", "--", "--cpu", "--num-workers", "0")
     run_dir = tmp_path / "runs" / "rte" / "ehft-bitfit" / "seed1"
     command = json.loads((run_dir / "run.json").read_text())["commands"]["stage2"]
     assert command[command.index("--layer-norm-eps") + 1] == "1e-12"

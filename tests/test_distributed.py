@@ -169,7 +169,7 @@ def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
 
     checkpoint = stock_checkpoint(data, tmp_path / "pretrained")
     args = ["train", "--method", "ehft-bitfit", "--data", data, "--checkpoint", checkpoint,
-            "--total-updates", "6", "--batch-size", "4"]
+            "--total-updates", "6", "--batch-size", "4", "--stage1-ratio", "0.1"]
     fairseq = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
                "--attention-dropout", "0"]  # no random masks: ranks and one process agree
     # each stage meets on the port after the last one's (ehft_plugin/launcher.py)

@@ -26,8 +26,10 @@ def setup(tmp_path_factory):
     # a stock 2-layer RoBERTa as "the pretrained checkpoint" (it carries a head: the launcher
     # must not use it, each method starts with a new head or stage 1's)
     checkpoint = stock_checkpoint(data, tmp / "pretrained")
+    # --stage1-ratio: the 10%/90% split of a fixed total keeps these runs short (the default
+    # stage 1, to a plateau, has tests of its own: test_stage1.py)
     args = ["--data", data, "--checkpoint", checkpoint, "--total-updates", "6",
-            "--batch-size", "8"]
+            "--batch-size", "8", "--stage1-ratio", "0.1"]
     result = ehft("train", "--method", "ehft-bitfit", "--save-dir", tmp / "runs", *args,
                   *FAIRSEQ)
     return {"tmp": tmp, "data": data, "checkpoint": checkpoint, "args": args,

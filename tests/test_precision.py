@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
 def _train(setup, save_dir, method, *fairseq):
     result = ehft("train", "--method", method, "--data", setup["data"], "--checkpoint",
                   setup["checkpoint"], "--total-updates", "6", "--batch-size", "8",
-                  "--save-dir", save_dir, "--", *TINY, *fairseq)
+                  "--stage1-ratio", "0.1", "--save-dir", save_dir, "--", *TINY, *fairseq)
     run_dir = save_dir / "rte" / method / "seed1"
     record = json.loads((run_dir / "run.json").read_text())
     dones = [json.loads((run_dir / s["name"] / "done.json").read_text())

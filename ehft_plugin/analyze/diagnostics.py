@@ -137,7 +137,7 @@ def share_ablation(runs):
         groups = collections.defaultdict(lambda: collections.defaultdict(list))
         metric = None
         for run in task_runs:
-            score = run.dev_score() if is_ehft(run.method) else None
+            score = run.dev_score() if is_ehft(run.method) and run.share is not None else None
             if score:
                 metric = score[0]
                 groups[run.method][round(run.share, 4)].append(score[1])

@@ -47,15 +47,15 @@ def is_ehft(method):
 
 
 def check_runs(runs):
-    """Labels the runs (a method trained with several stage-1 shares gets one label per
-    share) and refuses the same (task, label, seed) twice: every figure would count it
+    """Labels the runs (a method trained with several stage-1 budgets gets one label per
+    budget) and refuses the same (task, label, seed) twice: every figure would count it
     twice."""
-    shares = {}
+    budgets = {}
     for run in runs:
-        shares.setdefault((run.task, run.method), set()).add(run.share)
+        budgets.setdefault((run.task, run.method), set()).add(run.stage1)
     for run in runs:
-        if len(shares[(run.task, run.method)]) > 1:
-            run.shown_share = run.share
+        if len(budgets[(run.task, run.method)]) > 1:
+            run.shown_stage1 = True
     seen = {}
     for run in runs:
         key = (run.task, run.label, run.seed)

@@ -22,6 +22,9 @@ def add_parser(sub, name):
     p.add_argument("--max-examples", type=int, metavar="N",
                    help="estimate on the first N training examples only (default: all, as Xu "
                         "et al.)")
+    p.add_argument("--fisher-clip", type=float, default=0.0, metavar="C",
+                   help="clip each parameter tensor's gradient to norm C before squaring it, as "
+                        "the EH-FT authors' Child-Tuning_D does with C=1.0 (default 0: none)")
     p.add_argument("fairseq_args", nargs="+", help="after '--': the fairseq-train arguments")
     return p
 
@@ -29,7 +32,11 @@ def add_parser(sub, name):
 def run(args):
     from ..child_tuning import check_share, compute_mask
 
+    from ..errors import EhftError
+
     check_share(args.share)
+    if not args.fisher_clip >= 0:
+        raise EhftError("--fisher-clip %g: expected a number >= 0" % args.fisher_clip)
     examples = compute_mask(["fairseq-train"] + list(args.fairseq_args), args.share, args.out,
-                            max_examples=args.max_examples)
+                            max_examples=args.max_examples, fisher_clip=args.fisher_clip)
     print(json.dumps({"out": args.out, "share": args.share, "examples": examples}))

@@ -2,9 +2,9 @@
 
 import json
 
-from ..methods import STAGE1_SHARE
 from . import numbers
 from ..recipes import RECIPES
+from ..stage1 import DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE
 
 
 def add_parser(sub, name):
@@ -12,16 +12,18 @@ def add_parser(sub, name):
         name, help="train a method (ft, lp, lp-ft, bitfit, lora, prefix, mixout, "
                    "child-tuning-d, topk-K, spafit-*, strata, ehft-*) for one or more seeds",
         description="Runs the stages of --method with fairseq-train: EH-FT methods train the "
-                    "PEFT method and head for --stage1-ratio of --total-updates, then finetune "
-                    "fully from the original checkpoint with stage 1's head. Arguments after "
-                    "'--' go to every fairseq-train call.")
+                    "PEFT method and head (stage 1) until its dev metric stops improving, then "
+                    "finetune fully from the original checkpoint with stage 1's best head "
+                    "(stage 2) for --total-updates/--total-epochs, the budget --method ft gets "
+                    "from the same flags. Arguments after '--' go to every fairseq-train call.")
     p.add_argument("--method", required=True)
     p.add_argument("--data", required=True, help="directory written by `ehft prepare`")
     p.add_argument("--checkpoint", required=True, help="pretrained RoBERTa model.pt")
     p.add_argument("--save-dir", required=True, help="runs go to SAVE_DIR/TASK/METHOD/seedK")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--total-updates", type=int,
-                   help="updates of the whole method (both stages together), > 0")
+                   help="updates of the finetuning: a one-stage method's, a two-stage method's "
+                        "stage 2 (both stages together with --stage1-ratio), > 0")
     p.add_argument("--total-epochs", type=float,
                    help="the budget in passes over the training set instead: "
                         "ceil(train examples / batch size) updates a pass, > 0")
@@ -29,8 +31,30 @@ def add_parser(sub, name):
                    help="published settings for the task: fairseq = fairseq's RoBERTa GLUE "
                         "recipe (lr, batch size, updates, warmup, dropout, max tokens); "
                         "explicit flags override it")
-    p.add_argument("--stage1-ratio", type=float, default=STAGE1_SHARE,
-                   help="share of the updates for stage 1, in (0, 1) (default %g)" % STAGE1_SHARE)
+    stage1 = p.add_argument_group(
+        "stage 1 of two-stage methods (ehft-*, lp-ft)",
+        "By default stage 1 trains until its dev metric has not improved for "
+        "--stage1-patience validations (one a pass over the data, none in the warmup), at "
+        "most --stage1-max-epochs, and hands over its best head; --total-* is then stage 2's "
+        "budget. Give at most one of --stage1-updates, --stage1-epochs (a fixed stage 1, on "
+        "top of --total-*) and --stage1-ratio (a share of --total-*, which then covers both "
+        "stages: the rule before the default existed); these hand over the last head. One-stage "
+        "methods ignore these flags.")
+    stage1.add_argument("--stage1-patience", type=int,
+                        help="validations without improvement that end stage 1 (default %d)"
+                             % DEFAULT_PATIENCE)
+    stage1.add_argument("--stage1-max-epochs", type=float,
+                        help="the most stage 1 trains, in passes over the training set; its "
+                             "learning-rate schedule spans it (default %g, the EH-FT authors' "
+                             "longest stage 1)" % DEFAULT_MAX_EPOCHS)
+    stage1.add_argument("--stage1-updates", type=int, help="a fixed stage 1 of N updates, >= 1")
+    stage1.add_argument("--stage1-epochs", type=float,
+                        help="a fixed stage 1 of E passes over the training set, > 0")
+    stage1.add_argument("--stage1-ratio", type=float,
+                        help="stage 1 takes this share of --total-updates, in (0, 1)")
+    stage1.add_argument("--stage1-head", choices=("best", "last"),
+                        help="the stage-1 head handed over: its best dev validation's or its "
+                             "last (default: best with the default stage 1, else last)")
     p.add_argument("--lr-stage1", type=float, help="override the method table's stage-1 lr")
     p.add_argument("--lr-stage2", type=float, help="override the full-finetuning lr (default "
                                                    "1e-5, or the recipe's)")
@@ -54,6 +78,8 @@ def add_parser(sub, name):
 
 RANGES = {"seeds": numbers.SEED, "total_updates": numbers.POSITIVE_INT,
           "total_epochs": numbers.POSITIVE, "stage1_ratio": numbers.SHARE,
+          "stage1_updates": numbers.POSITIVE_INT, "stage1_epochs": numbers.POSITIVE,
+          "stage1_patience": numbers.POSITIVE_INT, "stage1_max_epochs": numbers.POSITIVE,
           "lr_stage1": numbers.POSITIVE, "lr_stage2": numbers.POSITIVE,
           "batch_size": numbers.POSITIVE_INT, "warmup_ratio": numbers.WARMUP_SHARE}
 

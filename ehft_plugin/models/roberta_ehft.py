@@ -17,11 +17,14 @@ from fairseq.models.roberta.model import (
     roberta_large_architecture,
 )
 
+import torch
+
 from ..child_tuning import apply_mask, load_mask
-from ..errors import CheckpointError, one_line_errors
+from ..errors import CheckpointError, ConfigError, one_line_errors
 from ..peft.apply import apply_plan
 from ..peft.mixout import TARGET as MIXOUT_TARGET
-from ..peft.plan import SHORTHANDS, format_plan, parse_plan
+from ..peft.mixout import MixoutLinear
+from ..peft.plan import SHORTHANDS, Mixout, format_plan, parse_plan
 from ..peft.trainable import count_parameters, format_counts
 from .attention import KERNELS, use_sdpa
 from .config import dataclass_from_add_args
@@ -47,6 +50,13 @@ class RobertaEhftModel(RobertaModel):
                  "ehft (hidden -> --head-inner-dim -> classes with ReLU, as in the EH-FT paper)")
         parser.add_argument("--head-inner-dim", type=int, metavar="N",
                             help="inner size of the ehft head (default 2048, > 0)")
+        parser.add_argument("--head-init-std", type=float, metavar="S",
+                            help="draw a new head's weight matrices from N(0, S), biases as "
+                                 "torch initialises them (the EH-FT authors' S=0.005); default: "
+                                 "fairseq's initialisation")
+        parser.add_argument("--mixout-head", action="store_true",
+                            help="with a mixout plan, the head's Linear layers mix too, toward "
+                                 "the head the run starts with (the EH-FT authors' Mixout)")
         parser.add_argument("--layer-norm-eps", type=float, metavar="EPS",
                             help="epsilon of every LayerNorm (default: fairseq's 1e-5; "
                                  "backbones converted from BERT record 1e-12)")
@@ -76,7 +86,14 @@ class RobertaEhftModel(RobertaModel):
         if getattr(args, "attention_kernel", "sdpa") == "sdpa":  # older checkpoints: sdpa
             use_sdpa(layers)
         check_padding_once(model.encoder.sentence_encoder)  # no host sync per layer on a GPU
+        std = getattr(args, "head_init_std", None)
+        if std is not None and not std > 0:
+            raise ConfigError("--head-init-std %r: expected a number > 0" % std)
         model.plan = parse_plan(args.peft, len(layers))
+        if getattr(args, "mixout_head", False) and model.plan.method(len(layers) - 1,
+                                                                     Mixout) is None:
+            raise ConfigError("--mixout-head needs a --peft plan with mixout on the top layer, "
+                              "e.g. mixout(p=0.7); --peft is %r" % args.peft)
         apply_plan(model, model.plan, layers)
         logger.info("--peft %s", format_plan(model.plan))
         mask_file = getattr(args, "child_tuning_mask", None)
@@ -99,6 +116,15 @@ class RobertaEhftModel(RobertaModel):
                 activation_fn="relu",
                 pooler_dropout=self.args.pooler_dropout,
             )
+        head = self.classification_heads[name]
+        std = getattr(self.args, "head_init_std", None)
+        if std:  # a checkpoint's head, if any, replaces these values when it loads
+            for linear in (head.dense, head.out_proj):
+                torch.nn.init.normal_(linear.weight, mean=0.0, std=std)
+        if getattr(self.args, "mixout_head", False):
+            mixout = self.plan.method(self.plan.num_layers - 1, Mixout)
+            head.dense = MixoutLinear.wrap(head.dense, mixout.p)
+            head.out_proj = MixoutLinear.wrap(head.out_proj, mixout.p)
         logger.info("classification head %r (%s, %d outputs)\n%s", name, self.args.head_type,
                     num_classes, format_counts(count_parameters(self)))
 

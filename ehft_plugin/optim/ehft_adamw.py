@@ -46,6 +46,10 @@ class EhftAdamWConfig(FairseqDataclass):
                                           "torch's fused kernel (foreach on CPU before torch "
                                           "2.4); or force one (loop: torch's per-parameter "
                                           "reference)"})
+    no_decay_bias_norm: bool = field(
+        default=False, metadata={"help": "no weight decay for parameter tensors of fewer than "
+                                         "2 dimensions: biases and LayerNorm weights (HF "
+                                         "Trainer's and the EH-FT authors' grouping)"})
     lr: List[float] = II("optimization.lr")
 
 
@@ -97,6 +101,23 @@ def check_config(cfg, cuda):
     choose_kernel(cfg.adamw_kernel, cuda, apex_fused_adam() is not None)
 
 
+def decay_groups(params):
+    """Two parameter groups: the weight matrices (decayed) and the tensors of fewer than 2
+    dimensions, biases and LayerNorm weights (weight_decay 0): the grouping of HF Trainer
+    and of the EH-FT authors' code, who name biases and LayerNorm; here the dimension says
+    it, so LoRA's and prefix-tuning's matrices decay and names need not be known. Given
+    groups are split the same way, each keeping its own options."""
+    groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+    out = []
+    for group in groups:
+        tensors = list(group["params"])
+        decayed = [p for p in tensors if p.dim() >= 2]
+        kept = [p for p in tensors if p.dim() < 2]
+        out += [dict(group, params=decayed)] if decayed else []
+        out += [dict(group, params=kept, weight_decay=0.0)] if kept else []
+    return out
+
+
 def _first_param(params):
     for item in params:
         return item["params"][0] if isinstance(item, dict) else item
@@ -110,6 +131,8 @@ class EhftAdamW(FairseqOptimizer):
         super().__init__(cfg)
         params = list(params)
         device = _first_param(params).device
+        if cfg.no_decay_bias_norm:
+            params = decay_groups(params)
         fused_adam = apex_fused_adam()
         self.kernel = choose_kernel(cfg.adamw_kernel, device.type == "cuda",
                                     fused_adam is not None)
@@ -133,5 +156,6 @@ class EhftAdamW(FairseqOptimizer):
 
     @property
     def supports_flat_params(self):
-        return True  # --fp16 hands over one flat fp32 master tensor
+        # --fp16 hands over one flat fp32 master tensor, which has no biases to leave undecayed
+        return not self.cfg.no_decay_bias_norm
 

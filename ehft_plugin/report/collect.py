@@ -46,6 +46,9 @@ class Summary:
     metrics: Dict[str, str]  # column -> paper metric
     # methods whose every run trained in one stage with a parameter-efficient plan
     single_stage_peft: List[str] = field(default_factory=list)
+    # (task, method) -> {"runs", "updates", "seconds" (means over runs), "stage1": [heads],
+    # "at_chance": runs whose stage 1 made no head}
+    cost: Dict[Tuple[str, str], dict] = field(default_factory=dict)
 
 
 def summarise(runs) -> Summary:
@@ -72,4 +75,22 @@ def summarise(runs) -> Summary:
         avg[method] = {"mean": sum(present) / len(present) if len(present) == len(columns)
                        else None, "tasks": len(present)}
     single = [m for m in methods if all(r.single_stage_peft for r in runs if r.method == m)]
-    return Summary(columns, methods, cells, avg, metrics, single)
+    return Summary(columns, methods, cells, avg, metrics, single, cost_of(runs))
+
+
+def cost_of(runs):
+    """What each task × method spent: mean updates (every stage, as trained) and wall seconds
+    over its runs, and its stage-1 heads: a gain bought with more compute, or a stage 1 that
+    made no head, is visible beside the score."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run.task, run.method), []).append(run)
+    cost = {}
+    for key, group in groups.items():
+        heads = [h for h in (r.stage1_head() for r in group) if h]
+        cost[key] = {"runs": len(group),
+                     "updates": sum(sum(r.updates) for r in group) / len(group),
+                     "seconds": sum(r.wall_seconds() for r in group) / len(group),
+                     "stage1": heads,
+                     "at_chance": sum(1 for h in heads if h.get("at_chance"))}
+    return cost

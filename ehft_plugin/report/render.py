@@ -58,10 +58,16 @@ def render_markdown(summary, published, unfinished, how, baseline="ft"):
     out.write("|" + "---|" * len(header) + "\n")
     for method in summary.methods:
         avg = summary.avg[method]["mean"]
-        row = [method] + [_fmt(summary.cells.get((c, method))) for c in summary.columns]
+        row = [method] + [_fmt(summary.cells.get((c, method))) + _chance_mark(summary, c, method)
+                          for c in summary.columns]
         row.append("%.2f" % avg if avg is not None else "—")
         out.write("| " + " | ".join(row) + " |\n")
+    if any(c["at_chance"] for c in summary.cost.values()):
+        out.write("\n† some runs' stage 1 made no head: its best dev score was at the level of "
+                  "always predicting one class, so stage 2 started from a head that learned "
+                  "nothing (see Compute and stage 1).\n")
     out.write(render_best_single_stage(summary))
+    out.write(render_cost(summary))
     if baseline in summary.methods and len(summary.methods) > 1:
         out.write(render_versus(summary, baseline,
                                 paper_gains(published, summary.columns, baseline)))
@@ -103,6 +109,38 @@ def render_best_single_stage(summary):
     return ("\nBest single-stage PEFT by Avg: **%s** (%s)%s.\n" % (
         ranked[0], ", ".join("%s %.2f" % (m, summary.avg[m]["mean"]) for m in ranked),
         "; without every column, not ranked: %s" % ", ".join(others) if others else ""))
+
+
+def _chance_mark(summary, column, method):
+    cost = summary.cost.get((column, method))
+    return " †" if cost and cost["at_chance"] else ""
+
+
+def render_cost(summary):
+    """Per task and method: runs, mean updates and wall time, and stage 1's heads."""
+    out = io.StringIO()
+    out.write("\n## Compute and stage 1\n\n")
+    out.write("Means over runs: updates of every stage as trained (a stage 1 that stopped on "
+              "its patience counts what it trained), wall time of the stages (fairseq-train, "
+              "start checkpoints, masks, hand-overs). Stage 1: the dev score of the head it "
+              "handed over, against the level of always predicting one class; at chance: "
+              "runs whose best stage-1 score was no more than one dev example (and at least "
+              "one point) above that level.\n\n")
+    out.write("| task | method | runs | updates | wall (s) | stage-1 head dev | constant level "
+              "| at chance |\n|---|---|---|---|---|---|---|---|\n")
+    for (task, method), cost in sorted(summary.cost.items(),
+                                       key=lambda kv: (column_key(kv[0][0]),
+                                                       summary.methods.index(kv[0][1]))):
+        heads = cost["stage1"]
+        dev = level = chance = "—"
+        if heads:
+            dev = "%.2f" % (sum(h["dev"] for h in heads) / len(heads))
+            level = "%.2f" % heads[0]["constant_level"]
+            chance = "%d of %d" % (cost["at_chance"], len(heads))
+        out.write("| %s | %s | %d | %.0f | %.0f | %s | %s | %s |\n" % (
+            display_name(task), method, cost["runs"], cost["updates"], cost["seconds"], dev,
+            level, chance))
+    return out.getvalue()
 
 
 def render_versus(summary, baseline, gains=None):
@@ -205,4 +243,7 @@ def summary_json(summary):
                                               "seeds": len(cell["values"]),
                                               "metric": cell["metric"]}
     out["avg"] = {m: {"mean": a["mean"], "tasks": a["tasks"]} for m, a in summary.avg.items()}
+    out["cost"] = {task: {method: {k: c[k] for k in ("runs", "updates", "seconds", "at_chance")}
+                          for (t, method), c in summary.cost.items() if t == task}
+                   for task in sorted({t for t, _ in summary.cost})}
     return out

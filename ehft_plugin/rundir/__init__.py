@@ -5,7 +5,8 @@
         stage1/ (or finetune/) fairseq save dir: checkpoints, train.log (JSON), done.json
                               (validations, the software that finished the stage, and how
                               long its fairseq-train took)
-        stage1/head.safetensors   the hand-over: stage 1's final head, nothing else
+        stage1/head.safetensors   the hand-over: stage 1's head (its best validation's, or
+                              its last), nothing else
         stage1/peft.safetensors   -reserve variants only: stage 1's PEFT parameters
         finetune/child_mask.safetensors   child-tuning-d only: the child, chosen before the stage
         stage2/start.pt       original checkpoint + that head (removed once the stage is done;
@@ -15,14 +16,14 @@ files.py: the paths and the records' formats; logs.py: fairseq's JSON log of a s
 run.py: `Run`, one run as its readers see it.
 """
 
-from .files import (CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, PEFT_FILE, RUN_RECORD,
+from .files import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, PEFT_FILE, RUN_RECORD,
                     START_FILE, RunError, find_run_dirs, method_slug, recorded_commands,
                     run_directory, trained_updates, write_done, write_run_record)
-from .logs import (log_records, train_records, training_seconds, valid_records,
+from .logs import (last_update, log_records, train_records, training_seconds, valid_records,
                    validated_at_the_end)
 from .run import Run
 
-__all__ = ["Run", "RunError", "CHILD_MASK_FILE", "RUN_RECORD", "DONE_RECORD", "LOG", "LAST_CHECKPOINT",
+__all__ = ["Run", "RunError", "BEST_CHECKPOINT", "CHILD_MASK_FILE", "last_update", "RUN_RECORD", "DONE_RECORD", "LOG", "LAST_CHECKPOINT",
            "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs", "method_slug",
            "recorded_commands", "run_directory", "trained_updates", "write_done",
            "write_run_record", "log_records", "train_records", "training_seconds",

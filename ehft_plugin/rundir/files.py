@@ -14,6 +14,7 @@ RUN_RECORD = "run.json"
 DONE_RECORD = "done.json"
 LOG = "train.log"
 LAST_CHECKPOINT = "checkpoint_last.pt"
+BEST_CHECKPOINT = "checkpoint_best.pt"
 HEAD_FILE = "head.safetensors"
 PEFT_FILE = "peft.safetensors"
 START_FILE = "start.pt"
@@ -60,12 +61,14 @@ def write_run_record(run_dir, task, config, commands):
                {"task": task, "config": config, "commands": commands})
 
 
-def write_done(stage_dir, updates, metric, valid, software, seconds):
-    """done.json: the stage finished; its validations, the software that ran it and how long
-    its parts took (seconds)."""
+def write_done(stage_dir, updates, metric, valid, software, seconds, **extra):
+    """done.json: the stage finished; its planned updates, validations, the software that
+    ran it and how long its parts took (seconds); `extra`: the updates it trained
+    (trained_updates, fewer than planned when it stopped on its patience) and, for a stage
+    that hands its head over, what that head scored (head)."""
     write_json(os.path.join(stage_dir, DONE_RECORD),
                {"updates": updates, "metric": metric, "valid": valid, "software": software,
-                "seconds": seconds})
+                "seconds": seconds, **extra})
 
 
 def recorded_commands(run_dir, config, overwrite):

@@ -49,6 +49,14 @@ def validated_at_the_end(log_path, records):
     return bool(ends) and ends[-1] in validated
 
 
+def last_update(log_path):
+    """The update count at which the stage's last launch ended (its last epoch-summary train
+    record), or None before one ended."""
+    ends = [int(float(stats["train_num_updates"])) for stats in log_records(log_path)
+            if "train_num_updates" in stats]
+    return ends[-1] if ends else None
+
+
 def train_records(log_path):
     """fairseq's per-interval training stats (train_inner), one per update count in order, as
     floats (fairseq logs the last interval of a run twice)."""

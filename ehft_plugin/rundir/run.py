@@ -27,7 +27,7 @@ class Run:
     cells: Dict[str, Dict[str, float]] = field(default_factory=dict)
     curve: List[Tuple[int, float]] = field(default_factory=list)
     stage_starts: List[int] = field(default_factory=list)  # total updates where stage 2.. start
-    shown_share: Optional[float] = None  # set by analyze where runs differ in stage-1 share
+    shown_stage1: bool = False  # set by analyze where runs of the method differ in stage 1
 
     @classmethod
     def read(cls, run_dir):
@@ -51,8 +51,29 @@ class Run:
                            % (os.path.join(self.path, RUN_RECORD), e)) from None
 
     @property
-    def updates(self) -> List[int]:
+    def planned_updates(self) -> List[int]:
+        """Each stage's --max-update (a plateau stage 1's cap)."""
         return list(self.config["updates"])
+
+    @property
+    def updates(self) -> List[int]:
+        """The updates each stage trained: done.json's (fewer than planned for a stage 1 that
+        stopped on its patience), the planned ones for a stage not finished or recorded before
+        done.json kept them."""
+        out = []
+        for stage, planned in zip(self.stages, self.planned_updates):
+            done = self.done(stage)
+            trained = done.get("trained_updates") if done else None
+            out.append(int(trained) if trained else planned)
+        return out
+
+    @property
+    def stage1_rule(self) -> Optional[str]:
+        """How stage 1 of a two-stage run was budgeted (plateau, updates, epochs, ratio), None
+        for one stage."""
+        if len(self.config.get("stages", [])) < 2:
+            return None
+        return (self.config.get("stage1") or {}).get("rule", "ratio")
 
     @property
     def plans(self) -> Tuple[str, ...]:
@@ -68,14 +89,32 @@ class Run:
 
     @property
     def share(self) -> Optional[float]:
-        """Stage 1's share of the updates of a two-stage method, None for one stage."""
-        return self.updates[0] / sum(self.updates) if len(self.updates) > 1 else None
+        """Stage 1's share of the updates of a two-stage method budgeted by --stage1-ratio,
+        None for one stage or another stage-1 rule."""
+        if self.stage1_rule != "ratio":
+            return None
+        planned = self.planned_updates
+        return planned[0] / sum(planned)
+
+    @property
+    def stage1(self) -> Optional[str]:
+        """Stage 1's budget in words ("stage 1 10%", "stage 1 to a plateau", ...)."""
+        rule = self.stage1_rule
+        if rule is None:
+            return None
+        if rule == "ratio":
+            return "stage 1 %.0f%%" % (100 * self.share)
+        if rule == "plateau":
+            return "stage 1 to a plateau"
+        record = self.config["stage1"]
+        if rule == "epochs":
+            return "stage 1 %g epochs" % record.get("epochs")
+        return "stage 1 %d updates" % record.get("updates")
 
     @property
     def label(self) -> str:
-        """The method; with the stage-1 share where runs of the method differ in it."""
-        return self.method if self.shown_share is None else "%s (stage 1 %.0f%%)" % (
-            self.method, 100 * self.shown_share)
+        """The method; with its stage-1 budget where runs of the method differ in it."""
+        return "%s (%s)" % (self.method, self.stage1) if self.shown_stage1 else self.method
 
     def stage_dir(self, stage):
         return os.path.join(self.path, stage)
@@ -110,7 +149,7 @@ class Run:
         ("best": the best headline metric, fairseq's checkpoint_best; "last": the final
         record), other subsets at that validation's update, and the dev `curve`. Returns
         whether the run has finished (nothing is read when not)."""
-        stages, updates = self.stages, self.updates
+        stages = self.stages
         done = {stage: self.done(stage) for stage in stages}
         final = done[stages[-1]]
         if final is None:
@@ -133,7 +172,7 @@ class Run:
             self.cells[column_name(self.task, subset)] = _metrics(r, subset)
         metric = paper_metric(self.task, self.cells[self.task])
         self.curve, self.stage_starts, offset = [], [], 0
-        for stage, n in zip(stages, updates):
+        for stage, n in zip(stages, self.updates):
             for r in (done[stage] or {}).get("valid", []):
                 if r.get("subset") == "valid" and "valid_" + metric in r:
                     self.curve.append((offset + int(float(r["valid_num_updates"])),
@@ -142,6 +181,23 @@ class Run:
             self.stage_starts.append(offset)
         self.stage_starts.pop()
         return True
+
+    def wall_seconds(self):
+        """Seconds the run's stages took, start checkpoints, Child-Tuning masks and hand-overs
+        included (a stage resumed over several launches counts its last launch)."""
+        total = 0.0
+        for stage in self.stages:
+            seconds = (self.done(stage) or {}).get("seconds") or {}
+            total += sum(float(v) for k, v in seconds.items()
+                         if k != "training" and isinstance(v, (int, float)))
+        return total
+
+    def stage1_head(self):
+        """What stage 1 of a two-stage run recorded of the head it handed over (dev, best_dev,
+        constant_level, at_chance, ...), or None (one stage, or recorded before it was kept)."""
+        if len(self.stages) < 2:
+            return None
+        return (self.done(self.stages[0]) or {}).get("head")
 
     def dev_score(self):
         """(paper metric, its value at the selected dev validation) or None if unfinished."""
