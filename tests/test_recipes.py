@@ -1,9 +1,11 @@
 """--recipe fairseq: fairseq's published RoBERTa GLUE settings, checked against the YAML files
 fairseq ships, and as they reach the generated fairseq-train command."""
 
+import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 from ehft_plugin.cli import build_parser
 from ehft_plugin.errors import EhftError
@@ -110,3 +112,158 @@ def test_bad_epoch_budgets_are_refused(flags, message):
                                       "c.pt", "--save-dir", "s", *flags])
     with pytest.raises(EhftError, match=message):
         apply_recipe(opts, RTE_META)
+
+
+# ---- --recipe ehft-paper: the EH-FT authors' settings ----------------------------------------
+
+EHFT_TINY = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from conftest import prepare_rte, stock_checkpoint
+
+    tmp = tmp_path_factory.mktemp("ehft-paper")
+    data = prepare_rte(tmp, rows=40)  # batches of 32: 2 updates a pass
+    return {"data": data, "checkpoint": stock_checkpoint(data, tmp / "pretrained"), "tmp": tmp}
+
+
+def _dry_run(tiny, method, *flags, fairseq=()):
+    """{stage name: fairseq-train command} and the other lines of a dry run."""
+    from conftest import ehft
+
+    out = ehft("train", "--dry-run", "--recipe", "ehft-paper", "--method", method, "--data",
+               tiny["data"], "--checkpoint", tiny["checkpoint"], "--save-dir", tiny["tmp"] / "r",
+               *flags, *EHFT_TINY, *fairseq).stdout.splitlines()
+    commands = {line.split("--save-dir ")[1].split()[0].rsplit("/", 1)[1]: shlex.split(line)
+                for line in out if "fairseq-train" in line and not line.startswith("ehft ")}
+    return commands, out
+
+
+def _last(cmd, flag):
+    return cmd[len(cmd) - 1 - cmd[::-1].index(flag) + 1]
+
+
+@pytest.mark.parametrize("method, stage1_lr, stage1_plan", [
+    ("ehft-bitfit", 5e-4, "bitfit"),
+    ("ehft-lora", 5e-4, "lora(r=8,alpha=16,targets=q+k+v+out)"),
+    ("ehft-prefix", 5e-3, "0-1:prefix(len=16)"),
+    ("lp-ft", 1e-3, "head"),
+])
+def test_ehft_paper_two_stage_methods(tiny, method, stage1_lr, stage1_plan):
+    commands, lines = _dry_run(tiny, method)
+    stage1, stage2 = commands["stage1"], commands["stage2"]
+    # RTE: 60 epochs in all, stage 1 a fixed 6 of them (2 updates a pass), its last head
+    assert (_last(stage1, "--max-update"), _last(stage2, "--max-update")) == ("12", "108")
+    assert float(_last(stage1, "--lr")) == stage1_lr and float(_last(stage2, "--lr")) == 1e-5
+    assert _last(stage1, "--peft") == stage1_plan
+    assert (_last(stage1, "--warmup-updates"), _last(stage2, "--warmup-updates")) == ("1", "11")
+    assert "--patience" not in stage1
+    assert any(line.startswith("ehft handover --stage1 ") and "/checkpoint_last.pt " in line
+               for line in lines)
+    for cmd in (stage1, stage2):
+        assert _last(cmd, "--batch-size") == "32" and _last(cmd, "--clip-norm") == "0.1"
+        assert _last(cmd, "--weight-decay") == "0.01" and "--no-decay-bias-norm" in cmd
+        assert _last(cmd, "--head-init-std") == "0.005"
+        assert _last(cmd, "--adam-betas") == "(0.9,0.98)"
+
+
+def test_ehft_paper_one_stage_methods(tiny):
+    ft = _dry_run(tiny, "ft")[0]["finetune"]
+    assert _last(ft, "--max-update") == "120" and float(_last(ft, "--lr")) == 1e-5
+    mixout = _dry_run(tiny, "mixout")[0]["finetune"]
+    assert _last(mixout, "--peft") == "mixout(p=0.7)" and "--mixout-head" in mixout
+    for flag in ("--dropout", "--attention-dropout", "--activation-dropout", "--pooler-dropout"):
+        assert _last(mixout, flag) == "0"
+    assert "--mixout-head" not in ft and _last(ft, "--head-init-std") == "0.005"
+    _, lines = _dry_run(tiny, "child-tuning-d")
+    assert any(line.startswith("ehft child-mask --share 0.1 --fisher-clip 1 ") for line in lines)
+    # a method written with its own arguments is run as written
+    assert _last(_dry_run(tiny, "mixout(p=0.9)")[0]["finetune"], "--peft") == \
+        "mixout(p=0.9)"
+
+
+def test_ehft_paper_explicit_flags_win(tiny):
+    commands, _ = _dry_run(tiny, "ehft-bitfit", "--stage1-updates", "3", "--total-epochs", "5",
+                           "--lr-stage1", "1e-3", fairseq=("--clip-norm", "1.0"))
+    assert (_last(commands["stage1"], "--max-update"), _last(commands["stage2"], "--max-update")) \
+        == ("3", "10")
+    assert float(_last(commands["stage1"], "--lr")) == 1e-3
+    assert _last(commands["stage2"], "--clip-norm") == "1.0"
+
+
+def test_ehft_paper_stage2_rate_and_epochs_by_task():
+    from ehft_plugin.launcher import resolve_method
+
+    for task, epochs, lr in (("wic", 40, 3e-5), ("cb", 400, 1e-5), ("stsb", 20, 1e-5)):
+        opts = build_parser().parse_args(["train", "--method", "ehft-bitfit", "--data", "d",
+                                          "--checkpoint", "c.pt", "--save-dir", "s",
+                                          "--recipe", "ehft-paper"])
+        apply_recipe(opts, {"task": task, "splits": {"train": {"examples": 320}}},
+                     resolve_method("ehft-bitfit", 12))
+        assert opts.lr_stage2 == lr and opts.stage1_epochs == epochs // 10
+        assert opts.total_updates == (epochs - epochs // 10) * 10  # 10 updates a pass
+
+
+def test_ehft_paper_reaches_the_model_and_the_optimizer(tiny):
+    """--head-init-std draws the new head's weights from N(0, 0.005); --no-decay-bias-norm
+    leaves every tensor of fewer than 2 dimensions undecayed; --clip-norm 0.1; --mixout-head
+    mixes the head too."""
+    from fairseq import optim
+
+    from ehft_plugin.peft.mixout import MixoutLinear
+    from ehft_plugin.rebuild import Built
+
+    built = Built(_dry_run(tiny, "mixout")[0]["finetune"], "test", seed=1)
+    head = built.head
+    assert isinstance(head.dense, MixoutLinear) and isinstance(head.out_proj, MixoutLinear)
+    assert head.dense.p == 0.7 and built.cfg.model.dropout == 0.0
+    weights = torch.cat([head.dense.weight.flatten(), head.out_proj.weight.flatten()])
+    assert weights.std().item() == pytest.approx(0.005, rel=0.05)
+    assert weights.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert built.cfg.optimization.clip_norm == 0.1
+    params = [p for p in built.model.parameters() if p.requires_grad]
+    optimizer = optim.build_optimizer(built.cfg.optimizer, params)
+    groups = optimizer.optimizer.param_groups
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+    assert all(p.dim() >= 2 for p in groups[0]["params"])
+    assert all(p.dim() < 2 for p in groups[1]["params"])
+    assert sum(len(g["params"]) for g in groups) == len(params)
+    biases = {n for n, p in built.model.named_parameters() if p.requires_grad and p.dim() < 2}
+    assert any(n.endswith("layer_norm.weight") for n in biases)
+    assert all(n.endswith(("bias", "weight")) for n in biases)
+    # --head-init-std given on its own (FT under the recipe, overridden after "--")
+    plain = Built(_dry_run(tiny, "ft", fairseq=("--head-init-std", "0.5"))[0]["finetune"], "t",
+                  seed=1)
+    assert plain.head.dense.weight.std().item() == pytest.approx(0.5, rel=0.05)
+
+
+def test_the_fisher_pass_clips_each_tensor(tiny):
+    from ehft_plugin.child_tuning import fisher_information
+    from ehft_plugin.rebuild import Built
+
+    command = _dry_run(tiny, "ft")[0]["finetune"]
+    built = Built(command, "test", seed=1).load(str(tiny["checkpoint"]), strict=False)
+    torch.manual_seed(1)
+    plain = fisher_information(built.model, built.criterion, built.batches("train", 40, 8))
+    torch.manual_seed(1)
+    clipped = fisher_information(built.model, built.criterion, built.batches("train", 40, 8),
+                                 clip=1e-3)
+    # each batch's gradient of a tensor has norm <= 1e-3, so its mean square sums to <= 1e-6
+    assert all(f.sum().item() <= 1e-6 * (1 + 1e-4) for f in clipped.values())
+    assert any(f.sum().item() > 1e-6 for f in plain.values())
+
+
+def test_ehft_paper_refuses_a_task_the_authors_did_not_run(tiny, tmp_path):
+    from conftest import ehft, gpt2_flags, shared, subset
+
+    raw = subset(shared("glue", "SST-2"), tmp_path / "raw", rows=8)
+    ehft("prepare", "sst2", "--raw-dir", raw, "--out-dir", tmp_path / "bin", *gpt2_flags())
+    result = ehft("train", "--recipe", "ehft-paper", "--method", "ehft-bitfit", "--data",
+                  tmp_path / "bin", "--checkpoint", tiny["checkpoint"], "--save-dir",
+                  tmp_path / "runs", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ehft train: error: --recipe ehft-paper: the EH-FT authors did not run task 'sst2'; it "
+        "covers: boolq, cb, cola, copa, mrpc, qnli, rte, stsb, superglue-rte, wic"]
+    assert not (tmp_path / "runs").exists()
