@@ -125,14 +125,17 @@ def train_cell(task, method, seed, args, work):
     # unchanged to the bit: tests/test_analyze.py) and keeps the checkpoints the analysis reads
     keep = getattr(args, "keep", None)
     # the grids of benchmarks/accuracy and accuracy-converged gave stage 1 a tenth of the
-    # total (the rule before stage 1 had a budget of its own); `stage1`: another rule's flags
-    stage1 = getattr(args, "stage1", None) or ["--stage1-ratio", "0.1"]
+    # total (the rule before stage 1 had a budget of its own); `method_flags(task, method)`:
+    # another grid's (ehft train flags, fairseq-train arguments) for the method
+    method_flags = getattr(args, "method_flags", None)
+    own, own_fairseq = (method_flags(task, method) if method_flags
+                        else (["--stage1-ratio", "0.1"], []))
     cmd = ehft("train", "--method", method, "--data", prepare(task, args), "--checkpoint",
                os.path.join(args.backbone, "model.pt"), "--save-dir", work, "--seeds", seed,
-               *flags, *stage1, "--batch-size", BATCH, "--lr-stage2", lr(task) if callable(lr) else lr,
+               *flags, *own, "--batch-size", BATCH, "--lr-stage2", lr(task) if callable(lr) else lr,
                *(["--log-drift"] if keep else []),
                "--", *(["--cpu"] if args.device == "cpu" else []), "--num-workers", "0",
-               "--log-interval", "50", "--batch-order", args.batch_order, *extra)
+               "--log-interval", "50", "--batch-order", args.batch_order, *extra, *own_fairseq)
     # cells that share a machine share its cores: one thread each keeps them from contending
     env = dict(os.environ, OMP_NUM_THREADS="1") if args.jobs > 1 else None
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
