@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The main job (run by `make demo`): plain finetuning vs EH-FT(BitFit) vs EH-FT(LoRA) on
-# SuperGLUE CB (embedded in examples/data/CB), with the real pretrained all-MiniLM-L6-v2
-# converted to fairseq by setup; the same total updates for every method; a side-by-side
-# dev table and plots written by `ehft report`. Every number printed is measured by this run.
+# The main job (run by `make demo`): plain finetuning vs LP-FT vs EH-FT(BitFit) vs
+# EH-FT(LoRA) on SuperGLUE CB (embedded in examples/data/CB), with the real pretrained
+# all-MiniLM-L6-v2 converted to fairseq by setup; the same finetuning updates for every
+# method, the two-stage methods' stage 1 until its dev accuracy stops improving (capped at
+# $STAGE1_EPOCHS passes here to keep the demo short); stage 1's best dev accuracy printed
+# next to the linear probe's (LP-FT's stage 1) and the level of always predicting one class;
+# a side-by-side dev table and plots written by `ehft report`. Every number printed is
+# measured by this run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +18,9 @@ UPDATES=${EHFT_DEMO_UPDATES:-180}
 BATCH=${EHFT_DEMO_BATCH:-8}
 LR=${EHFT_DEMO_LR:-5e-5}          # full finetuning (FT, and EH-FT stage 2)
 SEEDS=${EHFT_DEMO_SEEDS:-1}
-METHODS=${EHFT_DEMO_METHODS:-ft ehft-bitfit ehft-lora}
+METHODS=${EHFT_DEMO_METHODS:-ft lp-ft ehft-bitfit ehft-lora}
+STAGE1_EPOCHS=${EHFT_DEMO_STAGE1_EPOCHS:-10}  # the most stage 1 trains (default: 40 passes)
+STAGE1_PATIENCE=${EHFT_DEMO_STAGE1_PATIENCE:-3}  # validations without a gain that end it
 
 if [ ! -f "$BACKBONE/ehft_backbone.json" ]; then
     echo "demo: no converted backbone at $BACKBONE; run 'make setup' (it converts all-MiniLM-L6-v2)" >&2
@@ -23,14 +29,14 @@ fi
 start=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - start ))s"; }
 # one directory per setting, so that a second run with the same settings reuses finished runs
-RUNS="$OUT/runs-u$UPDATES-b$BATCH-lr$LR"
+RUNS="$OUT/runs-u$UPDATES-b$BATCH-lr$LR-s$STAGE1_EPOCHS-p$STAGE1_PATIENCE"
 mkdir -p "$OUT/logs"
 
 echo "demo 1/3: ehft prepare cb --backbone $BACKBONE  ($DATA -> $OUT/data-bin/cb)"
 "$BIN/ehft" prepare cb --raw-dir "$DATA" --out-dir "$OUT/data-bin/cb" --force \
     --backbone "$BACKBONE" 2> "$OUT/logs/prepare.log" >/dev/null
 
-echo "demo 2/3: ehft train, $UPDATES updates in all for each method (batch $BATCH, full-finetuning lr $LR, seeds: $SEEDS)"
+echo "demo 2/3: ehft train, $UPDATES finetuning updates for each method (batch $BATCH, lr $LR, seeds: $SEEDS); stage 1 until dev accuracy stops improving for $STAGE1_PATIENCE validations, at most $STAGE1_EPOCHS passes"
 progress() {  # "stage: update N of M, last dev accuracy X" from a run's JSON logs
     "$BIN/python" - "$1" <<'PY' 2>/dev/null || true
 import json, os, sys
@@ -39,8 +45,9 @@ try:
     config = json.load(open(os.path.join(run_dir, "run.json")))["config"]
 except (OSError, ValueError):
     sys.exit()
-offset, text = 0, ""
-for stage, budget in zip([s["name"] for s in config["stages"]], config["updates"]):
+stages = [s["name"] for s in config["stages"]]
+text = ""
+for i, (stage, budget) in enumerate(zip(stages, config["updates"])):
     log = os.path.join(run_dir, stage, "train.log")
     updates = metric = None
     for line in open(log) if os.path.isfile(log) else []:
@@ -49,10 +56,11 @@ for stage, budget in zip([s["name"] for s in config["stages"]], config["updates"
         record = json.loads(line)
         updates = record.get("num_updates", record.get("train_num_updates", updates))
         metric = record.get("valid_accuracy", metric)
-    if updates is not None:
-        text = "%s: update %d of %d" % (stage, offset + int(updates), sum(config["updates"]))
+    if updates is not None:  # stage 1 of two stops on a plateau: its budget is a cap
+        capped = len(stages) > 1 and i == 0 and "stage1" in config
+        text = "%s: update %d of %s%d" % (stage, int(updates), "at most " if capped else "",
+                                          budget)
         text += ", last dev accuracy %s" % metric if metric else ""
-    offset += budget
 print(text)
 PY
 }
@@ -64,6 +72,7 @@ for method in $METHODS; do
         "$BIN/ehft" train --method "$method" --data "$OUT/data-bin/cb" \
             --checkpoint "$BACKBONE/model.pt" --save-dir "$RUNS" --seeds "$seed" \
             --total-updates "$UPDATES" --batch-size "$BATCH" --lr-stage2 "$LR" \
+            --stage1-max-epochs "$STAGE1_EPOCHS" --stage1-patience "$STAGE1_PATIENCE" \
             -- --cpu --num-workers 0 --log-interval 10 --save-interval 1000 > "$log" 2>&1 &
         job=$!
         trap 'kill $job 2>/dev/null' EXIT
@@ -82,6 +91,27 @@ for method in $METHODS; do
     done
 done
 
+echo "stage 1: the head each two-stage run handed over"
+"$BIN/python" - "$RUNS/cb" $SEEDS <<'PY'
+import json, os, sys
+root, seeds = sys.argv[1], sys.argv[2:]
+heads = {}
+for method in sorted(os.listdir(root)):
+    for seed in seeds:
+        path = os.path.join(root, method, "seed" + seed, "stage1", "done.json")
+        if os.path.isfile(path):
+            done = json.load(open(path))
+            if done.get("head"):
+                heads[method, seed] = (done["head"], done.get("trained_updates"))
+for (method, seed), (head, updates) in sorted(heads.items()):
+    probe = heads.get(("lp-ft", seed))
+    print("    %-12s seed %s: best dev %s %.2f after %s updates (linear probe: %s; always one "
+          "class: %.2f)%s" % (method, seed, head["metric"], head["best_dev"], updates,
+                              "%.2f" % probe[0]["best_dev"] if probe else "not run",
+                              head["constant_level"],
+                              "  <- made no head" if head["at_chance"] else ""))
+PY
+
 echo "demo 3/3: ehft report  [$(elapsed)]"
 "$BIN/ehft" report "$RUNS" --out "$OUT/results.md" > /dev/null
 # the measured table only; results.md continues with the published tables, marked as such
@@ -95,9 +125,9 @@ examples: differences of a few points are within seed noise. The full experiment
 EH-FT paper runs it (RoBERTa-large, several seeds, every task):
     ehft prepare cb --raw-dir CB --out-dir data-bin/cb --bpe gpt2 ... (RoBERTa's BPE files)
     ehft train --method ft          --data data-bin/cb --checkpoint roberta.large/model.pt \\
-               --save-dir runs --seeds 1 2 3 4 --total-epochs 10
+               --save-dir runs --seeds 1 2 3 4 --recipe ehft-paper
     ehft train --method ehft-bitfit --data data-bin/cb --checkpoint roberta.large/model.pt \\
-               --save-dir runs --seeds 1 2 3 4 --total-epochs 10
+               --save-dir runs --seeds 1 2 3 4 --recipe ehft-paper
     ehft report runs --out results.md
 Or more of this demo (about 7 minutes per method and seed on 2 cores):
     EHFT_DEMO_SEEDS="1 2 3 4" EHFT_DEMO_UPDATES=400 make demo
