@@ -108,14 +108,14 @@ def rates_for(tasks):
 
 def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False, epochs=None,
               work_for=lambda work, *key: os.path.join(work, *("lr%g" % k for k in key)),
-              budget_for=None, method_flags=None, kept=KEPT):
+              budget_for=None, method_flags=None, kept=None):
     """accuracy_grid's cells, --jobs at a time, none started after --hours; returns the
     failures. `cells`: (task, method, seed, *key), key picking the output and the rate;
     `keep(task, method, seed)`: whether the cell is kept for `ehft analyze` (under KEPT);
     `epochs`: a budget other than the task's declared one; `budget_for(task, args, *key)`:
     another budget altogether; `method_flags(task, method, *key)`: (ehft train flags,
     fairseq-train arguments) of the method's cells (default: stage 1 a tenth of the total);
-    `kept`: where kept cells go."""
+    `kept`: where kept cells go (default KEPT)."""
     import concurrent.futures
 
     start = time.time()
@@ -129,7 +129,8 @@ def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False, epochs=Non
                                               method_flags=(lambda t, m: method_flags(t, m, *key))
                                               if method_flags else None,
                                               ft_lr=lr_for(task, *key), batch_order="length",
-                                              keep=kept if keep(task, method, seed) else None,
+                                              keep=(kept or KEPT) if keep(task, method, seed)
+                                              else None,
                                               # the sweep's rates train side by side
                                               work=work_for(args.work, *key)))
         if grid.finished(task, method, seed, cell_args):

@@ -24,8 +24,8 @@ def runs(tmp_path_factory):
     for method in ("ft", "lp", "lp-ft", "ehft-bitfit"):
         ehft("train", "--method", method, "--save-dir", tmp / "runs", *args, *FAIRSEQ)
     # the stage-1 share ablation: the same method with another share, in its own save dir
-    ehft("train", "--method", "ehft-bitfit", "--stage1-ratio", "0.5", "--save-dir",
-         tmp / "share50", *args, *FAIRSEQ)
+    ehft("train", "--method", "ehft-bitfit", "--save-dir", tmp / "share50", *args,
+         "--stage1-ratio", "0.5", *FAIRSEQ)
     return tmp
 
 
