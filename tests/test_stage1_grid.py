@@ -1,0 +1,62 @@
+"""benchmarks/stage1_grid.py: the probe picks each stage-1 rate before the grid starts, the
+grid runs its declared methods and seeds with the default stage 1, and the probe's report
+answers its question from the records."""
+
+import argparse
+import os
+
+import pytest
+from test_benchmarks import _load_benchmark
+from test_converged_grid import fake_record
+
+
+@pytest.fixture
+def stage1(tmp_path, monkeypatch):
+    module = _load_benchmark("stage1_grid")
+    monkeypatch.setattr(module, "PROBE", str(tmp_path / "probe"))
+    monkeypatch.setattr(module, "OUT", str(tmp_path / "grid"))
+    return module
+
+
+def _probe(stage1, task, method, lr, values):
+    for seed, value in zip(stage1.PROBE_SEEDS, values):
+        fake_record(stage1.probe_dir(lr), task, method, seed, [50.0, value], 100)
+
+
+def test_each_stage1_rate_is_the_probes_rate_with_the_higher_mean(stage1):
+    _probe(stage1, "cb", "bitfit", 5e-4, (70.0, 72.0))  # mean 71
+    _probe(stage1, "cb", "bitfit", 2e-3, (75.0, 69.0))  # mean 72: chosen
+    _probe(stage1, "cb", "lp", 5e-4, (74.0, 76.0))  # mean 75: chosen
+    assert stage1.stage1_rates() == {"cb": {"bitfit": 2e-3}}  # lp waits for its second rate
+    _probe(stage1, "cb", "lp", 2e-3, (60.0, 64.0))
+    assert stage1.stage1_rates() == {"cb": {"bitfit": 2e-3, "lp": 5e-4}}
+    text = stage1.probe_report()
+    assert "| CB | bitfit | 70.00, 72.00 → 71.00 | 75.00, 69.00 → 72.00 | 0.002 | 100 |" in text
+    assert "- CB: BitFit at its best rate does not beat LP at its best rate by 3.00 points " \
+           "(72.00 against 75.00)." in text
+
+
+def test_the_grid_waits_for_the_probe(stage1, monkeypatch):
+    monkeypatch.setattr(stage1.converged, "rates_for", lambda tasks: {t: 5e-5 for t in tasks})
+    args = argparse.Namespace(tasks=["cb"], methods=list(stage1.SEEDS), jobs=1, hours=0)
+    with pytest.raises(SystemExit, match="the probe has not chosen a stage-1 rate for cb"):
+        stage1.run_grid(args)
+    assert not os.path.exists(stage1.OUT)
+
+
+def test_the_grid_has_its_declared_cells_and_flags(stage1):
+    args = argparse.Namespace(tasks=["cb", "rte"], methods=list(stage1.SEEDS))
+    cells = stage1.grid_cells(args)
+    count = {(t, m): sum(1 for c in cells if c[:2] == (t, m)) for t, m, _ in cells}
+    assert count["cb", "ehft-bitfit"] == count["cb", "lp-ft"] == 8
+    assert count["rte", "ehft-bitfit"] == count["rte", "lp-ft"] == 4
+    assert count["cb", stage1.LORA] == count["rte", stage1.MIXOUT] == count["cb", stage1.CHILD] \
+        == 4
+    assert ("cb", "ft") not in count  # FT's cells are the converged grid's
+    flags = stage1.grid_flags({"cb": {"bitfit": 2e-3, "lp": 5e-4}})
+    assert flags("cb", "ehft-bitfit") == (["--lr-stage1", 2e-3], [])  # the default stage 1
+    assert flags("cb", "lp-ft") == (["--lr-stage1", 5e-4], [])
+    own, fairseq = flags("cb", stage1.MIXOUT)
+    assert own == [] and "--mixout-head" in fairseq and fairseq[fairseq.index("--dropout") + 1] \
+        == "0"
+    assert stage1.diagnosed("rte", "lp-ft", 3) and not stage1.diagnosed("copa", "lp-ft", 1)
