@@ -74,3 +74,27 @@ def test_a_run_killed_anywhere_finishes_bit_identical_after_a_relaunch(setup, tm
                                                              theirs["model"][k])]
     assert different == [], "%s: %d tensors differ, first %s" % (point, len(different),
                                                                  different[:1])
+
+
+def test_a_plateau_stage1_resumed_keeps_its_patience(setup, tmp_path):
+    """The default stage 1 stops after --stage1-patience validations without a gain; killed
+    after its first validation and relaunched, it stops at the same update as an uninterrupted
+    run (fairseq keeps the count in memory only; the task stores it in the checkpoint)."""
+    data, checkpoint = setup["args"][3], setup["args"][5]
+    # a tiny random RoBERTa stays at 50% on RTE: every validation after the first is no gain
+    args = ["--method", "ehft-bitfit", "--data", data, "--checkpoint", checkpoint,
+            "--total-updates", "3", "--batch-size", "8", "--stage1-patience", "3",
+            "--stage1-max-epochs", "8"]
+    ehft("train", "--save-dir", tmp_path / "reference", *args, *FAIRSEQ)
+    reference = tmp_path / "reference" / "rte" / "ehft-bitfit" / "seed1"
+    done = json.loads((reference / "stage1" / "done.json").read_text())
+    # validations at the ends of passes 1-4 (5 updates each): the best, then 3 without a gain
+    assert done["trained_updates"] == 20 and len(done["valid"]) == 4
+    save_dir = tmp_path / "runs"
+    assert _kill_when(save_dir, args, "stage1/checkpoint_last.pt")
+    ehft("train", "--save-dir", save_dir, *args, *FAIRSEQ)
+    run_dir = save_dir / "rte" / "ehft-bitfit" / "seed1"
+    assert json.loads((run_dir / "stage1" / "done.json").read_text())["trained_updates"] == 20
+    ours = torch.load(run_dir / "stage2" / "checkpoint_last.pt", weights_only=False)["model"]
+    theirs = torch.load(reference / "stage2" / "checkpoint_last.pt", weights_only=False)["model"]
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)

@@ -250,6 +250,25 @@ class GlueEhftTask(FairseqTask):
         kwargs["required_batch_size_multiple"] = 1
         return super().get_batch_iterator(dataset, **kwargs)
 
+    # ---- resuming ---------------------------------------------------------------
+
+    # fairseq counts --patience in attributes of fairseq_cli.train.should_stop_early, which a
+    # relaunch loses: a resumed stage would wait `patience` more validations than an
+    # uninterrupted one. They travel in the checkpoint instead (fairseq stores this dict under
+    # the task's class name and hands it back on resume).
+    _PATIENCE = ("best", "num_runs")
+
+    def get_checkpoint_dict(self):
+        counter = _patience_counter()
+        state = {k: getattr(counter, k) for k in self._PATIENCE if hasattr(counter, k)}
+        return {type(self).__name__: {"patience": state}} if state else {}
+
+    def set_checkpoint_dict(self, state):
+        counter = _patience_counter()
+        for key, value in (state.get("patience") or {}).items():
+            if key in self._PATIENCE:
+                setattr(counter, key, value)
+
     # ---- model and metrics ----------------------------------------------------
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
@@ -304,3 +323,10 @@ class GlueEhftTask(FairseqTask):
 if GlueEhftTask.__module__ != __name__:
     raise ImportError("--task glue_ehft is already registered by %s; ehft_plugin cannot register it"
                       % GlueEhftTask.__module__)
+
+
+def _patience_counter():
+    """fairseq-train's early-stopping function, which keeps the patience count."""
+    from fairseq_cli import train
+
+    return train.should_stop_early
