@@ -138,14 +138,15 @@ def probe_report():
     results = probe_results()
     lines = ["# Can BitFit beat a linear probe on all-MiniLM-L6-v2?", "",
              "Single-stage BitFit and the linear probe (LP, the head alone) trained to "
-             "convergence: at most %s epochs, one validation a pass, fairseq's --patience %d. "
-             "Cells: best dev metric (accuracy) of each seed %s, then their mean. Made by `%s` "
-             "from the records in probe/lr*/runs/." % (
-                 ", ".join("%d on %s" % (e, t.upper()) for t, e in PROBE_EPOCHS.items()),
+             "convergence: at most %s, one validation a pass, fairseq's --patience %d. "
+             "Cells: best dev metric (accuracy) of each seed %s, then their mean; updates: "
+             "the mean over both rates and seeds of what the runs trained before their "
+             "patience ended them. Made by `%s` from the records in probe/lr*/runs/." % (
+                 ", ".join("%d epochs on %s" % (e, t.upper()) for t, e in PROBE_EPOCHS.items()),
                  PROBE_PATIENCE, list(PROBE_SEEDS),
                  "python benchmarks/stage1_grid.py report"), "",
              "| task | method | " + " | ".join("lr %g" % lr for lr in PROBE_LRS)
-             + " | best rate | updates trained (mean) |", "|---|---|" + "---|" * len(PROBE_LRS)
+             + " | best rate | updates |", "|---|---|" + "---|" * len(PROBE_LRS)
              + "---|---|"]
     verdicts = []
     for task in TASKS:

@@ -32,6 +32,7 @@ def test_each_stage1_rate_is_the_probes_rate_with_the_higher_mean(stage1):
     assert stage1.stage1_rates() == {"cb": {"bitfit": 2e-3, "lp": 5e-4}}
     text = stage1.probe_report()
     assert "| CB | bitfit | 70.00, 72.00 → 71.00 | 75.00, 69.00 → 72.00 | 0.002 | 100 |" in text
+    assert "at most 40 epochs on CB, 40 epochs on COPA, 20 epochs on RTE" in text
     assert "- CB: BitFit at its best rate does not beat LP at its best rate by 3.00 points " \
            "(72.00 against 75.00)." in text
 
