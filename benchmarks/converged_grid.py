@@ -255,8 +255,6 @@ def run_grid(args):
 def diagnostics(args):
     """`ehft analyze` on each task's kept cells into OUT/diagnostics/TASK (analysis.md, JSON,
     figures, how.json); a task waits until all its diagnosed cells are kept."""
-    from diagnostics import how_record
-
     for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
         cells = diagnosed_cells(task)
         dirs = [kept_dir(*cell) for cell in cells]
@@ -267,16 +265,23 @@ def diagnostics(args):
             print("converged: %s diagnostics wait for %d kept cells: %s"
                   % (task, len(missing), ", ".join(missing)))
             continue
-        out = os.path.join(OUT, "diagnostics", task)
-        # paths relative to the repository: the committed analysis names no machine's layout
-        cmd = grid.ehft("analyze", *(os.path.relpath(d, grid.ROOT) for d in dirs), "--out",
-                        os.path.relpath(out, grid.ROOT), "--examples", 512, "--device",
-                        args.device)
-        print("converged: " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=grid.ROOT)
-        record = dict(how_record(this_command(), dirs), retrained=retrained(task))
-        write_file(os.path.join(out, "how.json"), json.dumps(record, indent=1))
+        analyze(dirs, os.path.join(OUT, "diagnostics", task), args, this_command(),
+                "converged", retrained=retrained(task))
     return []
+
+
+def analyze(dirs, out, args, command, label, **record):
+    """`ehft analyze` on kept save dirs into `out`, and out/how.json: `command` (the grid
+    step that ran it), the dirs' settings and machine (diagnostics.how_record), and `record`."""
+    from diagnostics import how_record
+
+    # paths relative to the repository: the committed analysis names no machine's layout
+    cmd = grid.ehft("analyze", *(os.path.relpath(d, grid.ROOT) for d in dirs), "--out",
+                    os.path.relpath(out, grid.ROOT), "--examples", 512, "--device", args.device)
+    print("%s: %s" % (label, " ".join(cmd)), flush=True)
+    subprocess.run(cmd, check=True, cwd=grid.ROOT)
+    write_file(os.path.join(out, "how.json"),
+               json.dumps(dict(how_record(command, dirs), **record), indent=1))
 
 
 def retrained_dir():

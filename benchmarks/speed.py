@@ -248,7 +248,9 @@ def stage_timings(run_dir):
 def stages_wall(stages):
     """The wall seconds the stages spent: every timing but the training loop, which lies
     inside its fairseq-train process."""
-    return sum(v for s in stages.values() for k, v in s.items() if k != "training" and v)
+    from ehft_plugin.rundir.files import wall_seconds
+
+    return sum(wall_seconds(s) for s in stages.values())
 
 
 def stage_seconds(run_dir, total):

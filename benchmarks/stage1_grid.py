@@ -37,9 +37,7 @@ seeds of the converged grid):
 """
 
 import argparse
-import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -288,8 +286,6 @@ def report(args):
 def diagnostics(args):
     """`ehft analyze` on each task's kept cells (the new grid's EH-FT(BitFit) and LP-FT, the
     converged grid's FT kept by its `rekeep`) into OUT/diagnostics/TASK."""
-    from diagnostics import how_record
-
     for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
         cells = [(task, m, s) for s in range(1, DIAGNOSED["seeds"] + 1)
                  for m in DIAGNOSED["methods"]]
@@ -300,13 +296,8 @@ def diagnostics(args):
             print("stage1: %s diagnostics wait for %d kept cells: %s"
                   % (task, len(missing), ", ".join(missing)))
             continue
-        out = os.path.join(OUT, "diagnostics", task)
-        cmd = grid.ehft("analyze", *(os.path.relpath(d, ROOT) for d in dirs), "--out",
-                        os.path.relpath(out, ROOT), "--examples", 512, "--device", args.device)
-        print("stage1: " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        write_file(os.path.join(out, "how.json"),
-                   json.dumps(how_record(this_command(), dirs), indent=1))
+        converged.analyze(dirs, os.path.join(OUT, "diagnostics", task), args, this_command(),
+                          "stage1")
     return []
 
 

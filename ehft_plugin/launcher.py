@@ -98,7 +98,8 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
     # what a second stage costs beyond its updates is read from these
     seconds = dict(seconds_before or {})
     log = os.path.join(stage_dir, LOG)
-    if not replaced and (trained_updates(stage_dir) >= n or stage1_rules.stopped_early(log)):
+    # stopped_early reads the log; trained_updates loads the whole checkpoint
+    if not replaced and (stage1_rules.stopped_early(log) or trained_updates(stage_dir) >= n):
         # fairseq finished but the launcher stopped before recording it; running fairseq
         # again would take one more update past --max-update
         logger.info("%s: %s already trained for %d updates", run_dir, stage.name, n)

@@ -189,7 +189,14 @@ def split_updates(total: int, method: Method):
         raise MethodError("--total-updates %d: expected > 0" % total)
     if not method.two_stage:
         return [total]
-    first = max(1, int(round(method.stages[0].share * total)))
+    first = stage1_share_updates(total, method.stages[0].share)
+    return [first, total - first]
+
+
+def stage1_share_updates(total: int, share: float) -> int:
+    """Stage 1's updates when it takes `share` of `total` (--stage1-ratio); stage 2 must keep
+    at least one."""
+    first = max(1, int(round(share * total)))
     if first >= total:
         raise MethodError("--total-updates %d is too small to give both stages an update" % total)
-    return [first, total - first]
+    return first

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 from .errors import EhftError
+from .methods import stage1_share_updates
 
 PLATEAU, RATIO, UPDATES, EPOCHS = "plateau", "ratio", "updates", "epochs"
 DEFAULT_PATIENCE = 5
@@ -104,11 +105,8 @@ def stage1_budget(opts, meta, total_updates):
         if not 0 < ratio < 1:
             raise Stage1Error("--stage1-ratio %g: expected a number strictly between 0 and 1"
                               % ratio)
-        first = max(1, int(round(ratio * total_updates)))
-        if first >= total_updates:
-            raise Stage1Error("--total-updates %d is too small to give both stages an update"
-                              % total_updates)
-        return Stage1Budget(RATIO, first, head or LAST, ratio=ratio)
+        return Stage1Budget(RATIO, stage1_share_updates(total_updates, ratio), head or LAST,
+                            ratio=ratio)
     if updates is not None:
         if updates < 1:
             raise Stage1Error("--stage1-updates %d: expected an integer >= 1" % updates)

@@ -71,6 +71,13 @@ def write_done(stage_dir, updates, metric, valid, software, seconds, **extra):
                 "seconds": seconds, **extra})
 
 
+def wall_seconds(seconds):
+    """The wall seconds of a done.json `seconds` record: every timing but `training`,
+    fairseq's loop, which lies inside its fairseq-train process."""
+    return sum(float(v) for k, v in seconds.items()
+               if k != "training" and isinstance(v, (int, float)))
+
+
 def recorded_commands(run_dir, config, overwrite):
     """(commands recorded before, whether the directory is to be replaced); a directory that
     holds something else, or a run with other settings, is refused. Reads only: every rank

@@ -42,11 +42,10 @@ def validated_at_the_end(log_path, records):
     update. fairseq validates whenever it stops (--max-update, or --max-epoch, --patience ...
     first) unless validation is disabled, and then writes the epoch's train stats with that
     update count."""
-    ends = [int(float(stats["train_num_updates"])) for stats in log_records(log_path)
-            if "train_num_updates" in stats]
+    last = last_update(log_path)
     validated = {int(float(r[r["subset"] + "_num_updates"])) for r in records
                  if r["subset"] + "_num_updates" in r}
-    return bool(ends) and ends[-1] in validated
+    return last is not None and last in validated
 
 
 def last_update(log_path):

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..data.task_table import column_name, paper_metric
 from .files import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, RUN_RECORD, RunError,
-                    read_json)
+                    read_json, wall_seconds)
 from .logs import train_records
 
 _NOT_METRICS = ("loss", "nll_loss", "ppl", "wps", "wpb", "bsz", "num_updates")
@@ -185,12 +185,8 @@ class Run:
     def wall_seconds(self):
         """Seconds the run's stages took, start checkpoints, Child-Tuning masks and hand-overs
         included (a stage resumed over several launches counts its last launch)."""
-        total = 0.0
-        for stage in self.stages:
-            seconds = (self.done(stage) or {}).get("seconds") or {}
-            total += sum(float(v) for k, v in seconds.items()
-                         if k != "training" and isinstance(v, (int, float)))
-        return total
+        return sum(wall_seconds((self.done(stage) or {}).get("seconds") or {})
+                   for stage in self.stages)
 
     def stage1_head(self):
         """What stage 1 of a two-stage run recorded of the head it handed over (dev, best_dev,
