@@ -129,6 +129,6 @@ EH-FT paper runs it (RoBERTa-large, several seeds, every task):
     ehft train --method ehft-bitfit --data data-bin/cb --checkpoint roberta.large/model.pt \\
                --save-dir runs --seeds 1 2 3 4 --recipe ehft-paper
     ehft report runs --out results.md
-Or more of this demo (about 7 minutes per method and seed on 2 cores):
+Or more of this demo (each run's time is in its done.json; ehft report lists them):
     EHFT_DEMO_SEEDS="1 2 3 4" EHFT_DEMO_UPDATES=400 make demo
 MSG
