@@ -107,8 +107,10 @@ def plugin_batches(data, batch_size, order, seed=1):
 class TrainerStep:
     """One optimizer update as transformers.Trainer takes it, in its fp16/bf16 modes."""
 
-    def __init__(self, model, optimizer, device, precision):
+    def __init__(self, model, optimizer, device, precision, clip=None):
         self.model, self.optimizer, self.device = model, optimizer, device
+        # Trainer's max_grad_norm=1.0, on CUDA by default (clip=True: also on CPU)
+        self.clip = device.type == "cuda" if clip is None else clip
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -122,7 +124,7 @@ class TrainerStep:
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        if self.device.type == "cuda":  # Trainer's max_grad_norm=1.0
+        if self.clip:
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)

@@ -1,0 +1,399 @@
+"""Operations and host synchronisations per training step, counted without a GPU.
+
+    .venv/bin/python benchmarks/step_ops.py [--label after] [--steps 3] [--batch-size 8]
+    .venv/bin/python benchmarks/step_ops.py --shape tiny --out DIR        # (tests)
+
+On RTE-sized batches a GPU finishes a step's arithmetic in a few milliseconds, so a step is
+bound by how fast the host issues kernels and how often it stops to wait for the GPU. Both
+are properties of the code, not of the device, and are counted here on a CPU: every aten
+operation of `--steps` training steps (forward, backward, gradient clipping, optimizer step,
+the metrics logged) is seen by a TorchDispatchMode, after `--warmup` steps.
+
+- *launches*: operations that run a kernel on a GPU (views, aliases and allocations such as
+  `empty` excluded). `_foreach_*` operations count once, as on a GPU they launch a few
+  kernels for many tensors.
+- *host syncs*: reads of a device tensor's value on the host (`.item()`, `bool(t)`,
+  `int(t)`, `float(t)`: `aten::_local_scalar_dense`; `.tolist()`, `.numpy()`, `.cpu()`),
+  and operations whose CUDA kernels read sizes on the host (`bincount`, `nonzero`,
+  `masked_select`, `unique`, `repeat_interleave` without an output size, indexing with a
+  boolean mask, `equal`). Each comes with the line of code that asked for it.
+
+Configurations, all on the same RTE batches (GPT-2 BPE, fairseq's random order, seed 1): stock
+fairseq (`--task sentence_prediction --criterion sentence_prediction`, Adam), the plugin's
+FT, BitFit, LoRA (r=8 on q, k, v, out), prefix (16 tokens), Mixout (p=0.7) and
+Child-Tuning_D (a 30% mask), in fp16 as a GPU trains them (fairseq's FP16Optimizer and
+dynamic loss scaler, which run on a CPU for counting although `fairseq-train --cpu` refuses
+fp16), plugin FT in bf16; HF transformers' RobertaForSequenceClassification (+ HF PEFT for
+LoRA and prefix) stepping as transformers.Trainer does on a GPU in fp16 (autocast,
+GradScaler, gradient clipping at 1.0, AdamW). The model has RoBERTa-large's depth (24 layers)
+and a tiny width: the number of operations does not depend on the width or the batch size.
+Besides the step, the cost of reading the metrics once (what fairseq-train does every
+--log-interval updates) is counted on its own.
+
+Writes benchmarks/results-ops.json (per label: every configuration's counts, each sync's
+site, the targets as {value, target, met}) and benchmarks/RESULTS-ops.md. Labels keep a
+before/after history: `--label before` was measured on the code before the fixes, and a
+new run with another label keeps the others.
+"""
+
+import argparse
+import collections
+import json
+import os
+import platform
+import sys
+import tempfile
+import traceback
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import hf_step  # noqa: E402
+import speed_cuda  # noqa: E402
+
+from ehft_plugin.atomic import write_file  # noqa: E402
+
+SHAPES = {"large-depth": (24, 32, 64, 4), "tiny": (2, 32, 64, 4)}  # layers, dim, ffn, heads
+LORA_PLAN = speed_cuda.LORA_PLAN
+PREFIX_PLAN = speed_cuda.PREFIX_PLAN
+MIXOUT = "mixout(p=0.7)"
+CHILD_SHARE = 0.3
+# (name, kind, keyword arguments); fp16 unless the keywords say otherwise
+CONFIGURATIONS = [
+    ("stock fairseq ft", "fairseq", dict(stock=True)),
+    ("plugin ft", "fairseq", dict(peft="full")),
+    ("plugin bitfit", "fairseq", dict(peft="bitfit")),
+    ("plugin lora", "fairseq", dict(peft=LORA_PLAN)),
+    ("plugin prefix", "fairseq", dict(peft=PREFIX_PLAN)),
+    ("plugin mixout", "fairseq", dict(peft=MIXOUT)),
+    ("plugin child-tuning-d", "fairseq", dict(peft="full", child=True)),
+    ("plugin ft, bf16", "fairseq", dict(peft="full", precision="bf16")),
+    ("hf ft", "hf", dict(method="ft")),
+    ("hf bitfit", "hf", dict(method="bitfit")),
+    ("hf lora (peft)", "hf", dict(method="lora")),
+    ("hf prefix (peft)", "hf", dict(method="prefix")),
+]
+PLUGIN_METHODS = [name for name, kind, _ in CONFIGURATIONS if name.startswith("plugin")]
+TARGETS = {  # key: (what, target, "max" | "min")
+    "ft_launches_vs_fairseq": ("plugin FT launches / stock fairseq's", 1.0, "max"),
+    "ft_launches_vs_hf": ("plugin FT launches / HF's", 1.0, "max"),
+    "lora_launches_vs_bitfit": ("plugin LoRA launches / plugin BitFit's", 1.3, "max"),
+    "prefix_launches_vs_bitfit": ("plugin prefix launches / plugin BitFit's", 1.15, "max"),
+}
+SYNC_TARGET = 2  # host syncs per step, every plugin method: the loss scaler's overflow check
+
+# operations that run no kernel on a GPU: the schema's views and aliases (func.is_view), and
+# these, which only allocate or relabel
+NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
+             "_unsafe_view", "_reshape_alias", "lift_fresh", "set_", "resize_"}
+# operations whose CUDA kernels read a size or value on the host
+SYNCING = {"_local_scalar_dense", "bincount", "nonzero", "masked_select", "unique",
+           "_unique", "_unique2", "unique_dim", "unique_consecutive", "equal", "argwhere"}
+HOST_READS = {"tolist", "numpy", "cpu"}  # Tensor methods that copy to the host (no aten op
+# on a CPU tensor, so they are seen a level up)
+
+
+def code_site(skip=__file__):
+    """`path:line function` of the innermost frame outside torch and this file."""
+    for frame in reversed(traceback.extract_stack()):
+        path = frame.filename
+        if "/torch/" in path or path == skip or path.startswith("<"):
+            continue
+        for cut in ("site-packages/", ROOT + os.sep):
+            if cut in path:
+                path = path.split(cut, 1)[1]
+        return "%s:%d %s" % (path, frame.lineno, frame.name)
+    return "?"
+
+
+def _has_bool_index(args):
+    indices = args[1] if len(args) > 1 else ()
+    return any(torch.is_tensor(i) and i.dtype == torch.bool for i in (indices or ()))
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts every aten operation dispatched while active: by name, launches and syncs."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+        self.launches = 0
+        self.syncs = collections.Counter()  # (operation, site)
+
+    def sync(self, what):
+        self.syncs[(what, code_site())] += 1
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.ops[name] += 1
+        if not func.is_view and name not in NO_KERNEL:
+            self.launches += 1
+        if name in SYNCING or (name in ("index", "index_put_", "index_put")
+                               and _has_bool_index(args)) or (
+                name == "repeat_interleave" and torch.is_tensor(args[0])
+                and (kwargs or {}).get("output_size") is None and len(args) < 4):
+            self.sync(name + ("[bool]" if name.startswith("index") else ""))
+        return func(*args, **(kwargs or {}))
+
+
+class HostReadCounter(TorchFunctionMode):
+    """Sees `.tolist()`, `.numpy()` and `.cpu()`, which dispatch nothing on a CPU tensor."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", None) in HOST_READS:
+            self.counter.sync("Tensor." + func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def count(step, steps):
+    """Counts of `steps` calls of `step()`, per step."""
+    counter = OpCounter()
+    with HostReadCounter(counter), counter:
+        for _ in range(steps):
+            step()
+    syncs = sorted(({"op": op, "site": site, "per_step": n / steps}
+                    for (op, site), n in counter.syncs.items()),
+                   key=lambda s: (-s["per_step"], s["site"]))
+    return {"ops_per_step": sum(counter.ops.values()) / steps,
+            "launches_per_step": counter.launches / steps,
+            "syncs_per_step": sum(counter.syncs.values()) / steps, "syncs": syncs,
+            "top_ops": {k: v / steps for k, v in counter.ops.most_common(12)}}
+
+
+# ---- the plugin and stock fairseq: fairseq's Trainer, as fairseq-train steps it ----------
+
+def allow_fp16_on_cpu():
+    """fp16 as a GPU runs it, here only to count it: the plugin's preflight refuses --fp16 on
+    CPU for users (fairseq's fp16 path was built for CUDA), and FP16Optimizer asks CUDA for
+    the device index that keys its flat fp32 buffer."""
+    from ehft_plugin import preflight
+
+    preflight.check_precision = lambda common: None
+    if not torch.cuda.is_available():
+        torch.cuda.current_device = lambda: 0
+
+
+def fairseq_argv(args, data, peft="full", stock=False, precision="fp16", mask=None):
+    speed_cuda.SHAPES.setdefault(args.shape, SHAPES[args.shape])
+    argv = speed_cuda.fairseq_argv(argparse.Namespace(device="cpu", backbone=None), args.shape,
+                                   data, precision, stock=stock, peft=peft)
+    argv[argv.index("--batch-size") + 1] = str(args.batch_size)
+    return argv + (["--child-tuning-mask", mask] if mask else [])
+
+
+def child_mask(args, data, out):
+    """A random 30% child of the model's parameters (what the step costs does not depend on
+    which entries are chosen), written as `ehft child-mask` writes one."""
+    from ehft_plugin import bench
+    from ehft_plugin.child_tuning import choose_child, save_mask
+
+    _, trainer = bench.build_trainer(fairseq_argv(args, data, precision="bf16"))
+    generator = torch.Generator().manual_seed(1)
+    fisher = {n: torch.rand(p.shape, generator=generator)
+              for n, p in trainer.model.named_parameters()
+              if p.requires_grad and not n.startswith("classification_heads.")}
+    save_mask(choose_child(fisher, CHILD_SHARE), out, CHILD_SHARE, 0)
+    return out
+
+
+def fairseq_counts(args, data, peft="full", stock=False, precision="fp16", child=False):
+    from fairseq import checkpoint_utils, metrics
+
+    from ehft_plugin import bench
+
+    mask = child_mask(args, data, os.path.join(args.work, "child.safetensors")) if child \
+        else None
+    argv = fairseq_argv(args, data, peft, stock, precision, mask)
+    cfg, trainer = bench.build_trainer(argv)
+    _, batches = checkpoint_utils.load_checkpoint(cfg.checkpoint, trainer)
+    # drawn before counting: collating a batch is host work on host tensors, not the step's
+    epoch = batches.next_epoch_itr(shuffle=True)
+    samples = iter([next(epoch) for _ in range(args.warmup + args.steps)])
+    updates = []
+
+    def step():  # fairseq_cli/train.py's loop body, without its log-interval branch
+        before = trainer.get_num_updates()
+        with metrics.aggregate("train_inner"):
+            trainer.train_step([next(samples)])
+        updates.append(trainer.get_num_updates() - before)
+
+    for _ in range(args.warmup):
+        step()
+    del updates[:]
+    row = count(step, args.steps)
+    row["log_interval"] = count(lambda: metrics.get_smoothed_values("train_inner"), 1)
+    row["updates"] = sum(updates)  # an fp16 overflow skips an update: counted, not hidden
+    row["command"] = "fairseq-train " + " ".join(
+        os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in argv)
+    return row
+
+
+# ---- HF transformers (+ PEFT), as transformers.Trainer steps on a GPU -------------------
+
+def hf_counts(args, data, method):
+    layers, dim, ffn, heads = SHAPES[args.shape]
+    hf_step.RANDOM_ROBERTA.setdefault(args.shape, {
+        "hidden_size": dim, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "intermediate_size": ffn})
+    torch.manual_seed(1)
+    model = hf_step.hf_model("random:" + args.shape, method).train()
+    optimizer, optimizer_name = hf_step.hf_optimizer(model)
+    take = hf_step.TrainerStep(model, optimizer, torch.device("cpu"), "fp16", clip=True)
+    drawn = hf_step.plugin_batches(data, args.batch_size, "random")  # drawn before counting
+    batches = iter([next(drawn) for _ in range(args.warmup + args.steps)])
+    for _ in range(args.warmup):
+        take(next(batches)[1])
+    row = count(lambda: take(next(batches)[1]), args.steps)
+    row["command"] = "hf_step.TrainerStep(random:%s, %s, fp16, clip=1.0, %s)" % (
+        args.shape, method, optimizer_name)
+    return row
+
+
+# ---- targets and files -----------------------------------------------------------------
+
+def targets(rows):
+    def launches(name):
+        row = rows.get(name)
+        return row["launches_per_step"] if row and "error" not in row else None
+
+    pairs = {"ft_launches_vs_fairseq": ("plugin ft", "stock fairseq ft"),
+             "ft_launches_vs_hf": ("plugin ft", "hf ft"),
+             "lora_launches_vs_bitfit": ("plugin lora", "plugin bitfit"),
+             "prefix_launches_vs_bitfit": ("plugin prefix", "plugin bitfit")}
+    out = {}
+    for key, (num, den) in pairs.items():
+        what, target, _ = TARGETS[key]
+        a, b = launches(num), launches(den)
+        value = a / b if a is not None and b else None
+        out[key] = {"value": value, "target": target, "what": what,
+                    "met": value is not None and value <= target}
+    for name in PLUGIN_METHODS:
+        row = rows.get(name)
+        value = row["syncs_per_step"] if row and "error" not in row else None
+        out["syncs_" + name.replace("plugin ", "").replace(", ", "_").replace(" ", "_")] = {
+            "value": value, "target": SYNC_TARGET, "what": "host syncs per step, " + name,
+            "met": value is not None and value <= SYNC_TARGET}
+    return out
+
+
+def environment(args):
+    import fairseq
+    import transformers
+
+    return {"command": "python benchmarks/step_ops.py " + " ".join(sys.argv[1:]),
+            "shape": dict(zip(("layers", "dim", "ffn", "heads"), SHAPES[args.shape]),
+                          name=args.shape),
+            "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+            "torch": torch.__version__, "fairseq": fairseq.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "data": "RTE train, GPT-2 BPE (ehft prepare rte --bpe gpt2)"}
+
+
+def markdown(results):
+    lines = ["# Operations and host syncs per training step", "",
+             "Counted on a CPU by `benchmarks/step_ops.py` (a TorchDispatchMode sees every "
+             "aten operation of a step: forward, backward, clipping, optimizer, metrics). "
+             "Launches: operations that run a GPU kernel (views and allocations excluded). "
+             "Host syncs: reads of a device value on the host, and operations whose CUDA "
+             "kernel reads a size on the host. \"log read\": what reading the metrics once "
+             "costs (fairseq-train does it every --log-interval updates).", ""]
+    for label, run in results.items():
+        how = run["how"]
+        lines += ["## %s" % label, "", "`%s` at %s; torch %s, fairseq %s, transformers %s; "
+                  "%d layers × dim %d; batch %d; %d steps counted after %d." % (
+                      how["command"], run.get("code", "?"), how["torch"], how["fairseq"],
+                      how["transformers"], how["shape"]["layers"], how["shape"]["dim"],
+                      how["batch_size"], how["steps"], how["warmup"]), "",
+                  "| configuration | launches | ops | host syncs | log read: syncs | updates |",
+                  "|---|---|---|---|---|---|"]
+        for name, row in run["rows"].items():
+            if "error" in row:
+                lines.append("| %s | failed: %s | | | | |" % (name, row["error"]))
+                continue
+            log = row.get("log_interval")
+            lines.append("| %s | %.0f | %.0f | %.2g | %s | %s |" % (
+                name, row["launches_per_step"], row["ops_per_step"], row["syncs_per_step"],
+                "%.0f" % log["syncs_per_step"] if log else "—",
+                "%d of %d" % (row["updates"], how["steps"]) if "updates" in row else "—"))
+        met = [k for k, t in run["targets"].items() if t["met"]]
+        lines += ["", "Targets met: %d of %d." % (len(met), len(run["targets"])), "",
+                  "| target | value | goal | met |", "|---|---|---|---|"]
+        for key, t in run["targets"].items():
+            lines.append("| %s (%s) | %s | ≤ %g | %s |" % (
+                key, t["what"], "—" if t["value"] is None else "%.3g" % t["value"], t["target"],
+                "yes" if t["met"] else "**no**"))
+        lines += ["", "Where each host sync comes from (per step):", ""]
+        for name, row in run["rows"].items():
+            for s in row.get("syncs", []):
+                lines.append("- %s: %.2g × `%s` at `%s`" % (name, s["per_step"], s["op"],
+                                                          s["site"]))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def code_version():
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=ROOT, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ehft_plugin"],
+                               capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        return head + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--shape", choices=SHAPES, default="large-depth")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--only", nargs="+", help="configurations whose name contains one of "
+                        "these (default: all)")
+    parser.add_argument("--out", default=HERE, help="folder of results-ops.json")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+    allow_fp16_on_cpu()
+    data = speed_cuda.prepare("large", "rte", None)  # RTE with the GPT-2 BPE, cached
+    path = os.path.join(args.out, "results-ops.json")
+    results = json.load(open(path)) if os.path.isfile(path) else {}
+    rows = {}
+    with tempfile.TemporaryDirectory() as work:
+        args.work = work
+        for name, kind, kwargs in CONFIGURATIONS:
+            if args.only and not any(o in name for o in args.only):
+                continue
+            try:
+                row = fairseq_counts(args, data, **kwargs) if kind == "fairseq" else \
+                    hf_counts(args, data, **kwargs)
+            except Exception as error:  # a library's refusal: say so, count the others
+                traceback.print_exc()
+                row = {"error": "%s: %s" % (type(error).__name__, str(error).splitlines()[0])}
+            rows[name] = row
+            print("step_ops: %-24s %s" % (name, row.get("error") or
+                                          "%6.0f launches %5.2g syncs" % (
+                                              row["launches_per_step"],
+                                              row["syncs_per_step"])), flush=True)
+    results[args.label] = {"how": environment(args), "code": code_version(), "rows": rows,
+                           "targets": targets(rows)}
+    write_file(path, json.dumps(results, indent=1) + "\n")
+    write_file(os.path.join(args.out, "RESULTS-ops.md"), markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
