@@ -44,24 +44,21 @@ import platform
 import sys
 import tempfile
 import traceback
+import weakref
 
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-import hf_step  # noqa: E402
-import speed_cuda  # noqa: E402
-
-from ehft_plugin.atomic import write_file  # noqa: E402
-
 SHAPES = {"large-depth": (24, 32, 64, 4), "tiny": (2, 32, 64, 4)}  # layers, dim, ffn, heads
-LORA_PLAN = speed_cuda.LORA_PLAN
-PREFIX_PLAN = speed_cuda.PREFIX_PLAN
+LORA_PLAN = "all:lora(r=8,alpha=16,dropout=0,targets=q+k+v+out)"  # = speed_cuda's
+PREFIX_PLAN = "all:prefix(len=16)"
 MIXOUT = "mixout(p=0.7)"
 CHILD_SHARE = 0.3
 # (name, kind, keyword arguments); fp16 unless the keywords say otherwise
@@ -118,13 +115,18 @@ def _has_bool_index(args):
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts every aten operation dispatched while active: by name, launches and syncs."""
+    """Counts every aten operation dispatched while active: by name, launches and syncs.
+
+    On a CPU every tensor is on the host; a GPU run has a few there too: what `.cpu()`
+    copied, and whatever is computed from such tensors alone. Those are tracked (`host`),
+    and reading them is no sync."""
 
     def __init__(self):
         super().__init__()
         self.ops = collections.Counter()
         self.launches = 0
         self.syncs = collections.Counter()  # (operation, site)
+        self.host = weakref.WeakSet()
 
     def sync(self, what):
         self.syncs[(what, code_site())] += 1
@@ -134,25 +136,40 @@ class OpCounter(TorchDispatchMode):
         self.ops[name] += 1
         if not func.is_view and name not in NO_KERNEL:
             self.launches += 1
-        if name in SYNCING or (name in ("index", "index_put_", "index_put")
-                               and _has_bool_index(args)) or (
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if torch.is_tensor(t)]
+        on_host = bool(inputs) and all(t in self.host for t in inputs)
+        if not on_host and (name in SYNCING or (
+                name in ("index", "index_put_", "index_put") and _has_bool_index(args)) or (
                 name == "repeat_interleave" and torch.is_tensor(args[0])
-                and (kwargs or {}).get("output_size") is None and len(args) < 4):
+                and (kwargs or {}).get("output_size") is None and len(args) < 4)):
             self.sync(name + ("[bool]" if name.startswith("index") else ""))
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        if on_host:
+            for t in tree_flatten(out)[0]:
+                if torch.is_tensor(t):
+                    self.host.add(t)
+        return out
 
 
 class HostReadCounter(TorchFunctionMode):
-    """Sees `.tolist()`, `.numpy()` and `.cpu()`, which dispatch nothing on a CPU tensor."""
+    """Sees `.tolist()`, `.numpy()` and `.cpu()`, which dispatch nothing on a CPU tensor;
+    what `.cpu()` returns is a new host tensor, as on a GPU."""
 
     def __init__(self, counter):
         super().__init__()
         self.counter = counter
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", None) in HOST_READS:
-            self.counter.sync("Tensor." + func.__name__)
-        return func(*args, **(kwargs or {}))
+        name = getattr(func, "__name__", None)
+        if name not in HOST_READS or not torch.is_tensor(args[0]) \
+                or args[0] in self.counter.host:
+            return func(*args, **(kwargs or {}))
+        self.counter.sync("Tensor." + name)
+        out = func(*args, **(kwargs or {}))
+        if name == "cpu":
+            out = out.clone() if out is args[0] else out
+            self.counter.host.add(out)
+        return out
 
 
 def count(step, steps):
@@ -172,18 +189,9 @@ def count(step, steps):
 
 # ---- the plugin and stock fairseq: fairseq's Trainer, as fairseq-train steps it ----------
 
-def allow_fp16_on_cpu():
-    """fp16 as a GPU runs it, here only to count it: the plugin's preflight refuses --fp16 on
-    CPU for users (fairseq's fp16 path was built for CUDA), and FP16Optimizer asks CUDA for
-    the device index that keys its flat fp32 buffer."""
-    from ehft_plugin import preflight
-
-    preflight.check_precision = lambda common: None
-    if not torch.cuda.is_available():
-        torch.cuda.current_device = lambda: 0
-
-
 def fairseq_argv(args, data, peft="full", stock=False, precision="fp16", mask=None):
+    import speed_cuda
+
     speed_cuda.SHAPES.setdefault(args.shape, SHAPES[args.shape])
     argv = speed_cuda.fairseq_argv(argparse.Namespace(device="cpu", backbone=None), args.shape,
                                    data, precision, stock=stock, peft=peft)
@@ -206,19 +214,40 @@ def child_mask(args, data, out):
     return out
 
 
-def fairseq_counts(args, data, peft="full", stock=False, precision="fp16", child=False):
+def build_trainer(argv):
+    """fairseq-train's Trainer for `argv`, in a process where only what `argv` names is loaded:
+    stock fairseq's configuration runs without the plugin (its --user-dir, as fairseq-train
+    imports it, brings the plugin and its changes to fairseq). fp16 as a GPU runs it, here
+    only to count it: `fairseq-train --cpu` refuses --fp16 with the plugin, and FP16Optimizer
+    keys its flat fp32 buffer by CUDA's current device index and copies the gradients of the
+    parameters whose `device.index` matches it (None for a CPU tensor)."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    if not torch.cuda.is_available():  # a CPU tensor's device index, as fairseq groups them
+        torch.cuda.current_device = lambda: None
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(
+        options.get_training_parser(), input_args=argv))
+    if "ehft_plugin" in sys.modules:  # as the plugin's fairseq-train does, fp16 allowed
+        from ehft_plugin import preflight
+
+        preflight.bf16_without_tpu(cfg)
+    torch.manual_seed(cfg.common.seed)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset(cfg.dataset.train_subset)
+    model = task.build_model(cfg.model)
+    return cfg, Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+
+
+def fairseq_counts(argv, steps, warmup):
     from fairseq import checkpoint_utils, metrics
 
-    from ehft_plugin import bench
-
-    mask = child_mask(args, data, os.path.join(args.work, "child.safetensors")) if child \
-        else None
-    argv = fairseq_argv(args, data, peft, stock, precision, mask)
-    cfg, trainer = bench.build_trainer(argv)
+    cfg, trainer = build_trainer(argv)
     _, batches = checkpoint_utils.load_checkpoint(cfg.checkpoint, trainer)
     # drawn before counting: collating a batch is host work on host tensors, not the step's
     epoch = batches.next_epoch_itr(shuffle=True)
-    samples = iter([next(epoch) for _ in range(args.warmup + args.steps)])
+    samples = iter([next(epoch) for _ in range(warmup + steps)])
     updates = []
 
     def step():  # fairseq_cli/train.py's loop body, without its log-interval branch
@@ -227,12 +256,13 @@ def fairseq_counts(args, data, peft="full", stock=False, precision="fp16", child
             trainer.train_step([next(samples)])
         updates.append(trainer.get_num_updates() - before)
 
-    for _ in range(args.warmup):
+    for _ in range(warmup):
         step()
     del updates[:]
-    row = count(step, args.steps)
+    row = count(step, steps)
     row["log_interval"] = count(lambda: metrics.get_smoothed_values("train_inner"), 1)
     row["updates"] = sum(updates)  # an fp16 overflow skips an update: counted, not hidden
+    row["plugin_loaded"] = "ehft_plugin" in sys.modules
     row["command"] = "fairseq-train " + " ".join(
         os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in argv)
     return row
@@ -241,6 +271,8 @@ def fairseq_counts(args, data, peft="full", stock=False, precision="fp16", child
 # ---- HF transformers (+ PEFT), as transformers.Trainer steps on a GPU -------------------
 
 def hf_counts(args, data, method):
+    import hf_step
+
     layers, dim, ffn, heads = SHAPES[args.shape]
     hf_step.RANDOM_ROBERTA.setdefault(args.shape, {
         "hidden_size": dim, "num_hidden_layers": layers, "num_attention_heads": heads,
@@ -354,6 +386,36 @@ def code_version():
         return "?"
 
 
+def run_one(args, name, kind, kwargs, data):
+    """One configuration's counts, from a process of its own (see build_trainer)."""
+    import subprocess
+
+    if kind == "fairseq":
+        mask = child_mask(args, data, os.path.join(args.work, "child.safetensors")) \
+            if kwargs.pop("child", False) else None
+        job = {"kind": kind, "argv": fairseq_argv(args, data, mask=mask, **kwargs)}
+    else:
+        job = {"kind": kind, "data": data, **kwargs}
+    job.update(steps=args.steps, warmup=args.warmup, shape=args.shape,
+               batch_size=args.batch_size)
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--job",
+                             json.dumps(job)], capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["exit status %d" % result.returncode]
+        print(result.stderr[-3000:], file=sys.stderr)
+        return {"error": lines[-1][:300]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def job(spec):
+    spec = json.loads(spec)
+    if spec["kind"] == "fairseq":
+        return fairseq_counts(spec["argv"], spec["steps"], spec["warmup"])
+    args = argparse.Namespace(**{k: spec[k] for k in ("steps", "warmup", "shape",
+                                                      "batch_size")})
+    return hf_counts(args, spec["data"], spec["method"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", default="after")
@@ -364,10 +426,17 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", help="configurations whose name contains one of "
                         "these (default: all)")
     parser.add_argument("--out", default=HERE, help="folder of results-ops.json")
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # one configuration, in a child
     args = parser.parse_args(argv)
+    if args.job:
+        print(json.dumps(job(args.job)))
+        return None
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
-    allow_fp16_on_cpu()
+    import speed_cuda
+
+    from ehft_plugin.atomic import write_file
+
     data = speed_cuda.prepare("large", "rte", None)  # RTE with the GPT-2 BPE, cached
     path = os.path.join(args.out, "results-ops.json")
     results = json.load(open(path)) if os.path.isfile(path) else {}
@@ -377,13 +446,7 @@ def main(argv=None):
         for name, kind, kwargs in CONFIGURATIONS:
             if args.only and not any(o in name for o in args.only):
                 continue
-            try:
-                row = fairseq_counts(args, data, **kwargs) if kind == "fairseq" else \
-                    hf_counts(args, data, **kwargs)
-            except Exception as error:  # a library's refusal: say so, count the others
-                traceback.print_exc()
-                row = {"error": "%s: %s" % (type(error).__name__, str(error).splitlines()[0])}
-            rows[name] = row
+            rows[name] = row = run_one(args, name, kind, dict(kwargs), data)
             print("step_ops: %-24s %s" % (name, row.get("error") or
                                           "%6.0f launches %5.2g syncs" % (
                                               row["launches_per_step"],

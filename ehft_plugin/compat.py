@@ -15,6 +15,14 @@ distributed.py, replicas.py); only the installation is here.
                                                         distributed: DDP on CPU
     fairseq.trainer.Trainer.begin_valid_epoch           replicas: ranks compare parameters
     fairseq.file_io.PathManager.copy                    atomic: checkpoint copies all or nothing
+    fairseq.trainer.Trainer._reduce_and_log_stats       host_syncs: logged values derived
+                                                        when read, not every update
+    fairseq.optim.fp16_optimizer._FP16OptimizerMixin.clip_grad_norm
+                                                        host_syncs: the norm read once
+    fairseq.optim.fp16_optimizer._FP16OptimizerMixin._sync_fp16_grads_to_fp32,
+    ._sync_fp32_params_to_fp16, .zero_grad              step_launches: foreach copies, no
+                                                        zeroing of an overwritten buffer
+    fairseq.utils.clip_grad_norm_                       step_launches: one foreach norm
 """
 
 import importlib
@@ -126,8 +134,46 @@ def patch_checkpoint_copy():
     _wrap("fairseq.file_io.PathManager", "copy", atomic.wrap_copy)
 
 
+def patch_reduce_and_log_stats():
+    from . import host_syncs
+
+    _wrap("fairseq.trainer.Trainer", "_reduce_and_log_stats",
+          lambda original: _marked(host_syncs.wrap_reduce_and_log_stats(original)))
+
+
+def patch_fp16_clip_grad_norm():
+    from . import host_syncs
+
+    _wrap("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "clip_grad_norm",
+          lambda original: _marked(host_syncs.wrap_fp16_clip_grad_norm(original)))
+
+
+def patch_fp16_copies():
+    from . import step_launches
+
+    owner = "fairseq.optim.fp16_optimizer._FP16OptimizerMixin"
+    for attribute, wrap in (("_sync_fp16_grads_to_fp32", step_launches.wrap_sync_grads),
+                            ("_sync_fp32_params_to_fp16", step_launches.wrap_sync_params),
+                            ("zero_grad", step_launches.wrap_zero_grad)):
+        _wrap(owner, attribute, lambda original, wrap=wrap: _marked(wrap(original)))
+
+
+def patch_clip_grad_norm_():
+    from . import step_launches
+
+    _wrap("fairseq.utils", "clip_grad_norm_",
+          lambda original: _marked(step_launches.wrap_clip_grad_norm_(original)))
+
+
+def _marked(wrapper):
+    setattr(wrapper, WRAPPED, True)
+    return wrapper
+
+
 PATCHES = (patch_checkpoint_loading, patch_call_main, patch_all_gather_list,
-           patch_distributed_model, patch_begin_valid_epoch, patch_checkpoint_copy)
+           patch_distributed_model, patch_begin_valid_epoch, patch_checkpoint_copy,
+           patch_reduce_and_log_stats, patch_fp16_clip_grad_norm, patch_fp16_copies,
+           patch_clip_grad_norm_)
 
 # (module or class, attribute) of every name above, for the test that pins them
 PATCHED_NAMES = (
@@ -138,6 +184,12 @@ PATCHED_NAMES = (
     ("fairseq.models", "DistributedFairseqModel"),
     ("fairseq.trainer.Trainer", "begin_valid_epoch"),
     ("fairseq.file_io.PathManager", "copy"),
+    ("fairseq.trainer.Trainer", "_reduce_and_log_stats"),
+    ("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "clip_grad_norm"),
+    ("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "_sync_fp16_grads_to_fp32"),
+    ("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "_sync_fp32_params_to_fp16"),
+    ("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "zero_grad"),
+    ("fairseq.utils", "clip_grad_norm_"),
 )
 
 

@@ -152,8 +152,10 @@ def confusion_matrix_logging(targets, predictions, num_classes: int) -> Dict[str
     """
     keys = ["%s%d_%d" % (CM_PREFIX, i, j) for i in range(num_classes) for j in range(num_classes)]
     if torch.is_tensor(targets) and torch.is_tensor(predictions):
-        cells = torch.bincount(targets.view(-1) * num_classes + predictions.view(-1),
-                               minlength=num_classes * num_classes)
+        # index_add_, not bincount: CUDA's bincount reads the input's range on the host
+        cell = targets.view(-1) * num_classes + predictions.view(-1)
+        cells = torch.zeros(num_classes * num_classes, dtype=torch.long, device=cell.device)
+        cells.index_add_(0, cell, torch.ones_like(cell))
         return dict(zip(keys, cells.unbind()))
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(targets), np.asarray(predictions)), 1)
@@ -164,10 +166,21 @@ def _confusion_matrix_from_meters(meters) -> np.ndarray:
     cells = {k[len(CM_PREFIX):]: meters[k].sum for k in meters.keys() if k.startswith(CM_PREFIX)}
     n = int(round(len(cells) ** 0.5))
     cm = np.zeros((n, n), dtype=np.int64)
-    for key, count in cells.items():
+    for key, count in zip(cells, _host_values(list(cells.values()))):
         i, j = map(int, key.split("_"))
-        cm[i, j] = int(count)
+        cm[i, j] = count
     return cm
+
+
+def _host_values(counts):
+    """The counts as ints; device tensors among them copied to the host in one read."""
+    on_device = [c for c in counts if torch.is_tensor(c)]
+    if not on_device:
+        return [int(c) for c in counts]
+    device = on_device[0].device
+    stacked = torch.stack([c.to(device, torch.long) if torch.is_tensor(c)
+                           else torch.tensor(int(c), device=device) for c in counts])
+    return [int(c) for c in stacked.tolist()]
 
 
 def derived_metric(name: str) -> Callable:

@@ -5,14 +5,16 @@ fairseq's `MultiheadAttention` hands `q_proj.weight` & co. straight to
 the padding mask into a float mask per head; with LoRA on a projection it falls back to its
 own Python attention (softmax of explicit batched matmuls). `SdpaSelfAttention` takes over a
 layer's `self_attn` for every plan instead: it calls the projection *modules* (so LoRA
-applies), and gives SDPA one boolean key mask broadcast over heads and queries, or none when
-the batch has no padding, so that a GPU can run its fused (flash or memory-efficient)
-kernels. The projections keep their names, so checkpoints are unchanged; fairseq's upgrade of
+applies), and gives SDPA one additive key mask broadcast over heads and queries, built once
+per batch, or none when the batch has no padding, so that a GPU can run its fused (flash or
+memory-efficient) kernels. The projections keep their names, so checkpoints are unchanged; fairseq's upgrade of
 old checkpoints (a packed `in_proj_weight`) still applies.
 
 Subclasses add key/value vectors before the sequence (prefix-tuning, peft/prefix.py) through
 `extra_key_values`.
 """
+
+import weakref
 
 import torch
 import torch.nn as nn
@@ -68,23 +70,49 @@ class SdpaSelfAttention(nn.Module):
     def _heads(self, x, batch):  # (T, B, C) -> (B, H, T, head_dim)
         return x.view(x.size(0), batch, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
 
-    @staticmethod
-    def _mask(key_padding_mask, attn_mask, batch, extra, dtype):
-        """None (attend everywhere: the fused kernels' fast case), a boolean (B, 1, 1, S) mask
-        of the keys to attend to, or, with fairseq's additive (T, T) attn_mask, a float one.
-        The `extra` leading keys (a prefix) are always visible."""
-        keep = None
+    def _mask(self, key_padding_mask, attn_mask, batch, extra, dtype):
+        """None (attend everywhere: the fused kernels' fast case) or an additive float mask:
+        0 for the keys to attend to, -inf for padding, plus fairseq's (T, T) attn_mask if
+        any. The `extra` leading keys (a prefix) are always visible. Without an attn_mask
+        the mask depends on the batch only: every layer is handed the same padding tensor,
+        so the first layer builds it and the others reuse it (see PaddingMask)."""
+        if attn_mask is None:
+            return None if key_padding_mask is None else _padding_mask.get(
+                key_padding_mask, batch, extra, dtype)
+        additive = F.pad(attn_mask.to(dtype), (extra, 0))  # prefix columns: 0, always visible
         if key_padding_mask is not None:
             keep = ~key_padding_mask.to(torch.bool)
             if extra:
                 keep = torch.cat([keep.new_ones(batch, extra), keep], dim=1)
-            keep = keep[:, None, None, :]
-        if attn_mask is None:
-            return keep
-        additive = F.pad(attn_mask.to(dtype), (extra, 0))  # prefix columns: 0, always visible
-        if keep is not None:
-            additive = additive.masked_fill(~keep, float("-inf"))
+            additive = additive.masked_fill(~keep[:, None, None, :], float("-inf"))
         return additive
+
+
+class PaddingMask:
+    """The additive (B, 1, 1, S) key mask of the last padding mask seen, built once per
+    batch instead of once per layer. Its rows are stored 8 elements apart (the columns
+    beyond S unused): CUDA's memory-efficient SDPA kernel wants its bias aligned so, and
+    would otherwise pad a copy in every layer. SDPA turns a boolean mask into this same
+    additive one, so outputs are those of the boolean mask."""
+
+    def __init__(self):
+        self._source, self._key, self._mask = None, None, None
+
+    def get(self, key_padding_mask, batch, extra, dtype):
+        key = (extra, dtype, key_padding_mask.shape, key_padding_mask.device)
+        if self._source is None or self._source() is not key_padding_mask or self._key != key:
+            pads = key_padding_mask.to(torch.bool)
+            if extra:
+                pads = torch.cat([pads.new_zeros(batch, extra), pads], dim=1)
+            length = pads.size(1)
+            aligned = torch.zeros(batch, -(-length // 8) * 8, dtype=dtype, device=pads.device)
+            mask = aligned[:, :length].masked_fill_(pads, float("-inf"))
+            self._source, self._key = weakref.ref(key_padding_mask), key
+            self._mask = mask[:, None, None, :]
+        return self._mask
+
+
+_padding_mask = PaddingMask()
 
 
 def use_sdpa(layers) -> None:

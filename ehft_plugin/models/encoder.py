@@ -4,7 +4,8 @@ fairseq's `TransformerEncoder.forward_scriptable` keeps `has_pads = padding_mask
 tensor and tests it before every layer (`padding_mask if has_pads else None`). On a GPU each
 test copies the flag to the host and waits for every queued kernel, 24 times in a
 RoBERTa-large forward, so the host can never queue work ahead of the GPU. `check_padding_once`
-gives one encoder a forward that reads the flag once per batch and is otherwise fairseq's:
+gives one encoder a forward that reads the flag once per batch (or not at all: glue_ehft's
+batches say whether they hold padding, see RobertaEhftModel.forward) and is otherwise fairseq's:
 the same embedding, the same zeroing of padded positions, the same layers and the same output
 dictionary. Stock fairseq models in the same process keep fairseq's own forward.
 """
@@ -17,7 +18,9 @@ import torch
 def forward_checking_padding_once(self, src_tokens, src_lengths=None, return_all_hiddens=False,
                                   token_embeddings=None):
     padding_mask = src_tokens.eq(self.padding_idx)
-    has_pads = src_tokens.device.type == "xla" or bool(padding_mask.any())  # one host read
+    has_pads = getattr(self, "known_has_pads", None)  # the batch's own flag (host), if given
+    if has_pads is None:
+        has_pads = src_tokens.device.type == "xla" or bool(padding_mask.any())  # one host read
     x, embedding = self.forward_embedding(src_tokens, token_embeddings)
     if has_pads:  # fairseq multiplies by (1 - mask * has_pads): the same numbers
         x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))

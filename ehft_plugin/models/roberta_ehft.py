@@ -105,6 +105,17 @@ class RobertaEhftModel(RobertaModel):
                         sum(m.numel() for m in masks.values()), metadata.get("share"))
         return model
 
+    def forward(self, src_tokens, *args, has_pads=None, **kwargs):
+        """fairseq's forward; `has_pads` (glue_ehft's batches carry it, a host bool) tells the
+        encoder whether the batch holds padding without reading the tokens back from the
+        device. Left out, the encoder reads it once."""
+        encoder = self.encoder.sentence_encoder
+        encoder.known_has_pads = has_pads
+        try:
+            return super().forward(src_tokens, *args, **kwargs)
+        finally:
+            encoder.known_has_pads = None
+
     def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
         if self.args.head_type != "ehft":
             super().register_classification_head(name, num_classes, inner_dim, **kwargs)

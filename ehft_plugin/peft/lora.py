@@ -40,7 +40,9 @@ class LoRALinear(nn.Linear):
         out = F.linear(x, self.weight, self.bias)
         if self.merged:
             return out
-        return out + F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
+        # add's alpha scales inside the addition: one kernel fewer than `* scaling` then `+`
+        return torch.add(out, F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B),
+                         alpha=self.scaling)
 
     def extra_repr(self):
         return super().extra_repr() + ", r=%d, alpha=%g, merged=%s" % (self.r, self.alpha,

@@ -59,6 +59,24 @@ class RightPadToMultiple(RightPadDataset):
                                          pad_to_multiple=self.multiple)
 
 
+class HasPadsFlag(NumelDataset):
+    """Whether a batch holds padding, as a host bool beside its tokens (`has_pads`): the
+    encoder then need not read it back from the device (RobertaEhftModel.forward). The batch
+    length is fairseq's collate_tokens rule, so the flag and RightPadToMultiple agree."""
+
+    def __init__(self, dataset, multiple=1):
+        super().__init__(dataset, reduce=False)
+        self.multiple = multiple
+
+    def collater(self, samples):
+        if not samples:
+            return False
+        size = max(samples)
+        if self.multiple != 1 and size % self.multiple != 0:
+            size = int(((size - 0.1) // self.multiple + 1) * self.multiple)
+        return any(length != size for length in samples)
+
+
 class MissingSplit(EhftError, FileNotFoundError):
     """A split the run needs was not prepared."""
 
@@ -218,6 +236,7 @@ class GlueEhftTask(FairseqTask):
                 "src_tokens": RightPadToMultiple(tokens, self.dictionary.pad(),
                                                  self.pad_to_multiple),
                 "src_lengths": NumelDataset(tokens, reduce=False),
+                "has_pads": HasPadsFlag(tokens, self.pad_to_multiple),
             }
         if targets is not None:
             dataset["target"] = targets
