@@ -140,7 +140,8 @@ def _sync(device):
 
 
 def measure(data, model_dir, method, batch_size, order, steps, warmup, device="cpu",
-            precision="fp32"):
+            precision="fp32", replay=False):
+    """As ehft_plugin.bench.measure: `replay` warms up on the timed batches themselves."""
     from ehft_plugin.bench import percentile
 
     device = torch.device(device)
@@ -149,22 +150,31 @@ def measure(data, model_dir, method, batch_size, order, steps, warmup, device="c
     optimizer, optimizer_name = hf_optimizer(model)
     step = TrainerStep(model, optimizer, device, precision)
     times, warmup_times, sequences, tokens, padded, digest = [], [], 0, 0, 0, hashlib.sha1()
-    for ids, inputs, ntokens in plugin_batches(data, batch_size, order):
+    drawn = plugin_batches(data, batch_size, order)
+    if replay:
+        timed = [next(drawn) for _ in range(steps)]
+        warm = timed
+    else:
+        warm = [next(drawn) for _ in range(warmup)]
+        timed = (next(drawn) for _ in range(steps))
+    for _, inputs, _ in warm:
         _sync(device)
         start = time.perf_counter()
         step(inputs)
         _sync(device)
-        elapsed = time.perf_counter() - start
-        if len(warmup_times) < warmup:
-            warmup_times.append(elapsed)
-            continue
-        times.append(elapsed)
+        warmup_times.append(time.perf_counter() - start)
+    before = _optimizer_steps(optimizer)
+    for ids, inputs, ntokens in timed:
+        _sync(device)
+        start = time.perf_counter()
+        step(inputs)
+        _sync(device)
+        times.append(time.perf_counter() - start)
         digest.update(ids.numpy().tobytes())
         sequences += len(ids)
         tokens += ntokens
         padded += inputs["input_ids"].numel()
-        if len(times) == steps:
-            break
+    updates = _optimizer_steps(optimizer) - before
     seconds = sum(times)
     return {"steps": len(times), "seconds": seconds,
             "median_step_ms": 1e3 * statistics.median(times),
@@ -176,7 +186,19 @@ def measure(data, model_dir, method, batch_size, order, steps, warmup, device="c
             "peak_memory_mb": peak_memory_mb(device), "precision": precision,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "optimizer": optimizer_name, "threads": torch.get_num_threads(),
-            "batches_digest": digest.hexdigest()}
+            "batches_digest": digest.hexdigest(), "updates": updates,
+            "replayed_warmup": replay}
+
+
+def _optimizer_steps(optimizer):
+    """Updates the optimizer has taken (GradScaler skips a step whose gradients overflowed):
+    the step count of its first parameter's state, read after the timing."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            step = optimizer.state.get(param, {}).get("step")
+            if step is not None:
+                return int(step)
+    return 0
 
 
 if __name__ == "__main__":

@@ -161,15 +161,22 @@ def configurations(args, shape, setting, precision):
     return out
 
 
-def run_configuration(args, shape, setting, precision, data, name, kind, kwargs):
+def run_configuration(args, shape, setting, precision, data, name, kind, kwargs, replay=False,
+                      profile=0):
     from ehft_plugin import bench
 
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     try:
         if kind == "fairseq":
+            from fairseq.logging import metrics
+
+            # a metric another configuration derived (the plugin's accuracy) must not meet
+            # this one's logged value of the same name
+            metrics.reset()
             argv = fairseq_argv(args, shape, data, precision, **kwargs)
-            row = bench.measure(argv, steps=args.steps, warmup=args.warmup)
+            row = bench.measure(argv, steps=args.steps, warmup=args.warmup, profile=profile,
+                                replay=replay)
             row["command"] = "fairseq-train " + " ".join(
                 os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in argv)
         else:
@@ -177,7 +184,7 @@ def run_configuration(args, shape, setting, precision, data, name, kind, kwargs)
 
             model = shape_flags(args, shape)[3]
             row = hf_step.measure(data, model, kwargs["method"], 32, "random", args.steps,
-                                  args.warmup, args.device, precision)
+                                  args.warmup, args.device, precision, replay=replay)
             row["command"] = "hf_step.py %s %s" % (model if ":" in model else "(backbone)",
                                                    kwargs["method"])
     except Exception as error:  # an out-of-memory or a library's refusal: say so, go on
@@ -248,6 +255,79 @@ def environment(args):
     return env
 
 
+# (setting, precision, name, kind, arguments): what the GPU targets need, most needed first
+HEADLINE = [
+    ("rte", "fp16", "plugin ft", "fairseq", dict()),
+    ("rte", "fp16", "stock fairseq ft", "fairseq", dict(stock=True)),
+    ("rte", "fp16", "hf ft", "hf", dict(method="ft")),
+    ("rte", "fp16", "plugin bitfit", "fairseq", dict(peft="bitfit")),
+    ("rte", "fp16", "plugin lora", "fairseq", dict(peft=LORA_PLAN)),
+    ("rte", "fp16", "plugin prefix", "fairseq", dict(peft=PREFIX_PLAN)),
+    ("rte", "fp16", "plugin ft, default pipeline", "fairseq", dict(order="length")),
+    ("tokenrich", "bf16", "plugin ft", "fairseq", dict()),
+]
+
+
+def headline(args, run):
+    """The headline ratios only (HEADLINE), each row appended to OUT/rows.jsonl and the
+    results rewritten as soon as it finishes, so that a run stopped by the device's time
+    limit still returns what it measured. Each configuration warms up on its timed batches
+    (every shape seen before timing); plugin FT at RTE lengths adds one profiled step
+    (OUT/profile-ft.json). A configuration that would start after --budget-s is skipped and
+    says so. On a CPU (rehearsal) fp16 rows run in bf16: fairseq's fp16 needs CUDA."""
+    import time
+
+    start = time.time()
+    shape = args.shapes[0]
+    os.makedirs(args.out, exist_ok=True)
+    rows_path = os.path.join(args.out, "rows.jsonl")
+    if os.path.exists(rows_path):
+        os.remove(rows_path)
+    run.update(mode="headline", replayed_warmup=True,
+               precision_substituted=args.device != "cuda")
+    rows = {}
+    for setting, precision, name, kind, kwargs in HEADLINE:
+        if time.time() - start > args.budget_s:
+            row = {"error": "skipped: the %d s budget was spent" % args.budget_s,
+                   "shape": shape, "setting": setting, "precision_flag": precision,
+                   "name": name}
+        else:
+            flag = precision if args.device == "cuda" else "bf16"
+            profile = 1 if (setting, name) == ("rte", "plugin ft") else 0
+            row = run_configuration(args, shape, setting, flag, prepare(shape, setting,
+                                                                        args.backbone),
+                                    name, kind, dict(kwargs), replay=True, profile=profile)
+            if "profile" in row:
+                write_file(os.path.join(args.out, "profile-ft.json"),
+                           json.dumps(row.pop("profile"), indent=1) + "\n")
+        row["seconds_since_start"] = round(time.time() - start, 1)
+        rows[(shape, setting, precision, name)] = row
+        with open(rows_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        print("  %-6s %-9s %s %-30s %s" % (shape, setting, row.get("precision_flag"), name,
+                                            row.get("error") or _summary(row)), flush=True)
+        write_results(args, run, rows, [shape])
+    return 0
+
+
+def write_results(args, run, rows, shapes):
+    digests = {}
+    for (shape, setting, precision, name), row in rows.items():
+        if "error" not in row and ("random" in name or "default" not in name):
+            digests.setdefault((shape, setting), set()).add(row.get("batches_digest"))
+    run["same_batches"] = all(len(d) == 1 for d in digests.values())
+    results = dict(run=run, **ratios(rows, shapes[0]))
+    others = {shape: ratios(rows, shape) for shape in shapes[1:]}
+    if others:
+        results["other_shapes"] = others
+    listed = [dict(row) for row in rows.values()]
+    write_file(os.path.join(args.out, "results-cuda.json"), json.dumps(results, indent=1) + "\n")
+    write_file(os.path.join(args.out, "RESULTS-cuda.md"), markdown(run, listed, results))
+    return listed
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -265,13 +345,24 @@ def main(argv=None):
     parser.add_argument("--backbone", default=os.path.join(ROOT, ".cache", "backbones",
                                                            "all-MiniLM-L6-v2"))
     parser.add_argument("--out", default=HERE)
+    parser.add_argument("--headline", action="store_true",
+                        help="only the headline configurations, each written as it finishes "
+                             "(scripts/device_checks.sh headline); --steps default 20")
+    parser.add_argument("--budget-s", type=int, default=210,
+                        help="--headline: start no configuration after this many seconds")
     args = parser.parse_args(argv)
+    if args.headline and "--steps" not in (sys.argv if argv is None else argv):
+        args.steps = 20
     if args.device == "cuda" and not torch.cuda.is_available():
         print("speed_cuda: skipped, no CUDA device here (nothing written)")
         return 0
     run = dict(environment(args), command=" ".join(["python", "benchmarks/speed_cuda.py"] +
                                                    (sys.argv[1:] if argv is None else argv)))
     print("speed_cuda: %s" % json.dumps(run), flush=True)
+    if args.headline:
+        if args.shapes == ["large", "minilm"]:  # the default: the headline is RoBERTa-large's
+            args.shapes = ["large"]
+        return headline(args, run)
     rows = {}
     for shape in args.shapes:
         for setting in args.settings:
@@ -284,22 +375,10 @@ def main(argv=None):
                     print("  %-6s %-9s %s %-38s %s" % (shape, setting, precision, name,
                                                         row.get("error") or _summary(row)),
                           flush=True)
-    digests = {}
-    for (shape, setting, precision, name), row in rows.items():
-        if "random" in name or "default" not in name:  # every configuration on random batches
-            digests.setdefault((shape, setting), set()).add(row.get("batches_digest"))
-    run["same_batches"] = all(len(d) == 1 for d in digests.values())
-    headline = args.shapes[0]
-    results = dict(run=run, **ratios(rows, headline))
-    others = {shape: ratios(rows, shape) for shape in args.shapes[1:]}
-    if others:
-        results["other_shapes"] = others
-    listed = [dict(row) for row in rows.values()]
+    listed = write_results(args, run, rows, args.shapes)
     os.makedirs(os.path.join(args.out, "results"), exist_ok=True)
     write_file(os.path.join(args.out, "results", "speed-cuda.json"),
                json.dumps(dict(run=run, measurements=listed), indent=1) + "\n")
-    write_file(os.path.join(args.out, "results-cuda.json"), json.dumps(results, indent=1) + "\n")
-    write_file(os.path.join(args.out, "RESULTS-cuda.md"), markdown(run, listed, results))
     print("speed_cuda: wrote results-cuda.json, RESULTS-cuda.md, results/speed-cuda.json in %s"
           % args.out)
     return 0

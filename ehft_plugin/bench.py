@@ -137,9 +137,12 @@ def _endless(trainer, batches):
         batches = trainer.get_train_iterator(batches.epoch + 1, load_dataset=False)
 
 
-def measure(fairseq_argv, steps=20, warmup=3, profile=0):
-    """Sequences/s, non-padding and padded tokens/s, step time, peak memory and MFU; with
-    `profile` > 0, that many more steps under torch.profiler (see profile_steps)."""
+def measure(fairseq_argv, steps=20, warmup=3, profile=0, replay=False):
+    """Sequences/s, non-padding and padded tokens/s, step time, peak memory, MFU and the
+    updates really taken (an fp16 overflow skips one); with `profile` > 0, that many more
+    steps under torch.profiler (see profile_steps). `replay`: the warm-up is the timed
+    batches themselves, once, so every shape a timed step meets has been seen (`warmup` is
+    then ignored)."""
     from fairseq import checkpoint_utils
 
     cfg, trainer = build_trainer(fairseq_argv)
@@ -153,21 +156,31 @@ def measure(fairseq_argv, steps=20, warmup=3, profile=0):
     digest = hashlib.sha1()  # which examples were timed, batch by batch: configurations that
     # claim to train on the same batches can be checked against each other
     samples = _endless(trainer, batches)
-    while len(times) < steps:
-        sample = next(samples)
+    if replay:
+        timed = [next(samples) for _ in range(steps)]
+        warm = timed
+    else:
+        warm = [next(samples) for _ in range(warmup)]
+        timed = (next(samples) for _ in range(steps))
+    for sample in warm:  # first-seen shapes, allocator growth, kernel choice
+        _sync(device)
+        start = time.perf_counter()
+        trainer.train_step([sample])
+        _sync(device)
+        warmup_times.append(time.perf_counter() - start)
+    before = trainer.get_num_updates()
+    for sample in timed:
         _sync(device)
         start = time.perf_counter()
         trainer.train_step([sample])  # one batch an update (--update-freq 1)
         _sync(device)
-        if len(warmup_times) < warmup:  # first-seen shapes, allocator growth, kernel choice
-            warmup_times.append(time.perf_counter() - start)
-            continue
         times.append(time.perf_counter() - start)
         digest.update(sample["id"].numpy().tobytes())
         sequences += sample["nsentences"]
         tokens += sample["ntokens"]
         padded += sum(v["src_tokens"].numel() for k, v in sample.items()
                       if k.startswith("net_input"))
+    updates = trainer.get_num_updates() - before
     seconds = sum(times)
     profiled = profile_steps(trainer, samples, profile) if profile > 0 else None
     model = trainer.model
@@ -191,7 +204,7 @@ def measure(fairseq_argv, steps=20, warmup=3, profile=0):
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "parameters": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "batches_digest": digest.hexdigest(),
+        "batches_digest": digest.hexdigest(), "updates": updates, "replayed_warmup": replay,
     }
     if profiled:
         result["profile"] = profiled

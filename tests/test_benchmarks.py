@@ -383,3 +383,39 @@ def test_mfu_counts_frozen_matmuls_at_four_flops_per_parameter():
     assert flops_per_token(bitfit, 10) == 4 * weights + attention
     lora_params = 2 * 2 * (16 + 16)  # two layers of A (2 x 16) and B (16 x 2)
     assert flops_per_token(lora, 10) == 4 * weights + 6 * lora_params + attention
+
+
+def test_headline_mode_rehearsed_on_cpu(tmp_path):
+    """scripts/device_checks.sh headline's measurement (speed_cuda.py --headline) on the CPU,
+    tiny shape: every headline configuration, each row on disk as it finishes with the
+    updates it really took after a warm-up on its own timed batches, one profiled FT step,
+    the ratios from those rows, and few files to bring back."""
+    HEADLINE = _load_benchmark("speed_cuda").HEADLINE
+    _script("speed_cuda.py", "--headline", "--device", "cpu", "--shapes", "tiny", "--steps", "1",
+            "--out", tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [(r["setting"], r["name"]) for r in rows] == [(s, n) for s, _, n, _, _ in HEADLINE]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["updates"] == row["steps"] == 1 and row["replayed_warmup"] is True
+        assert row["warmup_steps"] == 1 and row["precision_flag"] == "bf16"  # fp16 needs CUDA
+    assert [r["seconds_since_start"] for r in rows] == sorted(r["seconds_since_start"]
+                                                              for r in rows)
+    profile = json.loads((tmp_path / "profile-ft.json").read_text())
+    assert profile["steps"] == 1 and profile["top"]
+    results = json.loads((tmp_path / "results-cuda.json").read_text())
+    assert results["run"]["mode"] == "headline" and results["run"]["precision_substituted"]
+    for key in ("ft_vs_fairseq", "ft_vs_hf", "bitfit_vs_ft", "lora_vs_ft", "prefix_vs_ft",
+                "default_pipeline_vs_hf", "mfu_ft_tokenrich"):
+        assert results[key]["value"] > 0, key
+    assert len(list(tmp_path.iterdir())) <= 8
+
+
+def test_headline_mode_says_what_its_time_budget_left_out(tmp_path):
+    _script("speed_cuda.py", "--headline", "--device", "cpu", "--shapes", "tiny", "--steps", "1",
+            "--budget-s", "0", "--out", tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["error"].startswith("skipped: the 0 s budget") for r in rows)
+    results = json.loads((tmp_path / "results-cuda.json").read_text())
+    assert results["ft_vs_hf"]["value"] is None and results["ft_vs_hf"]["met"] is None
+    assert "failed: skipped" in (tmp_path / "RESULTS-cuda.md").read_text()
