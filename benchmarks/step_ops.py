@@ -262,10 +262,27 @@ def fairseq_counts(argv, steps, warmup):
     row = count(step, steps)
     row["log_interval"] = count(lambda: metrics.get_smoothed_values("train_inner"), 1)
     row["updates"] = sum(updates)  # an fp16 overflow skips an update: counted, not hidden
+    row["module_walks_ms"] = module_walks_ms(trainer.model)
     row["plugin_loaded"] = "ehft_plugin" in sys.modules
     row["command"] = "fairseq-train " + " ".join(
         os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in argv)
     return row
+
+
+def module_walks_ms(model, repeats=50):
+    """Host milliseconds of what fairseq's task does to the model before every update:
+    `model.train()` and `model.set_num_updates(n)` (no kernels, but time a GPU waits on)."""
+    import time
+
+    out = {}
+    for name, call in (("train", lambda: model.train()),
+                       ("set_num_updates", lambda: model.set_num_updates(1))):
+        call()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        out[name] = round(1e3 * (time.perf_counter() - start) / repeats, 3)
+    return out
 
 
 # ---- HF transformers (+ PEFT), as transformers.Trainer steps on a GPU -------------------
@@ -346,17 +363,19 @@ def markdown(results):
                       how["command"], run.get("code", "?"), how["torch"], how["fairseq"],
                       how["transformers"], how["shape"]["layers"], how["shape"]["dim"],
                       how["batch_size"], how["steps"], how["warmup"]), "",
-                  "| configuration | launches | ops | host syncs | log read: syncs | updates |",
-                  "|---|---|---|---|---|---|"]
+                  "| configuration | launches | ops | host syncs | log read: syncs | updates | "
+                  "train() + set_num_updates, host ms |", "|---|---|---|---|---|---|---|"]
         for name, row in run["rows"].items():
             if "error" in row:
                 lines.append("| %s | failed: %s | | | | |" % (name, row["error"]))
                 continue
             log = row.get("log_interval")
-            lines.append("| %s | %.0f | %.0f | %.2g | %s | %s |" % (
+            walks = row.get("module_walks_ms")
+            lines.append("| %s | %.0f | %.0f | %.2g | %s | %s | %s |" % (
                 name, row["launches_per_step"], row["ops_per_step"], row["syncs_per_step"],
                 "%.0f" % log["syncs_per_step"] if log else "—",
-                "%d of %d" % (row["updates"], how["steps"]) if "updates" in row else "—"))
+                "%d of %d" % (row["updates"], how["steps"]) if "updates" in row else "—",
+                "%.2f + %.2f" % (walks["train"], walks["set_num_updates"]) if walks else "—"))
         met = [k for k, t in run["targets"].items() if t["met"]]
         lines += ["", "Targets met: %d of %d." % (len(met), len(run["targets"])), "",
                   "| target | value | goal | met |", "|---|---|---|---|"]

@@ -207,3 +207,74 @@ def test_training_is_fairseqs_to_the_bit(precision, extra, monkeypatch):
     assert patched[0].keys() == original[0].keys()
     for name, value in patched[0].items():
         assert torch.equal(value, original[0][name]), name
+
+
+def test_every_real_receiver_of_the_update_count_gets_it_once():
+    from peft_helpers import tiny_model
+
+    model = tiny_model()
+    calls = []
+
+    class Counter(torch.nn.Module):  # a module that reads the count (as LayerDrop schedules do)
+        def set_num_updates(self, n):
+            calls.append(n)
+
+    model.encoder.sentence_encoder.layers[1].counter = Counter()
+    counter = step_ops.OpCounter()
+    model.set_num_updates(7)
+    assert calls == [7]
+    with counter:
+        model.set_num_updates(8)
+    assert calls == [7, 8] and not counter.ops  # no tensor work either
+
+
+def test_train_mode_is_set_where_any_module_differs():
+    from peft_helpers import tiny_model
+
+    model = tiny_model().train()
+    model.encoder.sentence_encoder.layers[0].eval()  # e.g. a user's frozen stratum
+    model.train()
+    assert all(m.training for m in model.modules())
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    assert model.train() is model and all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_batches_say_on_the_host_whether_they_hold_padding(multiple):
+    from conftest import shared
+
+    from ehft_plugin.tasks.glue_ehft import GlueEhftConfig, GlueEhftTask
+
+    shared("glue", "RTE")
+    import speed_cuda
+
+    task = GlueEhftTask.setup_task(GlueEhftConfig(data=speed_cuda.prepare("large", "rte", None),
+                                                  pad_to_multiple=multiple, seed=1,
+                                                  batch_order="random"))
+    dataset = task.load_dataset("valid")
+    pad = task.source_dictionary.pad()
+    seen = set()
+    for size in (1, 2, 5):
+        batches = task.get_batch_iterator(dataset, max_sentences=size, max_positions=512,
+                                          disable_iterator_cache=True)
+        for batch in batches.next_epoch_itr(shuffle=False):
+            net_input = batch["net_input"]
+            flag = net_input["has_pads"]
+            assert isinstance(flag, bool)
+            assert flag == bool(net_input["src_tokens"].eq(pad).any())
+            seen.add(flag)
+    assert seen == {True, False}  # batches of one example hold no padding (unless rounded up)
+
+
+def test_the_flag_changes_nothing_the_model_computes():
+    from peft_helpers import tiny_batch, tiny_model
+
+    model = tiny_model().eval()
+    tokens = tiny_batch()
+    unpadded = tokens[:1, :12]  # the first example fills the batch length: no padding
+    for batch, has_pads in ((tokens, True), (unpadded, False)):
+        expected, _ = model(batch, classification_head_name="head")
+        given, _ = model(batch, classification_head_name="head", has_pads=has_pads)
+        assert torch.equal(expected, given)
+    assert model.encoder.sentence_encoder.known_has_pads is None  # not left for the next call
