@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Tuple
 
+from .epochs import epochs_updates, update_freq, updates_per_epoch, world_size
 from .errors import EhftError
 from .methods import FULL_FINETUNING_LR, Method, MethodError, resolve_method
 
@@ -168,19 +169,21 @@ def apply_recipe(opts, meta, method=None):
         if getattr(opts, key) is None:
             setattr(opts, key, value)
     if getattr(opts, "total_epochs", None) is not None:
-        opts.total_updates = epochs_to_updates(opts.total_epochs, meta, opts.batch_size)
+        args = list(opts.fairseq_args)
+        opts.total_updates = epochs_to_updates(opts.total_epochs, meta, opts.batch_size,
+                                               update_freq(args), world_size(args))
     if opts.total_updates is None:
         raise EhftError("--total-updates or --total-epochs is required (or a --recipe that "
                         "sets the updates)")
 
 
-def epochs_to_updates(epochs, meta, batch_size):
-    """Updates in `epochs` passes over the training set: ceil(examples / batch size) a pass
-    (glue_ehft keeps the last, smaller batch). With --max-tokens limiting batches, fairseq makes
-    more, smaller batches, so the same updates then cover less than `epochs` passes."""
+def epochs_to_updates(epochs, meta, batch_size, update_freq=1, world_size=1):
+    """Updates in `epochs` passes over the training set (epochs.py: batches dealt to the
+    processes, --update-freq batches an update). With --max-tokens limiting batches, fairseq
+    makes more, smaller batches, so the same updates then cover less than `epochs` passes."""
     if not epochs > 0:
         raise MethodError("--total-epochs %g: expected > 0" % epochs)
     if batch_size <= 0:
         raise MethodError("--batch-size %d: expected > 0" % batch_size)
-    per_epoch = -(-meta["splits"]["train"]["examples"] // batch_size)
-    return max(1, int(math.ceil(epochs * per_epoch - 1e-9)))
+    return epochs_updates(epochs, updates_per_epoch(meta["splits"]["train"]["examples"],
+                                                    batch_size, update_freq, world_size))

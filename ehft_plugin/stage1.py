@@ -24,6 +24,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
+from .epochs import epochs_updates, run_updates_per_epoch
 from .errors import EhftError
 from .methods import stage1_share_updates
 
@@ -74,11 +75,6 @@ class Stage1Budget:
         return "%d updates; %s" % (self.updates, head)
 
 
-def updates_per_epoch(meta, batch_size):
-    """ceil(train examples / batch size): glue_ehft keeps the last, smaller batch."""
-    return -(-meta["splits"]["train"]["examples"] // batch_size)
-
-
 def stage1_budget(opts, meta, total_updates):
     """The Stage1Budget that `ehft train`'s flags ask for (opts: stage1_ratio, stage1_updates,
     stage1_epochs, stage1_patience, stage1_max_epochs, stage1_head; None = not given);
@@ -99,7 +95,7 @@ def stage1_budget(opts, meta, total_updates):
     if given and plateau_flags:
         raise Stage1Error("%s applies to the default stage 1 (until its dev metric stops "
                           "improving), not with %s" % (plateau_flags[0], given[0]))
-    per_epoch = updates_per_epoch(meta, opts.batch_size)
+    per_epoch = run_updates_per_epoch(opts, meta)
     head = getattr(opts, "stage1_head", None)
     if ratio is not None:
         if not 0 < ratio < 1:
@@ -114,7 +110,7 @@ def stage1_budget(opts, meta, total_updates):
     if epochs is not None:
         if not (math.isfinite(epochs) and epochs > 0):
             raise Stage1Error("--stage1-epochs %g: expected a number > 0" % epochs)
-        return Stage1Budget(EPOCHS, max(1, math.ceil(epochs * per_epoch - 1e-9)), head or LAST,
+        return Stage1Budget(EPOCHS, epochs_updates(epochs, per_epoch), head or LAST,
                             epochs=epochs)
     patience = DEFAULT_PATIENCE if patience is None else patience
     max_epochs = DEFAULT_MAX_EPOCHS if max_epochs is None else max_epochs
@@ -122,7 +118,7 @@ def stage1_budget(opts, meta, total_updates):
         raise Stage1Error("--stage1-patience %d: expected an integer >= 1" % patience)
     if not (math.isfinite(max_epochs) and max_epochs > 0):
         raise Stage1Error("--stage1-max-epochs %g: expected a number > 0" % max_epochs)
-    cap = max(1, math.ceil(max_epochs * per_epoch - 1e-9))
+    cap = epochs_updates(max_epochs, per_epoch)
     return Stage1Budget(PLATEAU, cap, head or BEST, epochs=max_epochs, patience=patience,
                         validate_every=min(per_epoch, MAX_INTERVAL), pass_updates=per_epoch)
 

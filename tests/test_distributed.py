@@ -191,3 +191,28 @@ def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
     a = torch.load(one / "stage2" / "checkpoint_last.pt", weights_only=False)["model"]
     b = torch.load(two / "stage2" / "checkpoint_last.pt", weights_only=False)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+@pytest.mark.parametrize("nproc,update_freq", [(1, 2), (2, 1)])
+def test_total_epochs_are_passes_over_the_data(data, tmp_path, nproc, update_freq):
+    """40 examples, batches of 4: 10 batches an epoch, 5 updates when two batches make an
+    update or two processes share them; --total-epochs 2 is 10 updates and ends with the
+    end of fairseq's second epoch."""
+    from conftest import stock_checkpoint
+
+    checkpoint = stock_checkpoint(data, tmp_path / "pretrained")
+    cmd = [BIN / "ehft", "train", "--method", "ft", "--data", data, "--checkpoint", checkpoint,
+           "--total-epochs", "2", "--batch-size", "4", "--save-dir", tmp_path / "runs", "--",
+           "--cpu", "--num-workers", "0", "--max-positions", "128",
+           "--update-freq", str(update_freq)]
+    if nproc > 1:
+        cmd = [BIN / "torchrun", "--nproc-per-node", str(nproc), "--master-port",
+               str(free_port()), *cmd]
+    job = _start(cmd)
+    [log] = finish([job])
+    assert job.returncode == 0, log[-3000:]
+    stage = tmp_path / "runs" / "rte" / "ft" / "seed1" / "finetune"
+    assert json.loads((stage / "done.json").read_text())["trained_updates"] == 10
+    train_log = (stage / "train.log").read_text()
+    assert "end of epoch 2 (average epoch stats below)" in train_log
+    assert "begin training epoch 3" not in train_log

@@ -100,8 +100,32 @@ def test_an_epoch_budget_becomes_updates_from_the_training_set_size(flags, updat
     assert opts.total_updates == updates
 
 
+@pytest.mark.parametrize("flags,environ,updates", [
+    # 78 batches of 32 an epoch: one update every --update-freq batches of each process
+    (["--total-epochs", "2", "--", "--update-freq", "2"], {}, 2 * 39),
+    (["--total-epochs", "1", "--", "--update-freq=3"], {}, 26),
+    (["--total-epochs", "2"], {"WORLD_SIZE": "2", "RANK": "1"}, 2 * 39),  # torchrun, 2 ranks
+    (["--total-epochs", "1", "--", "--update-freq", "2"], {"WORLD_SIZE": "4", "RANK": "0"},
+     10),  # ceil(78 / 4) = 20 batches a rank, 10 updates
+    (["--total-epochs", "1", "--", "--distributed-world-size", "3"], {}, 26),
+])
+def test_epochs_count_passes_whatever_the_accumulation_and_the_world(flags, environ, updates,
+                                                                      monkeypatch):
+    for key in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
+                                      "c.pt", "--save-dir", "s", *flags])
+    apply_recipe(opts, RTE_META)
+    assert opts.total_updates == updates
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--total-epochs", "0"], r"--total-epochs 0: expected > 0"),
+    (["--total-epochs", "1", "--", "--update-freq", "1,2"],
+     r"--update-freq 1,2: epochs are counted in updates with one --update-freq"),
+    (["--total-epochs", "1", "--", "--update-freq", "0"], r"--update-freq 0: epochs are"),
     (["--total-epochs", "-1"], r"--total-epochs -1: expected > 0"),
     (["--total-epochs", "1", "--total-updates", "5"],
      r"give --total-updates or --total-epochs, not both"),
