@@ -8,6 +8,7 @@ launcher builds argument lists and runs the seed and stage loop; the hand-over i
 """
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, L
                      PEFT_FILE, START_FILE, last_update, recorded_commands, run_directory,
                      trained_updates, training_seconds, valid_records, validated_at_the_end,
                      write_done, write_run_record)
+from . import progress
 from . import stage1 as stage1_rules
 
 logger = logging.getLogger(__name__)
@@ -87,13 +89,15 @@ class HandOver:
 
 
 def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
-                 leader=True, env=None, replaced=False, seconds_before=None):
+                 leader=True, env=None, replaced=False, seconds_before=None, display=None,
+                 capped=False):
     """Run fairseq-train for the stage (unless it already reached its updates or stopped on
     its patience), then record it; `hand_over` (a HandOver): a later stage starts from this
     stage's head. Under torchrun only the leader (rank 0) records; `replaced`: the
     leader is deleting an older run here (--overwrite), whose checkpoints do not count;
     `seconds_before`: how long the stage's preparation took (its start checkpoint, a
-    Child-Tuning mask)."""
+    Child-Tuning mask); `display` (progress.Display): what the user sees of it (None:
+    fairseq-train's own output); `capped`: `n` is a cap (a plateau stage 1)."""
     # wall seconds of this launch (a stage resumed from an earlier one shows only the last):
     # what a second stage costs beyond its updates is read from these
     seconds = dict(seconds_before or {})
@@ -107,7 +111,18 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
         logger.info("%s: %s (%s, lr %g, %d updates)", run_dir, stage.name, stage.peft,
                     stage.lr, n)
         started = time.perf_counter()
-        if _run_child(cmd, env) != 0:
+        # the leader's fairseq-train output goes to the stage's directory; the other ranks'
+        # (fairseq logs only warnings there) to the console, as torchrun shows them
+        captured = display is not None and display.captures and leader
+        output = os.path.join(stage_dir, progress.OUTPUT) if captured else None
+        label = "/".join(os.path.normpath(run_dir).split(os.sep)[-3:]) + " " + stage.name
+        watch = display.watch(log, label, n, metric, capped) \
+            if display is not None and leader else None
+        if _run_child(cmd, env, output, watch) != 0:
+            if output:
+                raise EhftError("%s of %s failed (relaunch to resume); the end of "
+                                "fairseq-train's output, %s:\n%s"
+                                % (stage.name, run_dir, output, progress.tail(output).rstrip()))
             raise EhftError("%s of %s failed; see %s (relaunch to resume)"
                             % (stage.name, run_dir, os.path.join(stage_dir, LOG)))
         seconds["fairseq_train"] = round(time.perf_counter() - started, 3)
@@ -156,16 +171,29 @@ def _child_mask(stage, cmd):
     return round(time.perf_counter() - started, 3)
 
 
-def _run_child(cmd, env=None):
+def _run_child(cmd, env=None, output=None, watch=None):
     """fairseq-train as a child that dies with the launcher (torchrun stops a failed job
-    with SIGTERM, which must reach the training process too)."""
-    child = subprocess.Popen(cmd, env=env)
-    try:
-        return child.wait()
-    except BaseException:
-        child.terminate()
-        child.wait()
-        raise
+    with SIGTERM, which must reach the training process too); its output appended to
+    `output` if given, and `watch` (a progress.StageWatch) polled while it runs."""
+    with open(output, "a") if output else contextlib.nullcontext() as sink:
+        child = subprocess.Popen(cmd, env=env, stdout=sink,
+                                 stderr=subprocess.STDOUT if sink else None)
+        try:
+            while True:
+                try:
+                    code = child.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    if watch is not None:
+                        watch.poll()
+        except BaseException:
+            child.terminate()
+            child.wait()
+            raise
+        finally:
+            if watch is not None:
+                watch.finish()
+    return code
 
 
 def _child_env(launch):
@@ -189,17 +217,28 @@ def stage_updates(total, budget):
 
 
 def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first_launch=0,
-             budget=None, level=None):
+             budget=None, level=None, display=None):
     run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed)
     # rank 0 alone writes the run directory, and no other `ehft train` may at the same time
     with exclusive(run_dir, "ehft train") if rank == 0 else contextlib.nullcontext():
         _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch,
-                  run_dir, budget, level)
+                  run_dir, budget, level, display)
+    if display is not None and rank == 0:
+        display.line(progress.run_summary(run_dir, [
+            (s.name, _read_done(os.path.join(run_dir, s.name))) for s in method.stages]))
     return run_dir
 
 
+def _read_done(stage_dir):
+    path = os.path.join(stage_dir, DONE_RECORD)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch, run_dir,
-              budget, level):
+              budget, level, display=None):
     updates = stage_updates(opts.total_updates, budget)
     config = {"method": method.name, "data": os.path.abspath(opts.data),
               "checkpoint": os.path.abspath(opts.checkpoint), "seed": seed,
@@ -267,7 +306,9 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
                 if budget.rule == stage1_rules.PLATEAU else "stage 1's budget or --lr-stage1")
         _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
                      leader, _child_env(first_launch + index), replace,
-                     start_seconds.get(stage.name))
+                     start_seconds.get(stage.name), display,
+                     capped=index == 0 and budget is not None
+                     and budget.rule == stage1_rules.PLATEAU)
 
 
 def train(opts):
@@ -295,8 +336,11 @@ def train(opts):
     world = torchrun_settings(os.environ, cuda=False)
     rank = world["distributed_rank"] if world else 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the child too
+    display = progress.Display(getattr(opts, "display", "progress") or "progress",
+                               every=getattr(opts, "progress_every", 0) or 0)
     return [run_seed(opts, method, seed, original, dims, arch, meta, rank,
-                     first_launch=i * len(method.stages), budget=budget, level=level)
+                     first_launch=i * len(method.stages), budget=budget, level=level,
+                     display=display)
             for i, seed in enumerate(opts.seeds)]
 
 

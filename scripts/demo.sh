@@ -37,56 +37,23 @@ echo "demo 1/3: ehft prepare cb --backbone $BACKBONE  ($DATA -> $OUT/data-bin/cb
     --backbone "$BACKBONE" 2> "$OUT/logs/prepare.log" >/dev/null
 
 echo "demo 2/3: ehft train, $UPDATES finetuning updates for each method (batch $BATCH, lr $LR, seeds: $SEEDS); stage 1 until dev accuracy stops improving for $STAGE1_PATIENCE validations, at most $STAGE1_EPOCHS passes"
-progress() {  # "stage: update N of M, last dev accuracy X" from a run's JSON logs
-    "$BIN/python" - "$1" <<'PY' 2>/dev/null || true
-import json, os, sys
-run_dir = sys.argv[1]
-try:
-    config = json.load(open(os.path.join(run_dir, "run.json")))["config"]
-except (OSError, ValueError):
-    sys.exit()
-stages = [s["name"] for s in config["stages"]]
-text = ""
-for i, (stage, budget) in enumerate(zip(stages, config["updates"])):
-    log = os.path.join(run_dir, stage, "train.log")
-    updates = metric = None
-    for line in open(log) if os.path.isfile(log) else []:
-        if not line.startswith('{"'):
-            continue
-        record = json.loads(line)
-        updates = record.get("num_updates", record.get("train_num_updates", updates))
-        metric = record.get("valid_accuracy", metric)
-    if updates is not None:  # stage 1 of two stops on a plateau: its budget is a cap
-        capped = len(stages) > 1 and i == 0 and "stage1" in config
-        text = "%s: update %d of %s%d" % (stage, int(updates), "at most " if capped else "",
-                                          budget)
-        text += ", last dev accuracy %s" % metric if metric else ""
-print(text)
-PY
-}
+# ehft train prints a progress line per validation (and every --progress-every updates) and
+# one line per finished run; fairseq-train's own output stays in the run's stage directories
 for method in $METHODS; do
     for seed in $SEEDS; do
-        run_dir="$RUNS/cb/$method/seed$seed"
         log="$OUT/logs/$method-seed$seed.log"
         echo "  $method (seed $seed)  [$(elapsed)]"
+        set +e
         "$BIN/ehft" train --method "$method" --data "$OUT/data-bin/cb" \
             --checkpoint "$BACKBONE/model.pt" --save-dir "$RUNS" --seeds "$seed" \
             --total-updates "$UPDATES" --batch-size "$BATCH" --lr-stage2 "$LR" \
             --stage1-max-epochs "$STAGE1_EPOCHS" --stage1-patience "$STAGE1_PATIENCE" \
-            -- --cpu --num-workers 0 --log-interval 10 --save-interval 1000 > "$log" 2>&1 &
-        job=$!
-        trap 'kill $job 2>/dev/null' EXIT
-        shown=""
-        while kill -0 "$job" 2>/dev/null; do
-            now=$(progress "$run_dir")
-            if [ -n "$now" ] && [ "$now" != "$shown" ]; then echo "      $now"; shown=$now; fi
-            sleep 2
-        done
-        wait "$job" || { echo "demo: $method failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-        trap - EXIT
-        # the last stage can finish between two polls: show where the run ended
-        now=$(progress "$run_dir")
-        if [ -n "$now" ] && [ "$now" != "$shown" ]; then echo "      $now"; fi
+            --progress-every 10 \
+            -- --cpu --num-workers 0 --log-interval 10 --save-interval 1000 2> "$log" \
+            | grep --line-buffered -v '^{"run"' | sed -u "s|^$RUNS/||; s|^|      |"
+        status=${PIPESTATUS[0]}
+        set -e
+        [ "$status" -eq 0 ] || { echo "demo: $method failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
         grep -q "already done, skipped" "$log" && echo "      (finished before: reused)"
     done
 done

@@ -202,3 +202,13 @@ def valid_records(log: str):
 def clean_tmp(tmp_path):
     yield tmp_path
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def train_output(result, *run_dirs) -> str:
+    """What an `ehft train` printed, and what its fairseq-train children printed (each stage's
+    fairseq.out: `ehft train` shows progress lines instead)."""
+    text = result.stdout + result.stderr
+    for run_dir in run_dirs:
+        for out in sorted(Path(run_dir).glob("*/fairseq.out")):
+            text += out.read_text()
+    return text

@@ -177,6 +177,10 @@ def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
                   BIN / "ehft", *args, "--save-dir", tmp_path / "two", *fairseq])
     [log] = finish([job])
     assert job.returncode == 0, log[-3000:]
+    # rank 0's fairseq-train output is in the stages' fairseq.out, the other rank's on the
+    # console (ehft train shows progress lines instead)
+    log += "".join(p.read_text() for p in sorted(
+        (tmp_path / "two" / "rte" / "ehft-bitfit" / "seed1").glob("*/fairseq.out")))
     for rank in (0, 1):  # both stages ran in one world of 2
         assert log.count("torchrun: rank %d of world size 2" % rank) == 2
     # one process accumulating 2 batches of 4 sees what the 2 ranks see together

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import ehft, prepare_rte, run, stock_checkpoint
+from conftest import ehft, prepare_rte, run, stock_checkpoint, train_output
 
 import ehft_plugin
 from ehft_plugin.handover import HEAD_FORMAT
@@ -34,7 +34,8 @@ def setup(tmp_path_factory):
                   *FAIRSEQ)
     return {"tmp": tmp, "data": data, "checkpoint": checkpoint, "args": args,
             "run": tmp / "runs" / "rte" / "ehft-bitfit" / "seed1",
-            "log": result.stdout + result.stderr}
+            "log": train_output(result, tmp / "runs" / "rte" / "ehft-bitfit" / "seed1"),
+            "stdout": result.stdout}
 
 
 def test_run_directory_layout_and_budget(setup):
@@ -114,7 +115,7 @@ def test_a_relaunch_skips_finished_stages_and_resumes_an_interrupted_one(setup, 
 
     result = ehft("train", "--method", "ehft-bitfit", "--save-dir", runs, *setup["args"],
                   *FAIRSEQ)
-    log = result.stdout + result.stderr
+    log = train_output(result, run_dir)
     assert "stage1 already done, skipped" in log
     assert (run_dir / "stage1" / "checkpoint_last.pt").stat().st_mtime == stage1_mtime
     # stage 2 continued from its own checkpoint, not from the original, to its full budget
@@ -268,8 +269,8 @@ def test_single_stage_methods_start_with_a_new_head(setup, tmp_path):
     assert log.count('"valid_num_updates": "6"') == 2
     assert not (run_dir / "finetune" / "head.safetensors").exists()  # nothing hands over
     # the pretrained file carries a head: the stage started from a copy without it
-    assert "Loaded checkpoint %s" % (run_dir / "finetune" / "start.pt") in (
-        result.stdout + result.stderr)
+    assert "Loaded checkpoint %s" % (run_dir / "finetune" / "start.pt") in train_output(
+        result, run_dir)
     assert not (run_dir / "finetune" / "start.pt").exists()
 
 
@@ -421,3 +422,31 @@ def test_numbers_out_of_range_are_refused_before_anything_is_read(tmp_path, flag
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "ehft train: error: " + message
     assert not (tmp_path / "runs").exists()
+
+
+def test_ehft_train_shows_progress_lines_and_a_summary_per_run(setup):
+    """Off a terminal: a line at every validation (and every --progress-every updates), then
+    one line per finished run; fairseq-train's own output is in each stage's fairseq.out."""
+    lines = setup["stdout"].splitlines()
+    stage2 = [x for x in lines if x.startswith("rte/ehft-bitfit/seed1 stage2: update ")]
+    assert stage2 and stage2[-1].startswith("rte/ehft-bitfit/seed1 stage2: update 5 of 5, ")
+    assert re.search(r", dev accuracy \d+\.\d\d \(best \d+\.\d\d\), ", stage2[-1])
+    summary = next(x for x in lines if ": done: " in x)
+    assert summary.startswith(str(setup["run"]) + ": done: stage1 1 updates")
+    assert "stage2 5 updates, best dev accuracy " in summary
+    assert json.loads(lines[-1]) == {"run": str(setup["run"])}
+    assert '"valid_accuracy"' not in setup["stdout"]  # fairseq's JSON is not echoed
+    assert "fairseq_cli.train" in (setup["run"] / "stage2" / "fairseq.out").read_text()
+
+
+def test_quiet_prints_only_the_runs_and_a_failure_shows_fairseqs_last_lines(setup, tmp_path):
+    result = ehft("train", "--method", "ft", "--save-dir", tmp_path / "q", *setup["args"],
+                  "--quiet", *FAIRSEQ)
+    assert [json.loads(x) for x in result.stdout.splitlines()] == [
+        {"run": str(tmp_path / "q" / "rte" / "ft" / "seed1")}]
+    result = ehft("train", "--method", "ft", "--save-dir", tmp_path / "f", *setup["args"],
+                  *FAIRSEQ, "--lr-scheduler", "no-such-scheduler", check=False)
+    assert result.returncode != 0
+    assert "the end of fairseq-train's output, %s:" % (
+        tmp_path / "f" / "rte" / "ft" / "seed1" / "finetune" / "fairseq.out") in result.stderr
+    assert "no-such-scheduler" in result.stderr  # fairseq's own complaint, shown

@@ -67,6 +67,17 @@ def add_parser(sub, name):
     p.add_argument("--log-drift", action="store_true",
                    help="log every stage's distance from the pretrained backbone at every update "
                         "(‖θ − θ₀‖, for `ehft analyze`'s parameter-drift figure)")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", dest="display", action="store_const", const="quiet",
+                       help="print nothing but warnings and errors (fairseq-train's output "
+                            "goes to each stage's fairseq.out, its log to train.log)")
+    shown.add_argument("--fairseq-output", dest="display", action="store_const",
+                       const="fairseq", help="show fairseq-train's own output instead of the "
+                                             "progress lines")
+    p.add_argument("--progress-every", type=int, metavar="N",
+                   help="off a terminal, a progress line every N updates besides one at each "
+                        "validation (default: a tenth of the stage; fairseq logs training "
+                        "every --log-interval updates, 100 unless given after '--')")
     p.add_argument("--dry-run", action="store_true",
                    help="print every stage's exact fairseq-train command (and the hand-over "
                         "between stages) without running or writing anything")
@@ -81,7 +92,8 @@ RANGES = {"seeds": numbers.SEED, "total_updates": numbers.POSITIVE_INT,
           "stage1_updates": numbers.POSITIVE_INT, "stage1_epochs": numbers.POSITIVE,
           "stage1_patience": numbers.POSITIVE_INT, "stage1_max_epochs": numbers.POSITIVE,
           "lr_stage1": numbers.POSITIVE, "lr_stage2": numbers.POSITIVE,
-          "batch_size": numbers.POSITIVE_INT, "warmup_ratio": numbers.WARMUP_SHARE}
+          "batch_size": numbers.POSITIVE_INT, "warmup_ratio": numbers.WARMUP_SHARE,
+          "progress_every": numbers.POSITIVE_INT}
 
 
 def run(args):
