@@ -450,3 +450,22 @@ def test_quiet_prints_only_the_runs_and_a_failure_shows_fairseqs_last_lines(setu
     assert "the end of fairseq-train's output, %s:" % (
         tmp_path / "f" / "rte" / "ft" / "seed1" / "finetune" / "fairseq.out") in result.stderr
     assert "no-such-scheduler" in result.stderr  # fairseq's own complaint, shown
+
+
+def test_patience_after_the_separator_ends_a_stage_that_a_relaunch_does_not_restart(setup,
+                                                                                   tmp_path):
+    """fairseq's --patience through `ehft train`: the stage stops when its dev metric has not
+    improved for that many validations, is recorded as finished, and a relaunch keeps it."""
+    args = [*setup["args"][:setup["args"].index("--total-updates")], "--total-updates", "40",
+            "--batch-size", "8"]
+    patience = [*FAIRSEQ, "--patience", "1", "--validate-interval-updates", "1"]
+    first = ehft("train", "--method", "ft", "--save-dir", tmp_path, *args, *patience)
+    stage = tmp_path / "rte" / "ft" / "seed1" / "finetune"
+    done = json.loads((stage / "done.json").read_text())
+    assert done["updates"] == 40 and done["trained_updates"] < 40  # stopped on its patience
+    assert "early stop since valid performance hasn't improved" in (stage / "train.log").read_text()
+    mtime = (stage / "checkpoint_last.pt").stat().st_mtime
+    again = ehft("train", "--method", "ft", "--save-dir", tmp_path, *args, *patience)
+    assert "already done, skipped" in again.stderr
+    assert (stage / "checkpoint_last.pt").stat().st_mtime == mtime
+    assert ": done: finetune %d updates" % done["trained_updates"] in first.stdout
