@@ -56,7 +56,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-SHAPES = {"large-depth": (24, 32, 64, 4), "tiny": (2, 32, 64, 4)}  # layers, dim, ffn, heads
+# layers, dim, ffn, heads; minilm-random: all-MiniLM-L6-v2's shape (the CPU comparison with HF)
+SHAPES = {"large-depth": (24, 32, 64, 4), "minilm-random": (6, 384, 1536, 12),
+          "tiny": (2, 32, 64, 4)}
+MATMULS = ("mm", "addmm", "bmm", "baddbmm")
 LORA_PLAN = "all:lora(r=8,alpha=16,dropout=0,targets=q+k+v+out)"  # = speed_cuda's
 PREFIX_PLAN = "all:prefix(len=16)"
 MIXOUT = "mixout(p=0.7)"
@@ -127,6 +130,8 @@ class OpCounter(TorchDispatchMode):
         self.launches = 0
         self.syncs = collections.Counter()  # (operation, site)
         self.host = weakref.WeakSet()
+        self.bytes = 0  # read and written by kernels: every input and output, once
+        self.flops = 0  # of the matrix products
 
     def sync(self, what):
         self.syncs[(what, code_site())] += 1
@@ -134,9 +139,14 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         self.ops[name] += 1
-        if not func.is_view and name not in NO_KERNEL:
-            self.launches += 1
         inputs = [t for t in tree_flatten((args, kwargs))[0] if torch.is_tensor(t)]
+        kernel = not func.is_view and name not in NO_KERNEL
+        if kernel:
+            self.launches += 1
+            self.bytes += sum(t.numel() * t.element_size() for t in inputs)
+            if name in MATMULS:  # 2·m·n·k: the last two dimensions of the two factors
+                a, b = inputs[-2], inputs[-1]
+                self.flops += 2 * a.numel() * b.shape[-1]
         on_host = bool(inputs) and all(t in self.host for t in inputs)
         if not on_host and (name in SYNCING or (
                 name in ("index", "index_put_", "index_put") and _has_bool_index(args)) or (
@@ -144,6 +154,9 @@ class OpCounter(TorchDispatchMode):
                 and (kwargs or {}).get("output_size") is None and len(args) < 4)):
             self.sync(name + ("[bool]" if name.startswith("index") else ""))
         out = func(*args, **(kwargs or {}))
+        if kernel:
+            self.bytes += sum(t.numel() * t.element_size() for t in tree_flatten(out)[0]
+                              if torch.is_tensor(t))
         if on_host:
             for t in tree_flatten(out)[0]:
                 if torch.is_tensor(t):
@@ -184,17 +197,23 @@ def count(step, steps):
     return {"ops_per_step": sum(counter.ops.values()) / steps,
             "launches_per_step": counter.launches / steps,
             "syncs_per_step": sum(counter.syncs.values()) / steps, "syncs": syncs,
+            "bytes_per_step": counter.bytes / steps, "matmul_flops_per_step": counter.flops / steps,
             "top_ops": {k: v / steps for k, v in counter.ops.most_common(12)}}
 
 
 # ---- the plugin and stock fairseq: fairseq's Trainer, as fairseq-train steps it ----------
 
-def fairseq_argv(args, data, peft="full", stock=False, precision="fp16", mask=None):
+def fairseq_argv(args, data, peft="full", stock=False, precision=None, mask=None):
+    """`precision`: the configuration's own (bf16), else --precision's (fp16 or fp32)."""
     import speed_cuda
 
+    precision = precision or getattr(args, "precision", "fp16")
     speed_cuda.SHAPES.setdefault(args.shape, SHAPES[args.shape])
     argv = speed_cuda.fairseq_argv(argparse.Namespace(device="cpu", backbone=None), args.shape,
-                                   data, precision, stock=stock, peft=peft)
+                                   data, "bf16" if precision == "fp32" else precision,
+                                   stock=stock, peft=peft)
+    if precision == "fp32":
+        argv.remove("--bf16")
     argv[argv.index("--batch-size") + 1] = str(args.batch_size)
     return argv + (["--child-tuning-mask", mask] if mask else [])
 
@@ -297,14 +316,17 @@ def hf_counts(args, data, method):
     torch.manual_seed(1)
     model = hf_step.hf_model("random:" + args.shape, method).train()
     optimizer, optimizer_name = hf_step.hf_optimizer(model)
-    take = hf_step.TrainerStep(model, optimizer, torch.device("cpu"), "fp16", clip=True)
+    # fp16: as Trainer steps on a GPU (clipping at 1.0); fp32: as on a CPU (speed.py's HF step)
+    take = hf_step.TrainerStep(model, optimizer, torch.device("cpu"), args.precision,
+                               clip=args.precision != "fp32")
     drawn = hf_step.plugin_batches(data, args.batch_size, "random")  # drawn before counting
     batches = iter([next(drawn) for _ in range(args.warmup + args.steps)])
     for _ in range(args.warmup):
         take(next(batches)[1])
     row = count(lambda: take(next(batches)[1]), args.steps)
-    row["command"] = "hf_step.TrainerStep(random:%s, %s, fp16, clip=1.0, %s)" % (
-        args.shape, method, optimizer_name)
+    row["command"] = "hf_step.TrainerStep(random:%s, %s, %s, %s, %s)" % (
+        args.shape, method, args.precision,
+        "no clipping" if args.precision == "fp32" else "clip=1.0", optimizer_name)
     return row
 
 
@@ -323,12 +345,16 @@ def targets(rows):
     for key, (num, den) in pairs.items():
         what, target, _ = TARGETS[key]
         a, b = launches(num), launches(den)
+        if num not in rows or den not in rows:  # not run (--only): no target to judge
+            continue
         value = a / b if a is not None and b else None
         out[key] = {"value": value, "target": target, "what": what,
                     "met": value is not None and value <= target}
     for name in PLUGIN_METHODS:
         row = rows.get(name)
-        value = row["syncs_per_step"] if row and "error" not in row else None
+        if row is None:
+            continue
+        value = row["syncs_per_step"] if "error" not in row else None
         out["syncs_" + name.replace("plugin ", "").replace(", ", "_").replace(" ", "_")] = {
             "value": value, "target": SYNC_TARGET, "what": "host syncs per step, " + name,
             "met": value is not None and value <= SYNC_TARGET}
@@ -343,7 +369,7 @@ def environment(args):
             "shape": dict(zip(("layers", "dim", "ffn", "heads"), SHAPES[args.shape]),
                           name=args.shape),
             "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-            "torch": torch.__version__, "fairseq": fairseq.__version__,
+            "precision": args.precision, "torch": torch.__version__, "fairseq": fairseq.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "data": "RTE train, GPT-2 BPE (ehft prepare rte --bpe gpt2)"}
 
@@ -359,23 +385,28 @@ def markdown(results):
     for label, run in results.items():
         how = run["how"]
         lines += ["## %s" % label, "", "`%s` at %s; torch %s, fairseq %s, transformers %s; "
-                  "%d layers × dim %d; batch %d; %d steps counted after %d." % (
+                  "%d layers × dim %d; %s; batch %d; %d steps counted after %d." % (
                       how["command"], run.get("code", "?"), how["torch"], how["fairseq"],
                       how["transformers"], how["shape"]["layers"], how["shape"]["dim"],
-                      how["batch_size"], how["steps"], how["warmup"]), "",
+                      how.get("precision", "fp16"), how["batch_size"], how["steps"],
+                      how["warmup"]), "",
                   "| configuration | launches | ops | host syncs | log read: syncs | updates | "
-                  "train() + set_num_updates, host ms |", "|---|---|---|---|---|---|---|"]
+                  "train() + set_num_updates, host ms | MB through kernels | matmul GFLOP |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, row in run["rows"].items():
             if "error" in row:
-                lines.append("| %s | failed: %s | | | | |" % (name, row["error"]))
+                lines.append("| %s | failed: %s | | | | | | | |" % (name, row["error"]))
                 continue
             log = row.get("log_interval")
             walks = row.get("module_walks_ms")
-            lines.append("| %s | %.0f | %.0f | %.2g | %s | %s | %s |" % (
+            lines.append("| %s | %.0f | %.0f | %.2g | %s | %s | %s | %s | %s |" % (
                 name, row["launches_per_step"], row["ops_per_step"], row["syncs_per_step"],
                 "%.0f" % log["syncs_per_step"] if log else "—",
                 "%d of %d" % (row["updates"], how["steps"]) if "updates" in row else "—",
-                "%.2f + %.2f" % (walks["train"], walks["set_num_updates"]) if walks else "—"))
+                "%.2f + %.2f" % (walks["train"], walks["set_num_updates"]) if walks else "—",
+                "%.0f" % (row["bytes_per_step"] / 1e6) if "bytes_per_step" in row else "—",
+                "%.2f" % (row["matmul_flops_per_step"] / 1e9)
+                if "matmul_flops_per_step" in row else "—"))
         met = [k for k, t in run["targets"].items() if t["met"]]
         lines += ["", "Targets met: %d of %d." % (len(met), len(run["targets"])), "",
                   "| target | value | goal | met |", "|---|---|---|---|"]
@@ -416,7 +447,7 @@ def run_one(args, name, kind, kwargs, data):
     else:
         job = {"kind": kind, "data": data, **kwargs}
     job.update(steps=args.steps, warmup=args.warmup, shape=args.shape,
-               batch_size=args.batch_size)
+               batch_size=args.batch_size, precision=args.precision)
     result = subprocess.run([sys.executable, os.path.abspath(__file__), "--job",
                              json.dumps(job)], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
@@ -431,7 +462,7 @@ def job(spec):
     if spec["kind"] == "fairseq":
         return fairseq_counts(spec["argv"], spec["steps"], spec["warmup"])
     args = argparse.Namespace(**{k: spec[k] for k in ("steps", "warmup", "shape",
-                                                      "batch_size")})
+                                                      "batch_size", "precision")})
     return hf_counts(args, spec["data"], spec["method"])
 
 
@@ -442,6 +473,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                        help="fp16: every configuration as a GPU trains it (default); fp32: as "
+                             "a CPU does (HF without clipping, as benchmarks/speed.py)")
     parser.add_argument("--only", nargs="+", help="configurations whose name contains one of "
                         "these (default: all)")
     parser.add_argument("--out", default=HERE, help="folder of results-ops.json")
