@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import ehft, prepare_rte, stock_checkpoint
+from conftest import ehft, prepare_rte, stock_checkpoint, train_output
 
 KINDS = ["ehft-bitfit", "ehft-lora", "ehft-prefix", "ehft-spafit-0-1-I", "ehft-lora-reserve"]
 TINY = ["--max-positions", "128", "--dropout", "0", "--num-workers", "0"]
@@ -31,7 +31,7 @@ def _train(setup, save_dir, method, *fairseq):
     assert sum(d["updates"] for d in dones) == 6
     for done in dones:
         assert all(math.isfinite(float(r["valid_loss"])) for r in done["valid"])
-    return result.stdout + result.stderr, run_dir
+    return train_output(result, run_dir), run_dir
 
 
 def _trainable_keys(method):
