@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import torch
 
@@ -134,15 +133,10 @@ class TrainerStep:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(data, model_dir, method, batch_size, order, steps, warmup, device="cpu",
             precision="fp32", replay=False):
     """As ehft_plugin.bench.measure: `replay` warms up on the timed batches themselves."""
-    from ehft_plugin.bench import percentile
+    from ehft_plugin.bench import percentile, timed_call, warm_and_timed
 
     device = torch.device(device)
     torch.manual_seed(1)
@@ -150,26 +144,12 @@ def measure(data, model_dir, method, batch_size, order, steps, warmup, device="c
     optimizer, optimizer_name = hf_optimizer(model)
     step = TrainerStep(model, optimizer, device, precision)
     times, warmup_times, sequences, tokens, padded, digest = [], [], 0, 0, 0, hashlib.sha1()
-    drawn = plugin_batches(data, batch_size, order)
-    if replay:
-        timed = [next(drawn) for _ in range(steps)]
-        warm = timed
-    else:
-        warm = [next(drawn) for _ in range(warmup)]
-        timed = (next(drawn) for _ in range(steps))
+    warm, timed = warm_and_timed(plugin_batches(data, batch_size, order), steps, warmup, replay)
     for _, inputs, _ in warm:
-        _sync(device)
-        start = time.perf_counter()
-        step(inputs)
-        _sync(device)
-        warmup_times.append(time.perf_counter() - start)
+        warmup_times.append(timed_call(device, step, inputs))
     before = _optimizer_steps(optimizer)
     for ids, inputs, ntokens in timed:
-        _sync(device)
-        start = time.perf_counter()
-        step(inputs)
-        _sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(timed_call(device, step, inputs))
         digest.update(ids.numpy().tobytes())
         sequences += len(ids)
         tokens += ntokens

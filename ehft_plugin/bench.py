@@ -130,6 +130,25 @@ def profile_steps(trainer, samples, steps, top=15):
     }
 
 
+def warm_and_timed(draw, steps, warmup, replay):
+    """(warm-up batches, timed batches) from the iterator `draw`: `warmup` batches then
+    `steps` others, or with `replay` the `steps` timed ones twice (every shape a timed step
+    meets seen before)."""
+    if replay:
+        timed = [next(draw) for _ in range(steps)]
+        return timed, timed
+    return [next(draw) for _ in range(warmup)], (next(draw) for _ in range(steps))
+
+
+def timed_call(device, fn, *args):
+    """Seconds `fn(*args)` takes, the device's queue drained before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    fn(*args)
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def _endless(trainer, batches):
     """The training batches, epoch after epoch (a short dataset runs out within the timing)."""
     while True:
@@ -156,25 +175,12 @@ def measure(fairseq_argv, steps=20, warmup=3, profile=0, replay=False):
     digest = hashlib.sha1()  # which examples were timed, batch by batch: configurations that
     # claim to train on the same batches can be checked against each other
     samples = _endless(trainer, batches)
-    if replay:
-        timed = [next(samples) for _ in range(steps)]
-        warm = timed
-    else:
-        warm = [next(samples) for _ in range(warmup)]
-        timed = (next(samples) for _ in range(steps))
+    warm, timed = warm_and_timed(samples, steps, warmup, replay)
     for sample in warm:  # first-seen shapes, allocator growth, kernel choice
-        _sync(device)
-        start = time.perf_counter()
-        trainer.train_step([sample])
-        _sync(device)
-        warmup_times.append(time.perf_counter() - start)
+        warmup_times.append(timed_call(device, trainer.train_step, [sample]))
     before = trainer.get_num_updates()
-    for sample in timed:
-        _sync(device)
-        start = time.perf_counter()
-        trainer.train_step([sample])  # one batch an update (--update-freq 1)
-        _sync(device)
-        times.append(time.perf_counter() - start)
+    for sample in timed:  # one batch an update (--update-freq 1)
+        times.append(timed_call(device, trainer.train_step, [sample]))
         digest.update(sample["id"].numpy().tobytes())
         sequences += sample["nsentences"]
         tokens += sample["ntokens"]

@@ -16,7 +16,6 @@ with every `ehft train` stage; dropout 0.1, max 4400 tokens a batch, at most 10 
 no gradient clipping are added here).
 """
 
-import math
 from dataclasses import dataclass
 from typing import Tuple
 

@@ -63,13 +63,20 @@ def _losses(log):
 
 def _train(data, save_dir, nproc, update_freq=1):
     cmd = _fairseq_train(data, save_dir, "--update-freq", str(update_freq), "--max-update", "6")
+    log = _finished(cmd, nproc)
+    return log, _losses(log), valid_records(log)
+
+
+def _finished(cmd, nproc):
+    """The output of `cmd`, run in `nproc` processes by torchrun if more than one; it must
+    succeed."""
     if nproc > 1:
         cmd = [BIN / "torchrun", "--nproc-per-node", str(nproc), "--master-port",
                str(free_port()), *cmd]
     job = _start(cmd)
     [log] = finish([job])
     assert job.returncode == 0, log[-3000:]
-    return log, _losses(log), valid_records(log)
+    return log
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
@@ -209,12 +216,7 @@ def test_total_epochs_are_passes_over_the_data(data, tmp_path, nproc, update_fre
            "--total-epochs", "2", "--batch-size", "4", "--save-dir", tmp_path / "runs", "--",
            "--cpu", "--num-workers", "0", "--max-positions", "128",
            "--update-freq", str(update_freq)]
-    if nproc > 1:
-        cmd = [BIN / "torchrun", "--nproc-per-node", str(nproc), "--master-port",
-               str(free_port()), *cmd]
-    job = _start(cmd)
-    [log] = finish([job])
-    assert job.returncode == 0, log[-3000:]
+    _finished(cmd, nproc)
     stage = tmp_path / "runs" / "rte" / "ft" / "seed1" / "finetune"
     assert json.loads((stage / "done.json").read_text())["trained_updates"] == 10
     train_log = (stage / "train.log").read_text()
