@@ -133,6 +133,17 @@ def test_cli_errors_exit_non_zero_with_the_message(tmp_path, args, message):
     assert not (tmp_path / "y").exists()
 
 
+def test_a_raw_dir_that_is_a_file_is_named_as_such(tmp_path):
+    raw = shared("glue", "RTE", "train.tsv")
+    result = ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp_path / "y", *gpt2_flags(),
+                  check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ehft prepare: error: --raw-dir %s is a file; expected the directory that holds the "
+        "task's official raw files (%s's, not one of them)" % (raw, raw.parent))
+    assert not (tmp_path / "y").exists()
+
+
 def test_metadata_of_another_format_version_is_refused(tmp_path):
     (tmp_path / "ehft_task.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(EhftError, match=r"format_version 99, expected 1; re-run `ehft prepare`"):

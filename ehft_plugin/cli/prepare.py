@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 from ..data.task_table import TASKS, get_task
 from ..data.tokenisers import BPE_CHOICES, TokeniserSpec
@@ -55,6 +56,12 @@ def run(args):
     from ..data.binarize import prepare  # torch: only once the arguments are read
 
     spec = get_task(args.task)
+    if os.path.isfile(args.raw_dir):
+        from ..errors import EhftError
+
+        raise EhftError("--raw-dir %s is a file; expected the directory that holds the task's "
+                        "official raw files (%s's, not one of them)"
+                        % (args.raw_dir, os.path.dirname(args.raw_dir) or "."))
     tokeniser, pair_format = tokeniser_from_args(args), "roberta"
     if args.backbone:
         from ..convert import load_backbone
