@@ -166,7 +166,19 @@ def _confusion_matrix_from_meters(meters) -> np.ndarray:
     cells = {k[len(CM_PREFIX):]: meters[k].sum for k in meters.keys() if k.startswith(CM_PREFIX)}
     n = int(round(len(cells) ** 0.5))
     cm = np.zeros((n, n), dtype=np.int64)
-    for key, count in zip(cells, _host_values(list(cells.values()))):
+    values = list(cells.values())
+    # every derived metric (accuracy, F1, MCC ...) of one log reads the same counts: read once
+    cached = getattr(meters, "_ehft_cells", None)
+    if cached is not None and len(cached[0]) == len(values) and all(
+            a is b for a, b in zip(cached[0], values)):
+        counts = cached[1]
+    else:
+        counts = _host_values(values)
+        try:
+            meters._ehft_cells = (values, counts)
+        except AttributeError:  # a plain dict (tests): no cache
+            pass
+    for key, count in zip(cells, counts):
         i, j = map(int, key.split("_"))
         cm[i, j] = count
     return cm

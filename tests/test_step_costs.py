@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
+from fairseq.logging import meters as fairseq_meters
 from fairseq.logging import metrics as fairseq_metrics
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
@@ -44,10 +45,16 @@ def test_the_counts_are_read_in_one_go():
     meters = {m.CM_PREFIX + "%d_%d" % (i, j): types.SimpleNamespace(sum=torch.tensor(i + j))
               for i in range(3) for j in range(3)}
     meters[m.CM_PREFIX + "0_0"].sum = 4  # an int among the tensors (a worker without a batch)
+    plain, meters = meters, fairseq_meters.MetersDict()  # the type derived metrics are handed
+    for key, meter in plain.items():
+        meters.add_meter(key, meter, priority=0)
     with step_ops.HostReadCounter(counter), counter:
         cm = m._confusion_matrix_from_meters(meters)
-    assert cm.tolist() == [[4, 1, 2], [1, 2, 3], [2, 3, 4]]
+        again = m._confusion_matrix_from_meters(meters)  # another metric of the same log
+    assert cm.tolist() == again.tolist() == [[4, 1, 2], [1, 2, 3], [2, 3, 4]]
     assert sum(counter.syncs.values()) == 1
+    meters[m.CM_PREFIX + "2_2"].sum = torch.tensor(9)  # a later log: a new sum tensor
+    assert m._confusion_matrix_from_meters(meters)[2, 2] == 9
 
 
 def _logging_outputs(batches=3):
