@@ -8,7 +8,6 @@ launcher builds argument lists and runs the seed and stage loop; the hand-over i
 """
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -28,7 +27,8 @@ from .pretrained import CARRIED, DIMS, check_fits_data, model_args, read_origina
 from .provenance import software
 from .recipes import apply_recipe, recipe_method
 from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG,
-                     PEFT_FILE, START_FILE, last_update, recorded_commands, run_directory,
+                     PEFT_FILE, START_FILE, last_update, read_json, recorded_commands,
+                     run_directory,
                      trained_updates, training_seconds, valid_records, validated_at_the_end,
                      write_done, write_run_record)
 from . import progress
@@ -224,17 +224,11 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first
         _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch,
                   run_dir, budget, level, display)
     if display is not None and rank == 0:
+        done = [os.path.join(run_dir, s.name, DONE_RECORD) for s in method.stages]
         display.line(progress.run_summary(run_dir, [
-            (s.name, _read_done(os.path.join(run_dir, s.name))) for s in method.stages]))
+            (s.name, read_json(path) if os.path.isfile(path) else None)
+            for s, path in zip(method.stages, done)]))
     return run_dir
-
-
-def _read_done(stage_dir):
-    path = os.path.join(stage_dir, DONE_RECORD)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch, run_dir,

@@ -9,7 +9,6 @@ fairseq writes a training record every --log-interval updates (100 by default): 
 line needs `-- --log-interval N`.
 """
 
-import json
 import os
 import sys
 import time
@@ -55,11 +54,10 @@ class StageWatch:
             self._record(line)
 
     def _record(self, line):
-        try:
-            stats = json.loads(line) if line.startswith("{") else None
-        except ValueError:
-            return
-        if not isinstance(stats, dict):
+        from .rundir.logs import stats_of
+
+        stats = stats_of(line)
+        if stats is None:
             return
         dev = next((k for k in stats if k.startswith("valid") and k.endswith("_" + self.metric)
                     and "_best_" not in k), None)

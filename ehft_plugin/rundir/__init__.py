@@ -17,14 +17,14 @@ run.py: `Run`, one run as its readers see it.
 """
 
 from .files import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, PEFT_FILE, RUN_RECORD,
-                    START_FILE, RunError, find_run_dirs, method_slug, recorded_commands,
+                    START_FILE, RunError, find_run_dirs, method_slug, read_json, recorded_commands,
                     run_directory, trained_updates, write_done, write_run_record)
 from .logs import (last_update, log_records, train_records, training_seconds, valid_records,
                    validated_at_the_end)
 from .run import Run
 
 __all__ = ["Run", "RunError", "BEST_CHECKPOINT", "CHILD_MASK_FILE", "last_update", "RUN_RECORD", "DONE_RECORD", "LOG", "LAST_CHECKPOINT",
-           "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs", "method_slug",
+           "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs", "method_slug", "read_json",
            "recorded_commands", "run_directory", "trained_updates", "write_done",
            "write_run_record", "log_records", "train_records", "training_seconds",
            "valid_records", "validated_at_the_end"]

@@ -19,12 +19,19 @@ def log_records(log_path):
             if line == previous:
                 continue
             previous = line
-            try:  # the configuration dump also starts with "{" but is not JSON
-                stats = json.loads(line) if line.startswith("{") else None
-            except ValueError:
-                continue
-            if isinstance(stats, dict):
+            stats = stats_of(line)
+            if stats is not None:
                 yield stats
+
+
+def stats_of(line):
+    """The JSON stats record a --log-file line holds, or None (other lines; the configuration
+    dump also starts with "{" but is not JSON)."""
+    try:
+        stats = json.loads(line) if line.startswith("{") else None
+    except ValueError:
+        return None
+    return stats if isinstance(stats, dict) else None
 
 
 def valid_records(log_path):
