@@ -15,13 +15,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from .data.binarize import load_metadata
 from .distributed import torchrun_settings
 from .errors import EhftError
 from .handover import HEAD_NAME, write_handover, write_stage_start
 from .locks import exclusive
-from .methods import resolve_method, with_learning_rates
+from .methods import rate_flags, resolve_method, with_learning_rates
 from .peft.plan import parse_plan
 from .pretrained import CARRIED, DIMS, check_fits_data, model_args, read_original
 from .provenance import software
@@ -31,7 +32,7 @@ from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, L
                      run_directory,
                      trained_updates, training_seconds, valid_records, validated_at_the_end,
                      write_done, write_run_record)
-from . import progress
+from . import progress, sweep
 from . import stage1 as stage1_rules
 
 logger = logging.getLogger(__name__)
@@ -217,12 +218,13 @@ def stage_updates(total, budget):
 
 
 def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first_launch=0,
-             budget=None, level=None, display=None):
-    run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed)
+             budget=None, level=None, display=None, setting=""):
+    """`setting`: the sweep's name for this run's values (sweep.Setting.label), "" for none."""
+    run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed, setting)
     # rank 0 alone writes the run directory, and no other `ehft train` may at the same time
     with exclusive(run_dir, "ehft train") if rank == 0 else contextlib.nullcontext():
         _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch,
-                  run_dir, budget, level, display)
+                  run_dir, budget, level, display, setting)
     if display is not None and rank == 0:
         done = [os.path.join(run_dir, s.name, DONE_RECORD) for s in method.stages]
         display.line(progress.run_summary(run_dir, [
@@ -232,7 +234,7 @@ def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first
 
 
 def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch, run_dir,
-              budget, level, display=None):
+              budget, level, display=None, setting=""):
     updates = stage_updates(opts.total_updates, budget)
     config = {"method": method.name, "data": os.path.abspath(opts.data),
               "checkpoint": os.path.abspath(opts.checkpoint), "seed": seed,
@@ -249,6 +251,8 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
                          for s in method.stages]}
     if budget is not None and budget.record() is not None:
         config["stage1"] = budget.record()
+    if setting:
+        config["setting"] = setting
     leader = rank == 0
     previous, replace = recorded_commands(run_dir, config, opts.overwrite)
     if leader:
@@ -305,6 +309,34 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
                      and budget.rule == stage1_rules.PLATEAU)
 
 
+@dataclass
+class Planned:
+    """One setting of the command (of its sweep): its options, resolved method, stage-1
+    budget and the path part naming it."""
+    opts: object
+    method: object
+    budget: object
+    setting: str
+
+
+def plan_runs(opts, meta, num_layers):
+    """Every setting of the command, resolved and checked before anything runs: a bad value
+    anywhere in a sweep stops it before its first run."""
+    planned, seen = [], set()
+    for setting in sweep.settings(opts):
+        one = setting.options(opts)
+        method = resolve_method(one.method, num_layers)
+        apply_recipe(one, meta, method)
+        method = recipe_method(one, method, num_layers)
+        method = with_learning_rates(method, one.lr_stage1, one.lr_stage2)
+        label = setting.label(rate_flags(method) | {"batch_size"})
+        if (method.name, label) in seen:  # a swept rate this method does not use
+            continue
+        seen.add((method.name, label))
+        planned.append(Planned(one, method, plan_stage1(one, method, meta), label))
+    return planned
+
+
 def train(opts):
     meta = load_metadata(opts.data)
     original = read_original(opts.checkpoint)
@@ -313,17 +345,16 @@ def train(opts):
     if not arch.startswith("roberta_ehft"):
         raise EhftError("cannot tell the architecture of %s (arch %r); pass --arch "
                         "roberta_ehft_base or roberta_ehft_large" % (opts.checkpoint, dims["arch"]))
-    method = resolve_method(opts.method, dims["encoder_layers"])
-    apply_recipe(opts, meta, method)
-    method = recipe_method(opts, method, dims["encoder_layers"])
-    method = with_learning_rates(method, opts.lr_stage1, opts.lr_stage2)
-    budget = plan_stage1(opts, method, meta)
+    planned = plan_runs(opts, meta, dims["encoder_layers"])
+    sweep.check_size(len(planned), len(opts.seeds), getattr(opts, "yes", False))
     # last of the checks: reading the dictionary imports fairseq, seconds the others spare
     check_fits_data(original, opts.data, opts.checkpoint)
     if getattr(opts, "dry_run", False):
-        return dry_run(opts, method, original, dims, arch, meta, budget)
+        return [run_dir for p in planned
+                for run_dir in dry_run(p.opts, p.method, original, dims, arch, meta, p.budget,
+                                       p.setting)]
     level = None
-    if budget is not None:
+    if any(p.budget is not None for p in planned):
         level = stage1_rules.constant_level(opts.data, meta, meta["metrics"][0])
     # under torchrun every rank runs this launcher and its fairseq-train children join one
     # world; rank 0 alone writes the run directory
@@ -332,10 +363,15 @@ def train(opts):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the child too
     display = progress.Display(getattr(opts, "display", "progress") or "progress",
                                every=getattr(opts, "progress_every", 0) or 0)
-    return [run_seed(opts, method, seed, original, dims, arch, meta, rank,
-                     first_launch=i * len(method.stages), budget=budget, level=level,
-                     display=display)
-            for i, seed in enumerate(opts.seeds)]
+    run_dirs, launch = [], 0
+    for p in planned:
+        for seed in opts.seeds:
+            run_dirs.append(run_seed(p.opts, p.method, seed, original, dims, arch, meta, rank,
+                                     first_launch=launch, budget=p.budget,
+                                     level=level if p.budget is not None else None,
+                                     display=display, setting=p.setting))
+            launch += len(p.method.stages)
+    return run_dirs
 
 
 def plan_stage1(opts, method, meta):
@@ -353,7 +389,7 @@ def plan_stage1(opts, method, meta):
     return budget
 
 
-def dry_run(opts, method, original, dims, arch, meta, budget=None):
+def dry_run(opts, method, original, dims, arch, meta, budget=None, setting=""):
     """Every seed's and stage's exact fairseq-train command, printed, nothing run or written.
     A stage that starts from stage 1's head starts from START, which `ehft handover` writes
     (as `ehft train` does) once stage 1 has finished; a Child-Tuning stage reads the mask
@@ -364,8 +400,10 @@ def dry_run(opts, method, original, dims, arch, meta, budget=None):
     metric = meta["metrics"][0]
     run_dirs = []
     for seed in opts.seeds:
-        run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed)
+        run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed, setting)
         run_dirs.append(run_dir)
+        print("# run %s: %s%s, seed %d" % (run_dir, method.name,
+                                           " (%s)" % setting if setting else "", seed))
         for stage, n in zip(method.stages, updates):
             stage_dir = os.path.join(run_dir, stage.name)
             head = stage.head_from and os.path.join(run_dir, stage.head_from, HEAD_FILE)

@@ -176,11 +176,20 @@ def with_learning_rates(method: Method, stage1_lr=None, stage2_lr=None) -> Metho
     stage-1 flag unless they are plain finetuning)."""
     stages = []
     for i, stage in enumerate(method.stages):
-        # full finetuning (FT, stage 2, mixout, Child-Tuning) takes the stage-2 rate
-        finetunes = stage.peft == "full" or stage.peft.startswith("mixout")
-        override = stage2_lr if (i == 1 or finetunes) else stage1_lr
+        override = stage2_lr if _rate_flag(i, stage) == "lr_stage2" else stage1_lr
         stages.append(replace(stage, lr=override) if override else stage)
     return replace(method, stages=tuple(stages))
+
+
+def _rate_flag(index, stage):
+    # full finetuning (FT, stage 2, mixout, Child-Tuning) takes the stage-2 rate
+    finetunes = stage.peft == "full" or stage.peft.startswith("mixout")
+    return "lr_stage2" if index == 1 or finetunes else "lr_stage1"
+
+
+def rate_flags(method: Method):
+    """The learning-rate flags (lr_stage1, lr_stage2) that change `method`'s training."""
+    return {_rate_flag(i, stage) for i, stage in enumerate(method.stages)}
 
 
 def split_updates(total: int, method: Method):

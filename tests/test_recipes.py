@@ -12,6 +12,13 @@ from ehft_plugin.errors import EhftError
 from ehft_plugin.launcher import stage_command
 from ehft_plugin.methods import resolve_method, split_updates, with_learning_rates
 from ehft_plugin.recipes import FAIRSEQ_GLUE, apply_recipe, get_recipe
+from ehft_plugin.sweep import settings
+
+
+def one_setting(opts):
+    """The options of a command without a sweep, as `ehft train` reads them."""
+    [setting] = settings(opts)
+    return setting.options(opts)
 
 YAML_NAMES = {"sst2": "sst_2", "stsb": "sts_b"}
 
@@ -39,6 +46,7 @@ def test_table_matches_the_yaml_fairseq_ships(task):
 def _command(task, *flags):
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s", *flags])
+    opts = one_setting(opts)
     apply_recipe(opts, {"task": task})
     method = with_learning_rates(resolve_method(opts.method, 24), opts.lr_stage1, opts.lr_stage2)
     [updates] = split_updates(opts.total_updates, method)
@@ -80,6 +88,7 @@ def test_tasks_without_a_fairseq_recipe_are_named():
 def test_without_a_recipe_total_updates_is_required():
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s"])
+    opts = one_setting(opts)
     with pytest.raises(EhftError, match=r"--total-updates or --total-epochs is required"):
         apply_recipe(opts, {"task": "rte"})
 
@@ -96,6 +105,7 @@ RTE_META = {"task": "rte", "splits": {"train": {"examples": 2490}}}
 def test_an_epoch_budget_becomes_updates_from_the_training_set_size(flags, updates):
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s", *flags])
+    opts = one_setting(opts)
     apply_recipe(opts, RTE_META)
     assert opts.total_updates == updates
 
@@ -117,6 +127,7 @@ def test_epochs_count_passes_whatever_the_accumulation_and_the_world(flags, envi
         monkeypatch.setenv(key, value)
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s", *flags])
+    opts = one_setting(opts)
     apply_recipe(opts, RTE_META)
     assert opts.total_updates == updates
 
@@ -134,6 +145,7 @@ def test_epochs_count_passes_whatever_the_accumulation_and_the_world(flags, envi
 def test_bad_epoch_budgets_are_refused(flags, message):
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s", *flags])
+    opts = one_setting(opts)
     with pytest.raises(EhftError, match=message):
         apply_recipe(opts, RTE_META)
 
@@ -223,6 +235,7 @@ def test_ehft_paper_stage2_rate_and_epochs_by_task():
         opts = build_parser().parse_args(["train", "--method", "ehft-bitfit", "--data", "d",
                                           "--checkpoint", "c.pt", "--save-dir", "s",
                                           "--recipe", "ehft-paper"])
+        opts = one_setting(opts)
         apply_recipe(opts, {"task": task, "splits": {"train": {"examples": 320}}},
                      resolve_method("ehft-bitfit", 12))
         assert opts.lr_stage2 == lr and opts.stage1_epochs == epochs // 10

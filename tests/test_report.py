@@ -13,14 +13,17 @@ from ehft_plugin.report import (PUBLISHED, ReportError, avg_difference_interval,
                                 load_published, read_run, render_versus, report, summarise)
 
 
-def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True, peft="full"):
+def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True, peft="full",
+             lr=1e-5, setting=""):
     """A run directory as `ehft train` leaves it. stages: [(name, updates, records)], each
     record {"num_updates": n, "subset": "valid", metric: value, ...}; values are written as
-    fairseq's JSON log writes them (strings); `peft`: the first stage's plan."""
-    run_dir = root / task / method / ("seed%d" % seed)
+    fairseq's JSON log writes them (strings); `peft`: the first stage's plan; `lr`: the last
+    stage's rate; `setting`: the sweep's directory of the run."""
+    run_dir = root / task / method / setting / ("seed%d" % seed)
     run_dir.mkdir(parents=True)
     config = {"method": method, "seed": seed, "updates": [n for _, n, _ in stages],
-              "stages": [{"name": name, "peft": peft if i == 0 else "full", "lr": 1e-5}
+              "stages": [{"name": name, "peft": peft if i == 0 else "full",
+                          "lr": lr if i == len(stages) - 1 else 1e-5}
                          for i, (name, _, _) in enumerate(stages)]}
     (run_dir / "run.json").write_text(json.dumps({"task": task, "config": config,
                                                   "commands": {}}))
@@ -351,3 +354,68 @@ def test_the_report_says_what_the_grid_can_decide(tmp_path):
     agrees = render_versus(better, "ft", {"ehft-bitfit": (low + high) / 2})
     assert ("The paper's gain on these tasks: %+.2f; the interval holds it and excludes 0."
             % ((low + high) / 2)) in agrees
+
+
+def sweep_runs(root):
+    """ft at three rates x 3 seeds on RTE (known dev scores: 1e-05 has the best mean), and
+    lp at one rate."""
+    scores = {1e-5: [70.0, 66.0, 68.0], 2e-5: [71.0, 60.0, 62.0], 3e-5: [50.0, 52.0, 51.0]}
+    for lr, values in scores.items():
+        for seed, acc in enumerate(values, 1):
+            fake_run(root, "rte", "ft", seed, one_stage({"num_updates": 10, "accuracy": acc}),
+                     lr=lr, setting="lr2=%g" % lr)
+    for seed in (1, 2):
+        fake_run(root, "rte", "lp", seed, one_stage({"num_updates": 10, "accuracy": 55.0}),
+                 peft="head", lr=5e-4)
+    return root
+
+
+def test_runs_of_one_method_with_different_settings_are_not_pooled(tmp_path):
+    root = sweep_runs(tmp_path / "runs")
+    with pytest.raises(ReportError, match=r"runs of ft on rte differ in finetune lr "
+                                          r"\(1e-05 in .*lr2=1e-05/seed1; 2e-05 in .*--select dev"):
+        report([root], str(tmp_path / "r.md"), plots=False)
+    assert not (tmp_path / "r.md").exists()
+    refused = ehft("report", root, "--out", tmp_path / "r.md", check=False)
+    assert refused.returncode == 2 and "differ in finetune lr" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_select_dev_reports_the_setting_with_the_best_mean_dev_score(tmp_path):
+    root = sweep_runs(tmp_path / "runs")
+    ehft("report", root, "--out", tmp_path / "r.md", "--select", "dev", "--no-plots")
+    summary = json.loads((tmp_path / "r.json").read_text())
+    # means: 1e-05 68.0, 2e-05 64.33 (its best seed is the best single run), 3e-05 51.0
+    assert summary["rte"]["ft"]["mean"] == pytest.approx(68.0)
+    assert summary["rte"]["ft"]["seeds"] == 3 and summary["rte"]["lp"]["mean"] == 55.0
+    sweep = {(s["method"], row["setting"]): row for s in summary["selected_on_dev"]["sweep"]
+             for row in s["settings"]}
+    assert sweep["ft", "finetune lr=1e-05"]["chosen"]
+    assert not sweep["ft", "finetune lr=2e-05"]["chosen"]
+    assert sweep["ft", "finetune lr=3e-05"]["mean"] == pytest.approx(51.0)
+    text = (tmp_path / "r.md").read_text()
+    assert "Selected on dev" in text and "optimistic" in text  # the rule, above the table
+    assert text.index("Selected on dev") < text.index("| method |")
+    assert "| RTE | ft | finetune lr=1e-05 | 1,2,3 | 68.00 ±2.00 | **selected** |" in text
+
+
+def test_a_dev_selection_tie_goes_to_more_seeds_then_the_smaller_std(tmp_path):
+    root = tmp_path / "runs"
+    for lr, values in {1e-5: [60.0, 62.0], 2e-5: [61.0, 61.0, 61.0], 3e-5: [61.0, 61.0]}.items():
+        for seed, acc in enumerate(values, 1):
+            fake_run(root, "rte", "ft", seed, one_stage({"num_updates": 10, "accuracy": acc}),
+                     lr=lr, setting="lr2=%g" % lr)
+    report([root], str(tmp_path / "r.md"), plots=False, on_dev=True)
+    sweep = json.loads((tmp_path / "r.json").read_text())["selected_on_dev"]["sweep"][0]
+    assert [row["setting"] for row in sweep["settings"] if row["chosen"]] == \
+        ["finetune lr=2e-05"]
+
+
+def test_select_names_only_what_exists(tmp_path):
+    root = sweep_runs(tmp_path / "runs")
+    refused = ehft("report", root, "--out", tmp_path / "r.md", "--select", "test", check=False)
+    assert refused.returncode == 2 and "--select: invalid choice: 'test'" in refused.stderr
+    both = ehft("report", root, "--out", tmp_path / "r.md", "--select", "last",
+                "--validation", "best", check=False)
+    assert both.returncode == 2 and "--validation" in both.stderr
+    assert not (tmp_path / "r.md").exists()

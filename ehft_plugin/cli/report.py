@@ -4,6 +4,8 @@ import json
 import shlex
 import sys
 
+from ..errors import EhftError
+
 
 def add_parser(sub, name):
     p = sub.add_parser(
@@ -14,7 +16,13 @@ def add_parser(sub, name):
                     "own, never mixed with measured rows.")
     p.add_argument("runs", nargs="+", help="directories holding run directories (--save-dir)")
     p.add_argument("--out", required=True, help="the Markdown file to write, e.g. results.md")
-    p.add_argument("--select", choices=("best", "last"), default="best",
+    p.add_argument("--select", choices=("dev", "best", "last"),
+                   help="dev: of the runs of one method that differ in a setting (a sweep of "
+                        "`ehft train`), report per task the setting with the best mean dev "
+                        "score over seeds, and list the sweep (without it such runs are "
+                        "refused, not pooled); best, last: the earlier spelling of "
+                        "--validation")
+    p.add_argument("--validation", choices=("best", "last"),
                    help="which validation of a run counts: best = the best headline metric "
                         "(fairseq's checkpoint_best, default), last = the final one")
     p.add_argument("--published-file", action="append", default=[],
@@ -33,9 +41,17 @@ def add_parser(sub, name):
 def run(args):
     from ..report import PUBLISHED, report
 
+    validation = args.validation
+    if args.select in ("best", "last"):
+        if validation not in (None, args.select):
+            raise EhftError("--select %s and --validation %s: --select best|last is the "
+                            "earlier spelling of --validation; give one"
+                            % (args.select, validation))
+        validation = args.select
+    validation = validation or "best"
     published = ([] if args.no_published else [PUBLISHED]) + args.published_file
     how = "`ehft %s`, select=%s" % (" ".join(shlex.quote(a) for a in sys.argv[1:]) or "report",
-                                    args.select)
-    for path in report(args.runs, args.out, args.select, published, not args.no_plots, how,
-                       args.baseline):
+                                    validation)
+    for path in report(args.runs, args.out, validation, published, not args.no_plots, how,
+                       args.baseline, on_dev=args.select == "dev"):
         print(json.dumps({"wrote": path}))

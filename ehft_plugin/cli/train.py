@@ -5,6 +5,7 @@ import json
 from . import numbers
 from ..recipes import RECIPES
 from ..stage1 import DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE
+from ..sweep import MAX_RUNS
 
 
 def add_parser(sub, name):
@@ -16,10 +17,15 @@ def add_parser(sub, name):
                     "finetune fully from the original checkpoint with stage 1's best head "
                     "(stage 2) for --total-updates/--total-epochs, the budget --method ft gets "
                     "from the same flags. Arguments after '--' go to every fairseq-train call.")
-    p.add_argument("--method", required=True)
+    p.add_argument("--method", required=True, nargs="+",
+                   help="one or more methods; with several values here or in --lr-stage1, "
+                        "--lr-stage2, --batch-size, every combination is a run (a sweep)")
     p.add_argument("--data", required=True, help="directory written by `ehft prepare`")
     p.add_argument("--checkpoint", required=True, help="pretrained RoBERTa model.pt")
-    p.add_argument("--save-dir", required=True, help="runs go to SAVE_DIR/TASK/METHOD/seedK")
+    p.add_argument("--save-dir", required=True,
+                   help="runs go to SAVE_DIR/TASK/METHOD/seedK; in a sweep to "
+                        "SAVE_DIR/TASK/METHOD/SETTING/seedK, SETTING naming the values of the "
+                        "flags given several (e.g. lr2=1e-05_bs=16)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--total-updates", type=int,
                    help="updates of the finetuning: a one-stage method's, a two-stage method's "
@@ -55,13 +61,19 @@ def add_parser(sub, name):
     stage1.add_argument("--stage1-head", choices=("best", "last"),
                         help="the stage-1 head handed over: its best dev validation's or its "
                              "last (default: best with the default stage 1, else last)")
-    p.add_argument("--lr-stage1", type=float, help="override the method table's stage-1 lr")
-    p.add_argument("--lr-stage2", type=float, help="override the full-finetuning lr (default "
-                                                   "1e-5, or the recipe's)")
+    p.add_argument("--lr-stage1", type=float, nargs="+",
+                   help="override the method table's stage-1 lr (the rate of a "
+                        "parameter-efficient stage); several values: a sweep")
+    p.add_argument("--lr-stage2", type=float, nargs="+",
+                   help="override the full-finetuning lr (default 1e-5, or the recipe's); "
+                        "several values: a sweep")
     p.add_argument("--arch", help="roberta_ehft_base or roberta_ehft_large (default: from the "
                                   "checkpoint)")
     p.add_argument("--head-type", choices=("ehft", "fairseq"), default="ehft")
-    p.add_argument("--batch-size", type=int, help="sentences per batch (default 32)")
+    p.add_argument("--batch-size", type=int, nargs="+",
+                   help="sentences per batch (default 32); several values: a sweep")
+    p.add_argument("--yes", action="store_true",
+                   help="run a sweep of more than %d runs" % MAX_RUNS)
     p.add_argument("--warmup-ratio", type=float,
                    help="warmup share of each stage, linear decay after it (default 0.1)")
     p.add_argument("--log-drift", action="store_true",

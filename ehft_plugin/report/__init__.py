@@ -22,6 +22,7 @@ import os
 
 from ..atomic import write_file
 from .collect import ReportError, collect, read_run, summarise
+from .settings import check_poolable, select_on_dev
 from .plots import plot_bars, plot_curves
 from .render import (PUBLISHED, load_published, render_csv, render_markdown, render_versus,
                      summary_json)
@@ -33,9 +34,12 @@ __all__ = ["report", "ReportError", "collect", "read_run", "summarise", "load_pu
            "paper_gains", "welch_p", "welch_p_of_cells"]
 
 
-def report(roots, out, select="best", published_files=None, plots=True, how="", baseline=None):
+def report(roots, out, select="best", published_files=None, plots=True, how="", baseline=None,
+           on_dev=False):
     """Write the report files; returns their paths. `baseline`: the method every other one is
-    compared with (default: ft, when there are runs of it)."""
+    compared with (default: ft, when there are runs of it). `on_dev`: runs of one method
+    that differ in their settings (a sweep) are reduced to the setting with the best mean dev
+    score (settings.select_on_dev); without it such runs are refused."""
     if not out.endswith(".md"):
         raise ReportError("--out %s: expected a .md file name (the CSV, JSON and PNG files go "
                           "next to it)" % out)
@@ -44,6 +48,11 @@ def report(roots, out, select="best", published_files=None, plots=True, how="", 
         raise ReportError("no finished runs under %s (looked for run.json with a finished last "
                           "stage)%s" % (", ".join(roots), "; unfinished: %d" % len(unfinished)
                                         if unfinished else ""))
+    choices = None
+    if on_dev:
+        runs, choices = select_on_dev(runs)
+    else:
+        check_poolable(runs)
     summary = summarise(runs)
     if baseline is not None and baseline not in summary.methods:
         raise ReportError("--baseline %s: no finished runs of it; methods: %s"
@@ -55,6 +64,7 @@ def report(roots, out, select="best", published_files=None, plots=True, how="", 
     if plots:
         written += plot_curves(runs, summary, prefix) + [plot_bars(summary, prefix)]
     write_file(prefix + ".csv", render_csv(runs))
-    write_file(prefix + ".json", json.dumps(summary_json(summary), indent=2) + "\n")
-    write_file(out, render_markdown(summary, published, unfinished, how, baseline or "ft"))
+    write_file(prefix + ".json", json.dumps(summary_json(summary, choices), indent=2) + "\n")
+    write_file(out, render_markdown(summary, published, unfinished, how, baseline or "ft",
+                                    choices))
     return [out, prefix + ".csv", prefix + ".json"] + written

@@ -9,6 +9,7 @@ from ..data.task_table import column_key, display_name
 from ..errors import EhftError
 from ..rundir.files import read_json
 from .collect import ReportError
+from .settings import DEV_SELECTION_RULE
 from .stats import (avg_difference_interval, detectable_difference, p_text, paper_gains,
                     welch_p)
 
@@ -47,9 +48,11 @@ def load_published(paths):
     return tables
 
 
-def render_markdown(summary, published, unfinished, how, baseline="ft"):
+def render_markdown(summary, published, unfinished, how, baseline="ft", choices=None):
     out = io.StringIO()
     out.write("# Dev results\n\n")
+    if choices is not None:
+        out.write(DEV_SELECTION_RULE + "\n\n")
     out.write("Measured by the runs below (%s). Cells: mean ± sample std over seeds (seeds); "
               "metric per task as in the column title (accuracy unless named). Avg: mean of "
               "a method's cells, only when it has every column.\n\n" % how)
@@ -66,6 +69,8 @@ def render_markdown(summary, published, unfinished, how, baseline="ft"):
         out.write("\n† some runs' stage 1 made no head: its best dev score was at the level of "
                   "always predicting one class, so stage 2 started from a head that learned "
                   "nothing (see Compute and stage 1).\n")
+    if choices is not None:
+        out.write(render_sweep(choices))
     out.write(render_best_single_stage(summary))
     out.write(render_cost(summary))
     if baseline in summary.methods and len(summary.methods) > 1:
@@ -92,6 +97,20 @@ def render_markdown(summary, published, unfinished, how, baseline="ft"):
         out.write("\n## Unfinished runs (not counted)\n\n")
         out.writelines("- %s\n" % path for path in unfinished)
     return out.getvalue()
+
+
+def render_sweep(choices):
+    """Every setting of every task and method, the chosen one marked."""
+    out = ["", "## The sweep (selected on dev)", "",
+           "| task | method | setting | seeds | mean ± std | |", "|---|---|---|---|---|---|"]
+    for choice in choices:
+        for row in choice.settings:
+            out.append("| %s | %s | %s | %s | %.2f ±%s | %s |" % (
+                display_name(choice.task), choice.method, row["setting"],
+                ",".join(map(str, row["seeds"])), row["mean"],
+                "%.2f" % row["std"] if row["std"] is not None else "—",
+                "**selected**" if row["chosen"] else ""))
+    return "\n".join(out) + "\n"
 
 
 def render_best_single_stage(summary):
@@ -236,7 +255,7 @@ def render_csv(runs):
     return out.getvalue()
 
 
-def summary_json(summary):
+def summary_json(summary, choices=None):
     out = {}
     for (column, method), cell in summary.cells.items():
         out.setdefault(column, {})[method] = {"mean": cell["mean"], "std": cell["std"],
@@ -246,4 +265,7 @@ def summary_json(summary):
     out["cost"] = {task: {method: {k: c[k] for k in ("runs", "updates", "seconds", "at_chance")}
                           for (t, method), c in summary.cost.items() if t == task}
                    for task in sorted({t for t, _ in summary.cost})}
+    if choices is not None:
+        out["selected_on_dev"] = {"rule": DEV_SELECTION_RULE, "sweep": [
+            {"task": c.task, "method": c.method, "settings": c.settings} for c in choices]}
     return out

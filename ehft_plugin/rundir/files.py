@@ -30,8 +30,10 @@ def method_slug(name):
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name)
 
 
-def run_directory(save_dir, task, method_name, seed):
-    return os.path.join(save_dir, task, method_slug(method_name), "seed%d" % seed)
+def run_directory(save_dir, task, method_name, seed, setting=""):
+    """SAVE_DIR/TASK/METHOD/seedK, or SAVE_DIR/TASK/METHOD/SETTING/seedK in a sweep."""
+    return os.path.join(save_dir, task, method_slug(method_name), *([setting] if setting else []),
+                        "seed%d" % seed)
 
 
 def find_run_dirs(root):
