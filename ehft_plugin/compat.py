@@ -23,6 +23,9 @@ distributed.py, replicas.py); only the installation is here.
     ._sync_fp32_params_to_fp16, .zero_grad              step_launches: foreach copies, no
                                                         zeroing of an overwritten buffer
     fairseq.utils.clip_grad_norm_                       step_launches: one foreach norm
+    fairseq.logging.progress_bar.TensorboardProgressBarWrapper._log_to_tensorboard,
+    .WandBProgressBarWrapper._log_to_wandb              tracking: stage 2's steps continue
+                                                        stage 1's
 """
 
 import importlib
@@ -158,6 +161,15 @@ def patch_fp16_copies():
         _wrap(owner, attribute, lambda original, wrap=wrap: _marked(wrap(original)))
 
 
+def patch_tracking_steps():
+    from . import tracking
+
+    owner = "fairseq.logging.progress_bar."
+    for cls, attribute in (("TensorboardProgressBarWrapper", "_log_to_tensorboard"),
+                           ("WandBProgressBarWrapper", "_log_to_wandb")):
+        _wrap(owner + cls, attribute, lambda original: _marked(tracking.wrap_log(original)))
+
+
 def patch_clip_grad_norm_():
     from . import step_launches
 
@@ -173,7 +185,7 @@ def _marked(wrapper):
 PATCHES = (patch_checkpoint_loading, patch_call_main, patch_all_gather_list,
            patch_distributed_model, patch_begin_valid_epoch, patch_checkpoint_copy,
            patch_reduce_and_log_stats, patch_fp16_clip_grad_norm, patch_fp16_copies,
-           patch_clip_grad_norm_)
+           patch_clip_grad_norm_, patch_tracking_steps)
 
 # (module or class, attribute) of every name above, for the test that pins them
 PATCHED_NAMES = (
@@ -190,6 +202,8 @@ PATCHED_NAMES = (
     ("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "_sync_fp32_params_to_fp16"),
     ("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "zero_grad"),
     ("fairseq.utils", "clip_grad_norm_"),
+    ("fairseq.logging.progress_bar.TensorboardProgressBarWrapper", "_log_to_tensorboard"),
+    ("fairseq.logging.progress_bar.WandBProgressBarWrapper", "_log_to_wandb"),
 )
 
 

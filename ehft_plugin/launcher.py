@@ -32,7 +32,7 @@ from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, L
                      run_directory,
                      trained_updates, training_seconds, valid_records, validated_at_the_end,
                      write_done, write_run_record)
-from . import progress, sweep
+from . import progress, sweep, tracking
 from . import stage1 as stage1_rules
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
         cmd += ["--child-tuning-mask", os.path.join(save_dir, CHILD_MASK_FILE)]
     if budget is not None:
         cmd += stage1_rules.fairseq_flags(budget, warmup)
-    return cmd + list(opts.fairseq_args)
+    return cmd + tracking.fairseq_flags(opts, save_dir) + list(opts.fairseq_args)
 
 
 class HandOver:
@@ -265,6 +265,7 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
     commands = {}
     metric = meta["metrics"][0]
     start_seconds = {}
+    steps_before = 0  # updates of the earlier stages: where a tracked stage's steps start
     for index, (stage, n) in enumerate(zip(method.stages, updates)):
         stage_dir = os.path.join(run_dir, stage.name)
         if leader:
@@ -288,6 +289,9 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
         cmd = commands[stage.name]
         if leader:
             write_run_record(run_dir, meta["task"], config, commands)
+        offset = steps_before
+        steps_before += last_update(os.path.join(stage_dir, LOG)) or 0 \
+            if os.path.isfile(done) and not replace else 0
         if os.path.isfile(done) and not replace:
             logger.info("%s: %s already done, skipped", run_dir, stage.name)
             continue
@@ -303,10 +307,12 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
                 "--stage1-max-epochs, --stage1-patience or --lr-stage1"
                 if budget.rule == stage1_rules.PLATEAU else "stage 1's budget or --lr-stage1")
         _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
-                     leader, _child_env(first_launch + index), replace,
-                     start_seconds.get(stage.name), display,
+                     leader, tracking.child_env(opts, stage_dir, offset,
+                                                _child_env(first_launch + index)),
+                     replace, start_seconds.get(stage.name), display,
                      capped=index == 0 and budget is not None
                      and budget.rule == stage1_rules.PLATEAU)
+        steps_before += last_update(os.path.join(stage_dir, LOG)) or 0
 
 
 @dataclass
@@ -338,6 +344,8 @@ def plan_runs(opts, meta, num_layers):
 
 
 def train(opts):
+    tracking.take_from_fairseq_args(opts)
+    tracking.check(opts)
     meta = load_metadata(opts.data)
     original = read_original(opts.checkpoint)
     dims = model_args(original)

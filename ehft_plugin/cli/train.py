@@ -76,6 +76,16 @@ def add_parser(sub, name):
                    help="run a sweep of more than %d runs" % MAX_RUNS)
     p.add_argument("--warmup-ratio", type=float,
                    help="warmup share of each stage, linear decay after it (default 0.1)")
+    track = p.add_argument_group(
+        "tracking", "Each stage of each run logs on its own, named TASK/METHOD[/SETTING]/seedK/"
+        "STAGE; stage 2's steps continue stage 1's. The same fairseq flags after '--' are "
+        "treated alike.")
+    track.add_argument("--tensorboard", metavar="DIR",
+                       help="TensorBoard event files under DIR/TASK/METHOD/.../STAGE")
+    track.add_argument("--wandb-project", metavar="P",
+                       help="a W&B run per stage in project P, grouped by the save "
+                            "directory's name (WANDB_RUN_GROUP wins; WANDB_MODE=offline "
+                            "works)")
     p.add_argument("--log-drift", action="store_true",
                    help="log every stage's distance from the pretrained backbone at every update "
                         "(‖θ − θ₀‖, for `ehft analyze`'s parameter-drift figure)")
