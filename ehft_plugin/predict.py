@@ -21,7 +21,8 @@ from . import metrics as metric_fns
 from .criterions.sentence_prediction_ehft import candidate_logits
 from .data.binarize import encode_examples
 from .data.readers import read_examples
-from .data.task_table import REGRESSION, get_task
+from .data.custom import task_spec
+from .data.task_table import REGRESSION
 from .data.tokenisers import TokeniserSpec, build_encoder
 from .atomic import atomic_file
 from .errors import CheckpointError
@@ -46,7 +47,7 @@ class Predictor:
                                   % (checkpoint, type(task).__name__))
         self.task, self.model = task, models[0].to(device).eval()
         self.device, self.batch_size = device, batch_size
-        self.spec = get_task(task.meta["task"])
+        self.spec = task_spec(task.meta)
         tokenizer = TokeniserSpec(**task.meta["tokenizer"])
         self.encode = build_encoder(tokenizer.resolved(os.path.join(task.cfg.data, "tokenizer")))
 
@@ -106,13 +107,29 @@ class Predictor:
         """Write atomically: a failed run leaves no partial file."""
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
         with atomic_file(out_path) as tmp, open(tmp, "w") as f:
-            if self.spec.raw_format == "jsonl":
+            if self.spec.benchmark == "custom":
+                _write_custom(f, self.spec.raw_format, rows)
+            elif self.spec.raw_format == "jsonl":
                 for example_id, label in rows:
                     f.write(json.dumps({"idx": int(example_id), "label": label}) + "\n")
             else:
                 f.write("index\tprediction\n")
                 for example_id, label in rows:
                     f.write("%s\t%s\n" % (example_id, _tsv_value(label)))
+
+
+def _write_custom(f, fmt, rows):
+    """A custom task's predictions in its files' format: id and prediction per line."""
+    if fmt == "jsonl":
+        for example_id, label in rows:
+            f.write(json.dumps({"id": example_id, "prediction": label}) + "\n")
+        return
+    import csv
+
+    writer = csv.writer(f, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+    writer.writerow(["id", "prediction"])
+    for example_id, label in rows:
+        writer.writerow([example_id, _tsv_value(label)])
 
 
 def _tsv_value(label):

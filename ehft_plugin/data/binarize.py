@@ -134,6 +134,8 @@ def prepare(spec: TaskSpec, raw_dir: str, out_dir: str, tokeniser: TokeniserSpec
         split: read_examples(spec, os.path.join(raw_dir, name), split)
         for split, name in spec.splits.items()
     }
+    if spec.test_file:  # a custom task's test file, read as `ehft predict` will read it
+        read_examples(spec, spec.test_file, "test", labeled=False)
     with atomic_dir(out_dir) as tmp:
         return _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits,
                           pair_format, max_length)
@@ -174,11 +176,15 @@ def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits, pair_f
         "segments": num_streams - len(spec.choice_fields),
         "choices": len(spec.choice_fields),
         "splits": split_info,
-        "raw_dir": os.path.abspath(raw_dir),
+        "raw_dir": os.path.abspath(raw_dir) if raw_dir else os.path.dirname(spec.splits["train"]),
         "tokenizer": asdict(tokeniser.copy_into(os.path.join(tmp, "tokenizer"))),
         "pair_format": pair_format,  # how glue_ehft joins segments: roberta or bert
         "max_length": max_length,  # inputs truncated longest-first to this many tokens
     }
+    if spec.benchmark == "custom":
+        from .custom import SPEC_KEY, spec_record
+
+        meta[SPEC_KEY] = spec_record(spec)
     with open(os.path.join(tmp, METADATA_FILE), "w") as f:
         json.dump(meta, f, indent=2)
     return meta

@@ -74,6 +74,8 @@ def _field(row: dict, name: str, path: str, lineno: int):
 
 
 def _parse_label(spec: TaskSpec, raw, path: str, lineno: int) -> float:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise RawDataError(path, lineno, "missing label (field %r is empty)" % spec.label_field)
     if spec.kind == REGRESSION:
         try:
             value = float(raw)
@@ -128,19 +130,31 @@ def check_text(path: str, expected: str, error=RawDataError, flag=""):
         raise error("%s%s:%d: %s" % (flag + " " if flag else "", path, line, message))
 
 
+def _described(spec: TaskSpec) -> str:
+    if spec.benchmark == "custom":
+        return "the %s file of task %s" % (spec.raw_format.upper(), spec.name)
+    return "the official %s %s file" % (spec.benchmark.upper(), spec.name)
+
+
+def raw_rows(spec: TaskSpec, path: str, split: str) -> Iterator[Tuple[int, dict]]:
+    """(line, row) of a raw file in the task's format: GLUE-style TSV (quotes are ordinary
+    characters), CSV (a custom task's, with csv quoting) or JSONL."""
+    if spec.raw_format == "tsv":
+        return _tsv_rows(path, spec, headerless=split in spec.headerless_splits)
+    if spec.raw_format == "csv":
+        from .custom import csv_rows
+
+        return csv_rows(path)
+    return _jsonl_rows(path)
+
+
 def read_examples(spec: TaskSpec, path: str, split: str, labeled: bool = True) -> List[Example]:
     """All examples of one raw file; `labeled=False` for test files (no label column)."""
     if not os.path.isfile(path):
-        raise RawDataError(path, 0, "file not found (expected the official %s %s file)"
-                           % (spec.benchmark.upper(), spec.name))
-    check_text(path, "the official %s %s file (UTF-8 %s)"
-               % (spec.benchmark.upper(), spec.name, spec.raw_format.upper()))
-    if spec.raw_format == "tsv":
-        rows = _tsv_rows(path, spec, headerless=split in spec.headerless_splits)
-    else:
-        rows = _jsonl_rows(path)
+        raise RawDataError(path, 0, "file not found (expected %s)" % _described(spec))
+    check_text(path, "%s (UTF-8 %s)" % (_described(spec), spec.raw_format.upper()))
     examples = []
-    for lineno, row in rows:
+    for lineno, row in raw_rows(spec, path, split):
         segments = _segments(spec, row, path, lineno)
         choices = [str(_field(row, c, path, lineno)) for c in spec.choice_fields]
         label = None

@@ -49,6 +49,7 @@ class TaskSpec:
     paper_metric: str = "accuracy"
     # extra validation subsets reported as their own column: subset -> (column, display)
     subset_columns: Mapping[str, Tuple[str, str]] = field(default_factory=dict)
+    test_file: str = ""  # a custom task's test file (built-in tasks: the official test split)
 
     @property
     def num_classes(self) -> int:
@@ -241,11 +242,12 @@ def column_key(column: str):
     return (COLUMN_ORDER.index(column) if column in COLUMN_ORDER else len(COLUMN_ORDER), column)
 
 
-def paper_metric(column: str, available) -> str:
+def paper_metric(column: str, available, headline=None) -> str:
     """The column's published metric when the run logged it, else accuracy, else the first
-    metric by name."""
+    metric by name. A task outside the table (`ehft prepare custom`) is read in `headline`,
+    the metric its runs chose their checkpoints on."""
     spec = _column_spec(column)[0]
-    metric = spec.paper_metric if spec else "accuracy"
+    metric = spec.paper_metric if spec else (headline or "accuracy")
     if metric in available:
         return metric
     return "accuracy" if "accuracy" in available else sorted(available)[0]

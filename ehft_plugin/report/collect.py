@@ -55,7 +55,8 @@ def summarise(runs) -> Summary:
     columns = sorted({c for r in runs for c in r.cells}, key=column_key)
     methods = sorted({r.method for r in runs}, key=lambda m: (m != "ft", m))
     metrics = {c: paper_metric(c, set.intersection(*[set(r.cells[c]) for r in runs
-                                                     if c in r.cells]))
+                                                     if c in r.cells]),
+                               next((r.headline for r in runs if r.task == c), None))
                for c in columns}
     cells = {}
     for column in columns:

@@ -170,7 +170,7 @@ class Run:
             if subset != "valid" and r.get(subset + "_num_updates") != at:
                 continue
             self.cells[column_name(self.task, subset)] = _metrics(r, subset)
-        metric = paper_metric(self.task, self.cells[self.task])
+        metric = paper_metric(self.task, self.cells[self.task], self.headline)
         self.curve, self.stage_starts, offset = [], [], 0
         for stage, n in zip(stages, self.updates):
             for r in (done[stage] or {}).get("valid", []):
@@ -181,6 +181,11 @@ class Run:
             self.stage_starts.append(offset)
         self.stage_starts.pop()
         return True
+
+    @property
+    def headline(self):
+        """The metric the run's last stage chose its best validation on (the task's first)."""
+        return (self.done(self.stages[-1]) or {}).get("metric")
 
     def wall_seconds(self):
         """Seconds the run's stages took, start checkpoints, Child-Tuning masks and hand-overs
@@ -199,7 +204,7 @@ class Run:
         """(paper metric, its value at the selected dev validation) or None if unfinished."""
         if not self.select() or self.task not in self.cells:
             return None
-        metric = paper_metric(self.task, self.cells[self.task])
+        metric = paper_metric(self.task, self.cells[self.task], self.headline)
         return metric, self.cells[self.task][metric]
 
 
