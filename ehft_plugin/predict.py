@@ -111,11 +111,18 @@ class Predictor:
                 _write_custom(f, self.spec.raw_format, rows)
             elif self.spec.raw_format == "jsonl":
                 for example_id, label in rows:
-                    f.write(json.dumps({"idx": int(example_id), "label": label}) + "\n")
+                    f.write(json.dumps({"idx": int(example_id),
+                                        "label": leaderboard_label(label)}) + "\n")
             else:
                 f.write("index\tprediction\n")
                 for example_id, label in rows:
                     f.write("%s\t%s\n" % (example_id, _tsv_value(label)))
+
+
+def leaderboard_label(label):
+    """A SuperGLUE label as the leaderboard reads it: BoolQ's and WiC's booleans as "true" /
+    "false" (as jiant's submission formatter writes them), others as they are."""
+    return str(label).lower() if isinstance(label, bool) else label
 
 
 def _write_custom(f, fmt, rows):

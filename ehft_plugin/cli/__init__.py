@@ -10,8 +10,8 @@ import os
 import sys
 
 from ..errors import DEBUG_VARIABLE, EhftError
-from . import (analyze, child_mask, convert, export, handover, predict, prepare, report, train,
-               user_dir)
+from . import (analyze, child_mask, convert, export, handover, predict, prepare, report, submit,
+               train, user_dir)
 
 # name -> (add_parser, run)
 SUBCOMMANDS = {
@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "report": (report.add_parser, report.run),
     "analyze": (analyze.add_parser, analyze.run),
     "predict": (predict.add_parser, predict.run),
+    "submit": (submit.add_parser, submit.run),
     "export-adapter": (export.add_adapter_parser, export.run_adapter),
     "export-merged": (export.add_merged_parser, export.run_merged),
     "export-hf": (export.add_hf_parser, export.run_hf),
