@@ -22,10 +22,61 @@ The checks of precision and optimizer flags that run at the same moment are pref
 
 import logging
 import os
+import subprocess
+
+from .errors import EhftError
 
 logger = logging.getLogger(__name__)
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# set by srun for each task of a job step (a batch script outside srun has no step)
+SLURM_STEP_VARS = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS",
+                   "SLURM_STEP_NODELIST")
+SLURM_PORTS = (20000, 10000)  # a job's default rendezvous port: first + job id % span
+
+
+def slurm_as_torchrun(environ):
+    """torchrun's variables for a task of an `srun` job step of two or more tasks, or None
+    (not in a step, alone in it, or already under torchrun). The rendezvous host is the
+    step's first node, as fairseq's own Slurm path finds it (`scontrol show hostnames`); the
+    port MASTER_PORT if set, else one derived from the job id, the same on every task."""
+    if all(k in environ for k in TORCHRUN_VARS) or \
+            not all(k in environ for k in SLURM_STEP_VARS) or \
+            int(environ["SLURM_STEP_NUM_TASKS"]) < 2:
+        return None
+    return {"RANK": environ["SLURM_PROCID"], "WORLD_SIZE": environ["SLURM_STEP_NUM_TASKS"],
+            "LOCAL_RANK": environ["SLURM_LOCALID"],
+            "MASTER_ADDR": environ.get("MASTER_ADDR") or first_host(
+                environ["SLURM_STEP_NODELIST"]),
+            "MASTER_PORT": environ.get("MASTER_PORT") or str(slurm_port(environ))}
+
+
+def slurm_port(environ):
+    first, span = SLURM_PORTS
+    return first + int(environ.get("SLURM_JOB_ID", "0") or 0) % span
+
+
+def first_host(nodelist):
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                             text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise EhftError("SLURM_STEP_NODELIST %s: `scontrol show hostnames` failed (%s); set "
+                        "MASTER_ADDR to the first node's address" % (nodelist, e)) from None
+    if not out:
+        raise EhftError("SLURM_STEP_NODELIST %s: `scontrol show hostnames` names no host; set "
+                        "MASTER_ADDR" % nodelist)
+    return out[0]
+
+
+def adopt_slurm_step(environ=None):
+    """Under srun, put torchrun's variables into the environment (for torch's env://
+    rendezvous, the launcher's rank and its children); returns the variables set, or None."""
+    environ = os.environ if environ is None else environ
+    settings = slurm_as_torchrun(environ)
+    if settings:
+        environ.update(settings)
+    return settings
 
 
 def torchrun_settings(environ, cuda):
@@ -50,7 +101,17 @@ def join_torchrun_world(cfg):
 
     dist_cfg = cfg.distributed_training
     cuda = torch.cuda.is_available() and not cfg.common.cpu
-    settings = None if dist_cfg.distributed_init_method else torchrun_settings(os.environ, cuda)
+    if dist_cfg.distributed_init_method:
+        return
+    # under srun, torchrun's variables from the step's (unless --distributed-port asks for
+    # fairseq's own Slurm route, which needs --distributed-world-size and a GPU a task)
+    if (dist_cfg.distributed_port or -1) <= 0:
+        adopt_slurm_step()
+    settings = torchrun_settings(os.environ, cuda)
+    # the variables came from an srun step (here or in `ehft train`, the parent)
+    source = "slurm" if os.environ.get("SLURM_STEP_NUM_TASKS") == os.environ.get(
+        "WORLD_SIZE") and os.environ.get("SLURM_PROCID") == os.environ.get("RANK") \
+        else "torchrun"
     if not settings:
         return
     with open_dict(dist_cfg):
@@ -61,7 +122,7 @@ def join_torchrun_world(cfg):
     # file through the plugin's allow-listed loader instead
     with open_dict(cfg.checkpoint):
         cfg.checkpoint.load_checkpoint_on_all_dp_ranks = True
-    logger.info("torchrun: rank %d of world size %d (local rank %s, %s, backend %s)",
+    logger.info("%s: rank %d of world size %d (local rank %s, %s, backend %s)", source,
                 settings["distributed_rank"], settings["distributed_world_size"],
                 os.environ["LOCAL_RANK"], "cuda:%d" % settings["device_id"] if cuda else "cpu",
                 dist_cfg.distributed_backend)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from .data.binarize import load_metadata
-from .distributed import torchrun_settings
+from .distributed import adopt_slurm_step, torchrun_settings
 from .errors import EhftError
 from .handover import HEAD_NAME, write_handover, write_stage_start
 from .locks import exclusive
@@ -344,6 +344,9 @@ def plan_runs(opts, meta, num_layers):
 
 
 def train(opts):
+    # under srun, the step's variables become torchrun's before anything counts processes
+    # (--total-epochs) or ranks
+    adopt_slurm_step()
     tracking.take_from_fairseq_args(opts)
     tracking.check(opts)
     meta = load_metadata(opts.data)
@@ -364,8 +367,8 @@ def train(opts):
     level = None
     if any(p.budget is not None for p in planned):
         level = stage1_rules.constant_level(opts.data, meta, meta["metrics"][0])
-    # under torchrun every rank runs this launcher and its fairseq-train children join one
-    # world; rank 0 alone writes the run directory
+    # under torchrun (or srun: see train's start) every rank runs this launcher and its
+    # fairseq-train children join one world; rank 0 alone writes the run directory
     world = torchrun_settings(os.environ, cuda=False)
     rank = world["distributed_rank"] if world else 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the child too
