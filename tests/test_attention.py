@@ -9,7 +9,9 @@ from peft_helpers import logits, tiny_batch, tiny_model
 from ehft_plugin.models.attention import SdpaSelfAttention
 from ehft_plugin.peft.prefix import PrefixSelfAttention
 
+# LoRA on q, k and v (or two of them) computes their A matmuls as one (shared_input_forward)
 PLANS = ["full", "bitfit", "0-1:lora(r=4,alpha=8,targets=all)",
+         "0-1:lora(r=4,alpha=8,targets=q+v)+bitfit",
          "0:bitfit(attn),1:lora(r=2,targets=q+out)+bitfit(ffn)", "spafit-1-1-II"]
 
 
@@ -106,3 +108,17 @@ def test_pad_to_multiple_pads_batches_and_leaves_logits_unchanged():
     assert torch.equal(padded[:, :4], plain) and (padded[:, 4:] == 1).all()
     model = tiny_model("0-1:prefix(len=2)+bitfit").eval()
     torch.testing.assert_close(logits(model, padded), logits(model, plain), rtol=0, atol=1e-5)
+
+
+def test_lora_projections_of_one_input_share_their_a_matmul_only_when_equivalent():
+    from ehft_plugin.peft.lora import LoRALinear, shares_input
+
+    def projections(plan):
+        attn = tiny_model(plan).encoder.sentence_encoder.layers[0].self_attn
+        return [p for p in (attn.q_proj, attn.k_proj, attn.v_proj) if isinstance(p, LoRALinear)]
+
+    assert shares_input(projections("0-1:lora(r=4,targets=q+k+v)"))
+    assert shares_input(projections("0-1:lora(r=4,targets=q+v)"))
+    assert not shares_input(projections("0-1:lora(r=4,targets=q+out)"))  # one of q, k, v
+    # dropout draws a mask per projection; one shared matmul would share one mask
+    assert not shares_input(projections("0-1:lora(r=4,dropout=0.1,targets=q+k+v)"))

@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fairseq.modules.multihead_attention import MultiheadAttention
 
+from ..peft.lora import LoRALinear, shared_input_forward, shares_input
+
 KERNELS = ("sdpa", "fairseq")
 
 
@@ -55,17 +57,27 @@ class SdpaSelfAttention(nn.Module):
             raise NotImplementedError("--attention-kernel sdpa returns no attention weights; "
                                       "use --attention-kernel fairseq")
         length, batch, dim = query.shape
-        k, v = self.k_proj(query), self.v_proj(query)
+        q, k, v = self._projections(query)
         extra = self.extra_key_values(batch, k.dtype)
         if extra is not None:
             k, v = torch.cat([extra[0], k]), torch.cat([extra[1], v])
         mask = self._mask(key_padding_mask, attn_mask, batch, k.size(0) - length, k.dtype)
         out = F.scaled_dot_product_attention(
-            self._heads(self.q_proj(query), batch), self._heads(k, batch),
+            self._heads(q, batch), self._heads(k, batch),
             self._heads(v, batch), attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0)
         out = out.permute(2, 0, 1, 3).reshape(length, batch, dim)
         return self.out_proj(out), None
+
+    def _projections(self, x):
+        """q, k, v of `x`; the LoRA-adapted ones among them with one A matmul
+        (peft/lora.shared_input_forward) when they can share it."""
+        projections = [self.q_proj, self.k_proj, self.v_proj]
+        lora = [p for p in projections if isinstance(p, LoRALinear)]
+        if not shares_input(lora):
+            return [p(x) for p in projections]
+        outs = dict(zip(map(id, lora), shared_input_forward(lora, x)))
+        return [outs[id(p)] if id(p) in outs else p(x) for p in projections]
 
     def _heads(self, x, batch):  # (T, B, C) -> (B, H, T, head_dim)
         return x.view(x.size(0), batch, self.num_heads, self.head_dim).permute(1, 2, 0, 3)

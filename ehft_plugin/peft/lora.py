@@ -49,6 +49,34 @@ class LoRALinear(nn.Linear):
                                                                        self.merged)
 
 
+def shares_input(layers) -> bool:
+    """Whether `layers` (the projections one input goes through) can compute their LoRA
+    branches together (`shared_input_forward`): two or more unmerged LoRA layers of one rank
+    and scaling, without dropout (a mask each would differ from one shared mask)."""
+    return (len(layers) >= 2 and all(isinstance(l, LoRALinear) and not l.merged
+                                     and isinstance(l.lora_dropout, nn.Identity)
+                                     for l in layers)
+            and len({(l.r, l.scaling) for l in layers}) == 1)
+
+
+def shared_input_forward(layers, x):
+    """The outputs of LoRA `layers` that read the same `x` (attention's q, k, v), with their
+    A matrices as one matmul: h = x (s [A_1; A_2; ...])^T, then per layer
+    W_i x + b_i + h_i B_i^T as one addmm. The same values as calling each layer, in fewer
+    kernels: per step and layer, one A matmul and one input gradient instead of one each per
+    projection, the scaling applied once to the small stacked A instead of to every output's
+    gradient, and no separate add."""
+    r = layers[0].r
+    stacked = torch.cat([layer.lora_A for layer in layers]).mul_(layers[0].scaling)
+    parts = F.linear(x, stacked).split(r, dim=-1)
+    outs = []
+    for layer, h in zip(layers, parts):
+        base = F.linear(x, layer.weight, layer.bias)
+        flat = torch.addmm(base.view(-1, base.size(-1)), h.reshape(-1, r), layer.lora_B.t())
+        outs.append(flat.view(base.shape))
+    return outs
+
+
 @torch.no_grad()
 def merge_lora(model: nn.Module) -> int:
     """Fold B A into W in every LoRA layer (for export or faster inference); returns the count."""
