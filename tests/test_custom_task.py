@@ -94,6 +94,11 @@ def test_train_report_and_predict_work_on_it_with_no_code(prepared, reviews):
                   reviews["files"]["dev"], "--out", tmp / "dev-pred.csv", "--labeled")
     metrics = json.loads(scored.stdout.strip().splitlines()[-1])["metrics"]
     assert set(metrics) == {"mcc", "accuracy"}
+    # and out to transformers, with the task's class names
+    ehft("export-hf", "--checkpoint", run / "stage2" / "checkpoint_best.pt", "--out",
+         tmp / "hf")
+    config = json.loads((tmp / "hf" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
 
 
 def test_a_raw_msr_paraphrase_file_is_a_tsv_pair_task(tmp_path):
