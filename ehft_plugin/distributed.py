@@ -108,12 +108,12 @@ def join_torchrun_world(cfg):
     if (dist_cfg.distributed_port or -1) <= 0:
         adopt_slurm_step()
     settings = torchrun_settings(os.environ, cuda)
+    if not settings:
+        return
     # the variables came from an srun step (here or in `ehft train`, the parent)
     source = "slurm" if os.environ.get("SLURM_STEP_NUM_TASKS") == os.environ.get(
         "WORLD_SIZE") and os.environ.get("SLURM_PROCID") == os.environ.get("RANK") \
         else "torchrun"
-    if not settings:
-        return
     with open_dict(dist_cfg):
         for key, value in settings.items():
             setattr(dist_cfg, key, value)

@@ -265,7 +265,6 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
     commands = {}
     metric = meta["metrics"][0]
     start_seconds = {}
-    steps_before = 0  # updates of the earlier stages: where a tracked stage's steps start
     for index, (stage, n) in enumerate(zip(method.stages, updates)):
         stage_dir = os.path.join(run_dir, stage.name)
         if leader:
@@ -289,9 +288,6 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
         cmd = commands[stage.name]
         if leader:
             write_run_record(run_dir, meta["task"], config, commands)
-        offset = steps_before
-        steps_before += last_update(os.path.join(stage_dir, LOG)) or 0 \
-            if os.path.isfile(done) and not replace else 0
         if os.path.isfile(done) and not replace:
             logger.info("%s: %s already done, skipped", run_dir, stage.name)
             continue
@@ -307,12 +303,13 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
                 "--stage1-max-epochs, --stage1-patience or --lr-stage1"
                 if budget.rule == stage1_rules.PLATEAU else "stage 1's budget or --lr-stage1")
         _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
-                     leader, tracking.child_env(opts, stage_dir, offset,
-                                                _child_env(first_launch + index)),
+                     leader, tracking.child_env(
+                         opts, stage_dir, [os.path.join(run_dir, s.name)
+                                           for s in method.stages[:index]],
+                         _child_env(first_launch + index)),
                      replace, start_seconds.get(stage.name), display,
                      capped=index == 0 and budget is not None
                      and budget.rule == stage1_rules.PLATEAU)
-        steps_before += last_update(os.path.join(stage_dir, LOG)) or 0
 
 
 @dataclass

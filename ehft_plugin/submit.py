@@ -96,7 +96,7 @@ def choose_runs(roots, method=None, on_dev=False):
     --method), reduced to one setting as `ehft report` does, then the seed with the best dev
     score."""
     from .report import collect
-    from .report.settings import check_poolable, select_on_dev, settings_of
+    from .report.settings import check_poolable, select_on_dev
 
     runs, _ = collect(roots)
     by_task = {}
@@ -163,14 +163,8 @@ def bundle(roots, benchmark, raw_root, out, method=None, on_dev=False, fill=None
         test = os.path.join(raw_root, e.test)
         if not os.path.isfile(test):
             raise SubmitError("%s: %s's test file not found under --raw-root" % (test, e.file))
-        if e in missing and e.task is None:
-            raise SubmitError("%s: the plugin has no reader for this task, so it cannot fill "
-                              "it; pass --only without it" % e.file)
         if e in missing:
-            train = _train_file(benchmark, e, _reading_spec(e), raw_root)
-            if not os.path.isfile(train):
-                raise SubmitError("%s: %s's train file not found under --raw-root, needed to "
-                                  "fill it" % (train, e.file))
+            _check_fillable(benchmark, e, raw_root)
     written, readme = {}, []
     predictors = {}
     for e in wanted:
@@ -225,13 +219,22 @@ def _train_file(benchmark, entry, spec, raw_root):
     return os.path.join(raw_root, os.path.dirname(main.test), spec.splits["train"])
 
 
-def _majority_rows(entry, spec, train, test):
-    if not os.path.isfile(train):
-        raise SubmitError("%s: %s's train file not found under --raw-root, needed to fill it"
-                          % (train, entry.file))
+def _check_fillable(benchmark, entry, raw_root):
+    """Refuse, before anything is predicted, a file --fill-missing cannot fill."""
+    if entry.task is None:
+        raise SubmitError("%s: the plugin has no reader for this task, so it cannot fill it; "
+                          "pass --only without it" % entry.file)
+    spec = _reading_spec(entry)
     if spec.kind == "regression":
         raise SubmitError("%s: a regression task has no majority class to fill it with"
                           % entry.file)
+    train = _train_file(benchmark, entry, spec, raw_root)
+    if not os.path.isfile(train):
+        raise SubmitError("%s: %s's train file not found under --raw-root, needed to fill it"
+                          % (train, entry.file))
+
+
+def _majority_rows(entry, spec, train, test):
     examples = read_examples(spec, train, "train")
     counts = [0] * len(spec.labels)
     for ex in examples:

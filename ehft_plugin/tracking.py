@@ -77,11 +77,15 @@ def fairseq_flags(opts, stage_dir):
     return flags
 
 
-def child_env(opts, stage_dir, offset, env=None):
-    """The stage's fairseq-train environment: its step offset and W&B run name, group and
-    job type (a user's WANDB_RUN_GROUP stays); None when nothing is tracked."""
+def child_env(opts, stage_dir, earlier_stage_dirs, env=None):
+    """The stage's fairseq-train environment: its step offset (the updates the run's earlier
+    stages trained, read from their logs) and W&B run name, group and job type (a user's
+    WANDB_RUN_GROUP stays); `env` as it is when nothing is tracked."""
     if getattr(opts, "tensorboard", None) is None and getattr(opts, "wandb_project", None) is None:
         return env
+    from .rundir import LOG, last_update
+
+    offset = sum(last_update(os.path.join(d, LOG)) or 0 for d in earlier_stage_dirs)
     env = dict(env if env is not None else os.environ)
     env[STEP_OFFSET] = str(int(offset))
     if getattr(opts, "wandb_project", None) is not None:

@@ -9,8 +9,6 @@ the order given), so a label id means the same whatever the order of the rows. A
 label outside it is an error naming its file and line, not a class the head never saw.
 """
 
-import csv
-import json
 import os
 from dataclasses import replace
 
@@ -82,7 +80,7 @@ def _train_labels(spec):
 
     path = spec.splits["train"]
     check_text(path, "the %s file of task %s (UTF-8)" % (spec.raw_format.upper(), spec.name))
-    values = []
+    seen = set()  # (type, value): JSON's true and 1 are different labels
     for lineno, row in raw_rows(spec, path, "train"):
         if spec.label_field not in row or row[spec.label_field] in (None, ""):
             raise RawDataError(path, lineno, "missing label field %r" % spec.label_field)
@@ -90,12 +88,12 @@ def _train_labels(spec):
         if not isinstance(value, (str, int, bool)):
             raise RawDataError(path, lineno, "label %r: expected a string, an integer or a "
                                              "boolean" % (value,))
-        if value not in values or type(value) is not type(values[values.index(value)]):
-            values.append(value)
-    if len({type(v) for v in values}) > 1:
+        seen.add((type(value), value))
+    types = {kind for kind, _ in seen}
+    if len(types) > 1:
         raise RawDataError(path, 0, "labels of several types (%s); expected one"
-                           % ", ".join(sorted({type(v).__name__ for v in values})))
-    return tuple(sorted(values))
+                           % ", ".join(sorted(kind.__name__ for kind in types)))
+    return tuple(sorted(value for _, value in seen))
 
 
 def spec_record(spec):
@@ -120,26 +118,3 @@ def task_spec(meta):
     if SPEC_KEY in meta:
         return spec_from_record(meta[SPEC_KEY])
     return get_task(meta["task"])
-
-
-def csv_rows(path):
-    """(line, {column: value}) of a CSV file with a header row; a row with another number of
-    cells than the header is an error naming its line."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise RawDataError(path, 0, "file is empty; expected a header row")
-        for cells in reader:
-            lineno = reader.line_num
-            if not cells or not any(c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                raise RawDataError(path, lineno, "expected %d comma-separated columns (%s), "
-                                                 "found %d" % (len(header), ", ".join(header),
-                                                               len(cells)))
-            yield lineno, dict(zip(header, cells))
-
-
-def json_label(value):
-    return json.dumps(value) if not isinstance(value, str) else value

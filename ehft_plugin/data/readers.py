@@ -1,10 +1,12 @@
-"""Read official GLUE TSV and SuperGLUE JSONL files into `Example` records.
+"""Read official GLUE TSV and SuperGLUE JSONL files (and a custom task's CSV, TSV or JSONL)
+into `Example` records.
 
 The readers are strict: a missing or extra column, a malformed JSON line, an
 unknown label or an empty split is an error naming the file and line, because
 a silently skipped row changes a dev score without anyone noticing.
 """
 
+import csv
 import json
 import math
 import os
@@ -48,6 +50,25 @@ def _tsv_rows(path: str, spec: TaskSpec, headerless: bool) -> Iterator[Tuple[int
                     "expected %d tab-separated columns (%s), found %d"
                     % (len(header), ", ".join(header), len(cells)),
                 )
+            yield lineno, dict(zip(header, cells))
+
+
+def _csv_rows(path: str) -> Iterator[Tuple[int, dict]]:
+    """A CSV file with a header row (a custom task's), with csv quoting; a row with another
+    number of cells than the header is an error naming its line."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise RawDataError(path, 0, "file is empty; expected a header row")
+        for cells in reader:
+            lineno = reader.line_num
+            if not cells or not any(c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                raise RawDataError(path, lineno, "expected %d comma-separated columns (%s), "
+                                                 "found %d" % (len(header), ", ".join(header),
+                                                               len(cells)))
             yield lineno, dict(zip(header, cells))
 
 
@@ -142,9 +163,7 @@ def raw_rows(spec: TaskSpec, path: str, split: str) -> Iterator[Tuple[int, dict]
     if spec.raw_format == "tsv":
         return _tsv_rows(path, spec, headerless=split in spec.headerless_splits)
     if spec.raw_format == "csv":
-        from .custom import csv_rows
-
-        return csv_rows(path)
+        return _csv_rows(path)
     return _jsonl_rows(path)
 
 

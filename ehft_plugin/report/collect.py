@@ -79,15 +79,20 @@ def summarise(runs) -> Summary:
     return Summary(columns, methods, cells, avg, metrics, single, cost_of(runs))
 
 
+def by_task_and_method(runs):
+    """{(task, method): its runs, in the order given}."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run.task, run.method), []).append(run)
+    return groups
+
+
 def cost_of(runs):
     """What each task × method spent: mean updates (every stage, as trained) and wall seconds
     over its runs, and its stage-1 heads: a gain bought with more compute, or a stage 1 that
     made no head, is visible beside the score."""
-    groups = {}
-    for run in runs:
-        groups.setdefault((run.task, run.method), []).append(run)
     cost = {}
-    for key, group in groups.items():
+    for key, group in by_task_and_method(runs).items():
         heads = [h for h in (r.stage1_head() for r in group) if h]
         cost[key] = {"runs": len(group),
                      "updates": sum(sum(r.updates) for r in group) / len(group),

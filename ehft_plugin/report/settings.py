@@ -6,13 +6,15 @@ import json
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-from .collect import ReportError
+from .collect import ReportError, by_task_and_method
 from .stats import mean_std
 
 # fairseq-train arguments that change where and how a run logs, not what it learns
 _LOGGING = {"--tensorboard-logdir": 1, "--wandb-project": 1, "--azureml-logging": 0,
             "--log-interval": 1, "--log-format": 1, "--log-file": 1, "--no-progress-bar": 0,
             "--num-workers": 1, "--aim-repo": 1, "--aim-run-hash": 1}
+
+NONE = "(none)"  # the value of a setting a run's record lacks
 
 DEV_SELECTION_RULE = (
     "Selected on dev: for each task and method, the setting with the highest mean dev score "
@@ -59,26 +61,29 @@ def _learning_args(args):
 
 
 def differing(runs) -> Dict[str, List[str]]:
-    """{setting name: its distinct values, in run order} over settings that differ."""
-    seen = {}
-    for run in runs:
-        for key, value in settings_of(run).items():
-            values = seen.setdefault(key, [])
-            if value not in values:
-                values.append(value)
-    return {k: v for k, v in seen.items()
-            if len(v) > 1 or any(k not in settings_of(r) for r in runs)}
+    """{setting name: its distinct values, in run order ("(none)": a run without it)} over
+    settings that differ."""
+    words = [settings_of(run) for run in runs]
+    out = {}
+    for key in {k for w in words for k in w}:
+        values = []
+        for w in words:
+            if w.get(key, NONE) not in values:
+                values.append(w.get(key, NONE))
+        if len(values) > 1:
+            out[key] = values
+    return out
 
 
 def check_poolable(runs):
     """Refuse to pool runs of one method on one task that were trained differently."""
-    for (task, method), group in _groups(runs).items():
+    for (task, method), group in by_task_and_method(runs).items():
         diff = differing(group)
         if diff:
             key, values = sorted(diff.items())[0]
             where = {}
             for run in group:
-                where.setdefault(settings_of(run).get(key, "(none)"), run.path)
+                where.setdefault(settings_of(run).get(key, NONE), run.path)
             raise ReportError(
                 "runs of %s on %s differ in %s (%s): they are not seeds of one setting; pass "
                 "--select dev to report the setting with the best mean dev score, or report "
@@ -99,12 +104,12 @@ def select_on_dev(runs) -> Tuple[list, List[Choice]]:
     """(the chosen setting's runs of each task and method, the sweep of each); a method with
     one setting is its own choice."""
     chosen, choices = [], []
-    for (task, method), group in sorted(_groups(runs).items()):
+    for (task, method), group in sorted(by_task_and_method(runs).items()):
         diff = differing(group)
         by_setting = {}
         for run in group:
             words = settings_of(run)
-            label = ", ".join("%s=%s" % (k, words.get(k, "(none)")) for k in sorted(diff))
+            label = ", ".join("%s=%s" % (k, words.get(k, NONE)) for k in sorted(diff))
             by_setting.setdefault(label, []).append(run)
         rows = []
         for label, members in sorted(by_setting.items()):
@@ -122,10 +127,3 @@ def select_on_dev(runs) -> Tuple[list, List[Choice]]:
         choices.append(Choice(task, method, [{k: v for k, v in r.items() if k != "runs"}
                                              for r in rows]))
     return chosen, choices
-
-
-def _groups(runs):
-    groups = {}
-    for run in runs:
-        groups.setdefault((run.task, run.method), []).append(run)
-    return groups
