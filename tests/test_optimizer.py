@@ -63,6 +63,30 @@ def test_every_kernel_makes_the_reference_adamw_updates(kernel):
         assert torch.allclose(p.detach().double(), want, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("scale", [1.0, 8.0, torch.tensor(0.25)])
+def test_the_fused_kernel_divides_by_fairseqs_scale_as_it_steps(scale):
+    # fairseq's fp16 optimizers pass the factor the gradients still carry (loss scale over
+    # clipping) instead of multiplying every gradient by its inverse first
+    start, grads = _problem(seed=2, steps=4)
+    unscaled = [p.clone().requires_grad_() for p in start]
+    scaled = [p.clone().requires_grad_() for p in start]
+    plain = EhftAdamW(_config("fused"), unscaled)
+    ours = EhftAdamW(_config("fused"), scaled)
+    assert ours.supports_step_with_scale and not EhftAdamW(
+        _config("foreach"), [p.clone().requires_grad_() for p in start]).supports_step_with_scale
+    for step in grads:
+        for p, q, g in zip(unscaled, scaled, step):
+            p.grad, q.grad = g.clone(), g.clone() * scale
+        plain.step()
+        ours.step(scale=scale)
+    for p, q in zip(unscaled, scaled):
+        if not torch.is_tensor(scale) and scale == 1.0:
+            assert torch.equal(p, q)
+        else:  # g * s / s: the same to float32's rounding
+            assert torch.allclose(p, q, rtol=1e-6, atol=1e-7)
+    assert getattr(ours.optimizer, "grad_scale", None) is None  # as GradScaler finds it
+
+
 def test_fairseq_adam_differs_only_where_eps_enters():
     from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 

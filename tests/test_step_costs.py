@@ -216,6 +216,27 @@ def test_training_is_fairseqs_to_the_bit(precision, extra, monkeypatch):
         assert torch.equal(value, original[0][name]), name
 
 
+def test_fp16_hands_its_scale_to_the_fused_kernel_instead_of_unscaling(monkeypatch):
+    from ehft_plugin.optim.ehft_adamw import FusedAdamWWithScale
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: None)
+    flags = ["--clip-norm", "0.05"]  # the scale is then a tensor: loss scale over clipping
+
+    def no_unscaling_pass(self):
+        raise AssertionError("fairseq multiplied the gradients by 1 / scale itself")
+
+    with monkeypatch.context() as refused:
+        refused.setattr(_FP16OptimizerMixin, "_unscale_grads", no_unscaling_pass)
+        with_scale = _trained("fp16", flags)
+    monkeypatch.setattr(FusedAdamWWithScale, "supports_step_with_scale", False)
+    unscaled = _trained("fp16", flags)
+    assert with_scale[1:] == unscaled[1:]
+    for name, value in with_scale[0].items():
+        # fp32 masters equal to their rounding, the fp16 weights to one fp16 step
+        assert torch.allclose(value.float(), unscaled[0][name].float(), rtol=2e-3,
+                              atol=1e-6), name
+
+
 def test_every_real_receiver_of_the_update_count_gets_it_once():
     from peft_helpers import tiny_model
 

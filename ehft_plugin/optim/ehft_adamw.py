@@ -118,6 +118,33 @@ def decay_groups(params):
     return out
 
 
+class FusedAdamWWithScale(torch.optim.AdamW):
+    """torch's fused AdamW, taking fairseq's loss scale into its kernel: fairseq's fp16
+    optimizers hand an optimizer that `supports_step_with_scale` the factor the gradients are
+    still multiplied by (loss scale over clipping), as they do apex's FusedAdam, instead of
+    multiplying every fp32 gradient by its inverse in a pass of its own first. The kernel
+    divides each gradient by it as it reads it (GradScaler's `grad_scale`), so one read and
+    write of all the gradients per update is saved."""
+
+    supports_step_with_scale = True
+
+    def step(self, closure=None, scale=1.0):
+        if not torch.is_tensor(scale) and scale == 1.0:
+            return super().step(closure)
+        device = self.param_groups[0]["params"][0].device
+        if torch.is_tensor(scale):  # fairseq's 1 / multiply factor, already on the device
+            self.grad_scale = scale.to(device=device, dtype=torch.float32).reshape(())
+        else:  # a fill is a launch with its argument; as_tensor would copy from the host
+            buffer = self.__dict__.get("_scale_buffer")
+            if buffer is None or buffer.device != device:
+                buffer = self._scale_buffer = torch.empty((), device=device)
+            self.grad_scale = buffer.fill_(scale)
+        try:
+            return super().step(closure)
+        finally:
+            self.grad_scale = None
+
+
 def _first_param(params):
     for item in params:
         return item["params"][0] if isinstance(item, dict) else item
@@ -140,7 +167,8 @@ class EhftAdamW(FairseqOptimizer):
             self._optimizer = fused_adam(params, adam_w_mode=True, **self.optimizer_config)
             name = "apex.optimizers.FusedAdam"
         else:
-            self._optimizer = torch.optim.AdamW(params, **self.optimizer_config, **{
+            adamw = FusedAdamWWithScale if self.kernel == "fused" else torch.optim.AdamW
+            self._optimizer = adamw(params, **self.optimizer_config, **{
                 "fused": {"fused": True}, "foreach": {"foreach": True},
                 "loop": {"foreach": False}}[self.kernel])
             name = "torch.optim.AdamW(%s)" % self.kernel
