@@ -15,6 +15,9 @@ distributed.py, replicas.py); only the installation is here.
                                                         distributed: DDP on CPU
     fairseq.trainer.Trainer.begin_valid_epoch           replicas: ranks compare parameters
     fairseq.file_io.PathManager.copy                    atomic: checkpoint copies all or nothing
+    fairseq.checkpoint_utils.torch_persistent_save,
+    ._torch_persistent_save                             atomic: a full disk said in one line,
+                                                        the partial checkpoint removed
     fairseq.trainer.Trainer._reduce_and_log_stats       host_syncs: logged values derived
                                                         when read, not every update
     fairseq.optim.fp16_optimizer._FP16OptimizerMixin.clip_grad_norm
@@ -91,10 +94,13 @@ def patch_checkpoint_loading():
 
 def patch_call_main():
     """The configuration checked (preflight) and torchrun's world joined (distributed) before
-    fairseq-train starts anything."""
+    fairseq-train starts anything; a user's error raised anywhere in the run ends it in one
+    line (errors.one_line_errors)."""
     from . import distributed, preflight
+    from .errors import one_line_errors
 
     def wrap(original):
+        @one_line_errors
         def call_main(cfg, main, **kwargs):
             preflight.check(cfg)
             distributed.join_torchrun_world(cfg)
@@ -135,6 +141,17 @@ def patch_checkpoint_copy():
     from . import atomic
 
     _wrap("fairseq.file_io.PathManager", "copy", atomic.wrap_copy)
+
+
+def patch_checkpoint_save():
+    """A checkpoint save that finds the disk full removes its partial file and says so in
+    one line, instead of retrying twice and ending in torch's zip-writer error."""
+    from . import atomic
+
+    _wrap("fairseq.checkpoint_utils", "_torch_persistent_save",
+          lambda original: _marked(atomic.wrap_torch_save(original)))
+    _wrap("fairseq.checkpoint_utils", "torch_persistent_save",
+          lambda original: _marked(atomic.wrap_persistent_save(original)))
 
 
 def patch_reduce_and_log_stats():
@@ -184,7 +201,7 @@ def _marked(wrapper):
 
 PATCHES = (patch_checkpoint_loading, patch_call_main, patch_all_gather_list,
            patch_distributed_model, patch_begin_valid_epoch, patch_checkpoint_copy,
-           patch_reduce_and_log_stats, patch_fp16_clip_grad_norm, patch_fp16_copies,
+           patch_checkpoint_save, patch_reduce_and_log_stats, patch_fp16_clip_grad_norm, patch_fp16_copies,
            patch_clip_grad_norm_, patch_tracking_steps)
 
 # (module or class, attribute) of every name above, for the test that pins them
@@ -196,6 +213,8 @@ PATCHED_NAMES = (
     ("fairseq.models", "DistributedFairseqModel"),
     ("fairseq.trainer.Trainer", "begin_valid_epoch"),
     ("fairseq.file_io.PathManager", "copy"),
+    ("fairseq.checkpoint_utils", "_torch_persistent_save"),
+    ("fairseq.checkpoint_utils", "torch_persistent_save"),
     ("fairseq.trainer.Trainer", "_reduce_and_log_stats"),
     ("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "clip_grad_norm"),
     ("fairseq.optim.fp16_optimizer._FP16OptimizerMixin", "_sync_fp16_grads_to_fp32"),

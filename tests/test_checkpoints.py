@@ -190,3 +190,90 @@ def test_predict_refuses_missing_and_foreign_checkpoints(rte_bin, tmp_path):
     assert foreign.returncode == 2
     assert "prediction needs --task glue_ehft" in foreign.stderr
     assert not (tmp_path / "p.tsv").exists()
+
+
+# ---- errors inside fairseq's own paths end in one line ----
+
+def _one_line_error(result):
+    """The error line a fairseq command ended with; fails on a traceback or another status."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag", ["--restore-file", "--finetune-from-model"])
+def test_fairseq_train_ends_in_one_line_on_a_refused_checkpoint(rte_bin, tmp_path, flag,
+                                                                monkeypatch):
+    marker = tmp_path / "was-run"
+    monkeypatch.setenv("EHFT_TEST_MARKER", str(marker))
+    path = tmp_path / "evil.pt"
+    torch.save({"args": argparse.Namespace(arch="roberta"), "model": {}, "x": Evil()}, path)
+    result, _ = fairseq_train(rte_bin, tmp_path / "ck", flag, path, check=False)
+    line = _one_line_error(result)
+    assert line.startswith("fairseq-train: error: %s: needs the Python global posix.system"
+                           % path), line
+    assert not marker.exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MiB tmpfs of its own, unmounted afterwards; skipped where mounting is not
+    allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % result.stderr.strip())
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_saving_is_one_line_and_the_relaunch_finishes(rte_bin, small_disk):
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # leave ~1 MiB: the run starts, its first checkpoint won't fit
+        f.write(b"\0" * (os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+                         - 2 ** 20))
+    save_dir = small_disk / "ck"
+    result, _ = fairseq_train(rte_bin, save_dir, updates=2, check=False)
+    line = _one_line_error(result)
+    assert re.match(r"fairseq-train: error: %s/checkpoint_\w+\.pt: no space left on device "
+                    r"\([\d.]+ MiB free there\); the partial file was removed" % save_dir,
+                    line), line
+    assert sorted(p.name for p in save_dir.iterdir()) == [], "a partial file was left"
+    filler.unlink()
+    result, _ = fairseq_train(rte_bin, save_dir, updates=2)
+    assert (save_dir / "checkpoint_last.pt").is_file()
+    assert "done training" in result.stdout + result.stderr
+
+
+def test_a_full_disk_found_by_torchs_zip_writer_is_named_and_not_retried(tmp_path, monkeypatch):
+    import errno
+
+    from ehft_plugin import atomic
+    from ehft_plugin.errors import DiskFullError, describe
+
+    fairseq_retries = []
+    save = atomic.wrap_torch_save(lambda obj, f: fairseq_retries.append(f))
+    monkeypatch.setattr(torch, "save", lambda obj, f: (_ for _ in ()).throw(
+        RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed "
+                     "writing file data/0: file write failed")))
+    monkeypatch.setattr(atomic, "_no_space_left", lambda directory: True)
+    with open(tmp_path / "checkpoint_last.pt.tmp", "wb") as f:
+        with pytest.raises(DiskFullError, match=r"checkpoint_last.pt.tmp: no space left"):
+            save({}, f)
+    assert not fairseq_retries
+    monkeypatch.setattr(atomic, "_no_space_left", lambda directory: False)
+    with open(tmp_path / "other.pt", "wb") as f:
+        save({}, f)  # another failure: fairseq's own retries take it
+    assert len(fairseq_retries) == 1
+    # a copy that finds the disk full leaves no partial copy behind
+    copy = atomic.wrap_copy(lambda src, dst, overwrite: (open(dst, "wb").write(b"half"), (
+        _ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))).__func__
+    with pytest.raises(DiskFullError) as raised:
+        copy(str(tmp_path / "a.pt"), str(tmp_path / "b.pt"))
+    assert describe(raised.value).startswith("%s: no space left" % (tmp_path / "b.pt"))
+    assert not list(tmp_path.glob("b.pt*"))
+    assert describe(ValueError("a bug")) is None
