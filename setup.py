@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Efficient Head Finetuning and layer-stratified PEFT for fairseq RoBERTa",
     packages=find_packages(include=["ehft_plugin", "ehft_plugin.*"]),
-    package_data={"ehft_plugin": ["references/*.json"]},
+    package_data={"ehft_plugin": ["evaluate/references/*.json"]},
     python_requires=">=3.9",
     # fairseq itself is not listed: it installs as `fairseq` (upstream) or as the
     # `fairseq-fixed` fork, and the fork must be built without build isolation

@@ -40,9 +40,9 @@ sys.path.insert(0, ROOT)
 
 from ehft_plugin.atomic import write_file  # noqa: E402
 from ehft_plugin.errors import EhftError  # noqa: E402
-from ehft_plugin.locks import acquire  # noqa: E402
-from ehft_plugin.report.stats import welch_p_of_cells  # noqa: E402
-from ehft_plugin.rundir import method_slug  # noqa: E402
+from ehft_plugin.train.locks import acquire  # noqa: E402
+from ehft_plugin.evaluate.report.stats import welch_p_of_cells  # noqa: E402
+from ehft_plugin.train.rundir import method_slug  # noqa: E402
 
 # (raw directory under ../shared/data, total updates) at batch 16: about 2 epochs of RTE and
 # CoLA, 1.3 of MRPC, 0.8 of STS-B, 10 of CB and COPA, what this 2-core machine finishes in

@@ -54,7 +54,7 @@ import speed  # noqa: E402
 
 from ehft_plugin.atomic import write_file  # noqa: E402
 from ehft_plugin.data.binarize import load_metadata  # noqa: E402
-from ehft_plugin.recipes import epochs_to_updates  # noqa: E402
+from ehft_plugin.train.recipes import epochs_to_updates  # noqa: E402
 
 OUT = os.environ.get("EHFT_CONVERGED_OUT", os.path.join(HERE, "accuracy-converged"))
 EPOCHS = {"cb": 20, "copa": 20, "rte": 10}
@@ -223,7 +223,7 @@ def check_budget(args):
 
 def _best(task, method, seed, out):
     """The best dev metric of a finished record, in the task's paper metric, or None."""
-    from ehft_plugin.report import read_run
+    from ehft_plugin.evaluate.report import read_run
 
     path = os.path.join(out, "runs", task, grid.method_slug(method), "seed%d" % seed)
     run = read_run(path) if os.path.isfile(os.path.join(path, "run.json")) else None

@@ -71,7 +71,7 @@ def _rise(ft, per_epoch, last):
     and as the mean of the per-seed slopes with its 95% interval (Student's t over seeds;
     None with one seed). On a small dev set one example moves a point by 1-4 points, so a
     single curve's slope says little; the seeds' spread says how little."""
-    from ehft_plugin.report.stats import mean_interval
+    from ehft_plugin.evaluate.report.stats import mean_interval
 
     return mean_interval([_slope([(u / per_epoch, v) for u, v in run.curve[-last:]])
                           for run in ft])
@@ -89,7 +89,7 @@ def _rise_verdict(interval):
 
 def convergence(out, tasks, epochs):
     """FT's dev curve over epochs (mean over seeds) and the slope of its last validations."""
-    from ehft_plugin.report import collect
+    from ehft_plugin.evaluate.report import collect
 
     lines = ["# Has full finetuning converged?", "",
              "FT's dev metric (best-of-run selection aside: every validation) against epochs, "
@@ -130,7 +130,7 @@ def rate_choice(out, tasks, swept, sweep_seeds):
     rate, and FT's best dev over those seeds against the others: the rate was the best of
     several on those seeds, so they alone may flatter FT. `swept`: {task: (chosen rate, its
     sweep directory)} of the tasks whose sweep has finished."""
-    from ehft_plugin.report import collect
+    from ehft_plugin.evaluate.report import collect
 
     grid_runs, _ = collect([os.path.join(out, "runs")])
     lines = ["## FT's rate was chosen on its first seeds", "",
@@ -169,7 +169,7 @@ def longer_budgets(out, tasks, epochs, tried, seeds):
     """FT at the declared budget against FT trained longer on the same seeds and rate: a last
     slope above 0 may be a rise that goes on or the learning rate decaying to 0, and only a
     longer run tells them apart. `tried`: {epochs: folder} of the longer budgets run."""
-    from ehft_plugin.report import collect
+    from ehft_plugin.evaluate.report import collect
 
     if not tried:
         return ""

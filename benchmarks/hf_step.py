@@ -80,7 +80,7 @@ def hf_optimizer(model):
 
 def plugin_batches(data, batch_size, order, seed=1):
     """glue_ehft's epoch-1 batches, as fairseq-train draws them for --seed 1."""
-    from ehft_plugin.convert import fairseq_order
+    from ehft_plugin.interop.convert import fairseq_order
     from ehft_plugin.tasks.glue_ehft import GlueEhftConfig, GlueEhftTask
 
     task = GlueEhftTask.setup_task(GlueEhftConfig(data=data, seed=seed, batch_order=order))

@@ -248,7 +248,7 @@ def stage_timings(run_dir):
 def stages_wall(stages):
     """The wall seconds the stages spent: every timing but the training loop, which lies
     inside its fairseq-train process."""
-    from ehft_plugin.rundir.files import wall_seconds
+    from ehft_plugin.train.rundir.files import wall_seconds
 
     return sum(wall_seconds(s) for s in stages.values())
 
@@ -278,7 +278,7 @@ def figure(per_round, target=None, **raw):
     target, met (True), missed (False) or unresolved (None) by the interval."""
     from speed_report import settle
 
-    from ehft_plugin.report.stats import mean_interval
+    from ehft_plugin.evaluate.report.stats import mean_interval
 
     centre, interval = mean_interval([math.log(v) for v in per_round])
     entry = {"value": math.exp(centre), "per_round": per_round, "ci95": None, **raw}

@@ -181,7 +181,7 @@ def probe_report():
 
 
 def _probe_updates(task, method):
-    from ehft_plugin.rundir import Run
+    from ehft_plugin.train.rundir import Run
 
     totals = []
     for lr in PROBE_LRS:

@@ -222,7 +222,7 @@ def child_mask(args, data, out):
     """A random 30% child of the model's parameters (what the step costs does not depend on
     which entries are chosen), written as `ehft child-mask` writes one."""
     from ehft_plugin import bench
-    from ehft_plugin.child_tuning import choose_child, save_mask
+    from ehft_plugin.peft.child_tuning import choose_child, save_mask
 
     _, trainer = bench.build_trainer(fairseq_argv(args, data, precision="bf16"))
     generator = torch.Generator().manual_seed(1)
@@ -249,7 +249,7 @@ def build_trainer(argv):
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(
         options.get_training_parser(), input_args=argv))
     if "ehft_plugin" in sys.modules:  # as the plugin's fairseq-train does, fp16 allowed
-        from ehft_plugin import preflight
+        from ehft_plugin.fairseq_compat import preflight
 
         preflight.bf16_without_tpu(cfg)
     torch.manual_seed(cfg.common.seed)

@@ -11,9 +11,13 @@ when a subcommand needs fairseq's registries (`register()`), and `ehft --help`, 
 report` or a refused argument answer without it.
 """
 
+import importlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
+import warnings
 
 __version__ = "0.1.0"
 
@@ -28,13 +32,68 @@ def register():
     global _registered
     if _registered:
         return
-    from . import compat
+    from .fairseq_compat import compat
 
     compat.install()  # every change to fairseq, each checked against the installed version
     from . import criterions, models, optim, tasks  # noqa: F401  (registration)
     from .data import backbone_bpe  # noqa: F401  (bpe: ehft_backbone, for fairseq's hub)
 
     _registered = True
+
+
+# Modules that moved when the package was laid out by pipeline stage (after 0.1.0): the old
+# names import the same module objects, with a FutureWarning, until the next release.
+MOVED = {name: "fairseq_compat." + name for name in (
+    "compat", "safe_loading", "distributed", "replicas", "preflight", "kernels", "host_syncs",
+    "step_launches")}
+MOVED.update({name: "train." + name for name in (
+    "launcher", "methods", "recipes", "handover", "pretrained", "locks", "provenance", "stage1",
+    "epochs", "sweep", "tracking", "progress", "rebuild", "rundir")})
+MOVED.update({name: "interop." + name for name in (
+    "convert", "hf_export", "hf_modeling_ehft", "predict", "submit")})
+MOVED.update({"report": "evaluate.report", "analyze": "evaluate.analyze",
+              "child_tuning": "peft.child_tuning", "checkpoints": "peft.checkpoints",
+              "drift": "models.drift"})
+
+
+class _MovedModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """`ehft_plugin.OLD[.sub]` -> `ehft_plugin.NEW[.sub]`. A moved module is the same module
+    object under both names; a moved package is a stand-in that reads its names from the
+    package (importing a submodule under an old name sets the submodule on its parent, which
+    must not replace a name the real package binds, e.g. report's `collect` function)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        head, _, rest = fullname.partition(".")
+        if head != __name__ or not rest:
+            return None
+        moved = next((old for old in MOVED if rest == old or rest.startswith(old + ".")), None)
+        if moved is None:
+            return None
+        new = "%s.%s%s" % (__name__, MOVED[moved], rest[len(moved):])
+        spec = importlib.util.spec_from_loader(fullname, self, origin=new)
+        spec.loader_state = {}
+        return spec
+
+    def create_module(self, spec):
+        module = importlib.import_module(spec.origin)
+        if hasattr(module, "__path__"):  # a package
+            stand_in = type(module)(spec.name, module.__doc__)
+            stand_in.__getattr__ = lambda name: getattr(module, name)
+            stand_in.__path__ = module.__path__
+            return stand_in
+        spec.loader_state["own spec"] = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        alias = module.__spec__  # set by the import system: a module gets its own back
+        if "own spec" in alias.loader_state:
+            module.__spec__ = alias.loader_state["own spec"]
+        warnings.warn("%s moved to %s; the old name goes in the next release"
+                      % (alias.name, alias.origin), FutureWarning, stacklevel=2)
+
+
+sys.meta_path.insert(0, _MovedModule())  # before the path finder, which would find
+# an old package's submodules again under the old name through the new package's __path__
 
 
 if os.path.basename(sys.argv[0] if sys.argv else "") != "ehft":

@@ -24,7 +24,7 @@ def build_trainer(fairseq_argv):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
-    from .preflight import check
+    from .fairseq_compat.preflight import check
 
     args = options.parse_args_and_arch(options.get_training_parser(), input_args=fairseq_argv)
     cfg = convert_namespace_to_omegaconf(args)

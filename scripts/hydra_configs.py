@@ -1,7 +1,7 @@
 """Writes examples/config/, the configurations for fairseq-hydra-train, from their sources:
 the plugin's dataclasses (every option listed, so `model.peft=...`, `task.batch_order=...`
-are overrides of existing keys), fairseq's RoBERTa GLUE recipe (ehft_plugin/recipes.py),
-the method table (ehft_plugin/methods.py) and the task table.
+are overrides of existing keys), fairseq's RoBERTa GLUE recipe (ehft_plugin/train/recipes.py),
+the method table (ehft_plugin/train/methods.py) and the task table.
 
     python scripts/hydra_configs.py            # rewrite examples/config
     python scripts/hydra_configs.py --check    # exit 1 if the committed files differ
@@ -83,7 +83,7 @@ def model_config(arch):
 
 
 def method_configs():
-    from ehft_plugin.methods import PEFT_DEFAULTS
+    from ehft_plugin.train.methods import PEFT_DEFAULTS
 
     lr = {name: PEFT_DEFAULTS[name][1] for name in ("bitfit", "lora", "prefix")}
     plans = {"bitfit": "bitfit", "lora": "lora(r=32,alpha=32,targets=q+v)",
@@ -121,7 +121,7 @@ def method_configs():
 def task_settings():
     """name -> (title, best metric, lr, batch size, updates, warmup, max epochs)."""
     from ehft_plugin.data.task_table import get_task
-    from ehft_plugin.recipes import FAIRSEQ_GLUE
+    from ehft_plugin.train.recipes import FAIRSEQ_GLUE
 
     out = {}
     for name, (lr, batch, updates, warmup) in sorted(FAIRSEQ_GLUE.items()):

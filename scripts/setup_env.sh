@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.ehft-installed
-want=$(cat requirements/*.txt setup.py scripts/setup_env.sh ehft_plugin/convert.py | sha256sum | cut -d' ' -f1)
+want=$(cat requirements/*.txt setup.py scripts/setup_env.sh ehft_plugin/interop/convert.py | sha256sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import fairseq, ehft_plugin" 2>/dev/null; then
     echo "setup: $VENV is up to date"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import ehft, fairseq_train, prepare_rte, stock_checkpoint
 
-from ehft_plugin.rundir import train_records
-from ehft_plugin.drift import parameter_distance
+from ehft_plugin.train.rundir import train_records
+from ehft_plugin.models.drift import parameter_distance
 
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
            "--log-interval", "1"]

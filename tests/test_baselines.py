@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import REPO, ehft, fairseq_train, prepare_rte, stock_checkpoint
 from peft_helpers import logits, tiny_batch, tiny_model
 
-from ehft_plugin.child_tuning import apply_mask, choose_child, fisher_information
+from ehft_plugin.peft.child_tuning import apply_mask, choose_child, fisher_information
 from ehft_plugin.errors import CheckpointError
 from ehft_plugin.peft.mixout import MixoutLinear
 from ehft_plugin.peft.plan import Full, Mixout, PlanError, format_plan, parse_plan
@@ -160,7 +160,7 @@ def test_mixout_through_ehft_train_mixes_with_the_original_weights(setup, tmp_pa
     q = LAYER + "0.self_attn.q_proj."
     assert torch.equal(final[q + "mixout_target"], original[q + "weight"])
     assert not torch.equal(final[q + "weight"], original[q + "weight"])
-    from ehft_plugin.checkpoints import merged_state
+    from ehft_plugin.peft.checkpoints import merged_state
 
     assert not any(k.endswith("mixout_target") for k in merged_state(final, parse_plan(
         "mixout(p=0.9)", 2)))
@@ -177,7 +177,7 @@ def child_run(setup, tmp_path_factory):
 
 def test_child_tuning_updates_only_the_child_of_the_chosen_share(setup, child_run):
     run, _ = child_run
-    from ehft_plugin.child_tuning import load_mask
+    from ehft_plugin.peft.child_tuning import load_mask
 
     masks, metadata = load_mask(str(run / "finetune" / "child_mask.safetensors"))
     assert metadata["share"] == "0.2" and metadata["examples"] == "40"
@@ -203,8 +203,8 @@ def test_child_tuning_updates_only_the_child_of_the_chosen_share(setup, child_ru
 
 def test_the_child_comes_from_the_fisher_information_of_the_training_data(setup, child_run):
     run, _ = child_run
-    from ehft_plugin.child_tuning import load_mask
-    from ehft_plugin.rebuild import Built
+    from ehft_plugin.peft.child_tuning import load_mask
+    from ehft_plugin.train.rebuild import Built
 
     command = json.loads((run / "run.json").read_text())["commands"]["finetune"]
     at = command.index("--child-tuning-mask")
@@ -233,7 +233,7 @@ def test_the_dry_run_prints_the_child_mask_command_that_writes_the_same_mask(set
     result = ehft(*args)
     assert json.loads(result.stdout) == {"out": str(tmp_path / "mask.safetensors"),
                                          "share": 0.2, "examples": 40}
-    from ehft_plugin.child_tuning import load_mask
+    from ehft_plugin.peft.child_tuning import load_mask
 
     ours, _ = load_mask(str(tmp_path / "mask.safetensors"))
     theirs, _ = load_mask(str(run / "finetune" / "child_mask.safetensors"))
@@ -253,7 +253,7 @@ def test_child_tuning_bad_input_is_one_line(setup, tmp_path):
                   *setup["args"], *FAIRSEQ, check=False)
     assert result.returncode == 2 and "p must be a number with 0 < p <= 1" in result.stderr
     # a mask of another model, under fairseq-train
-    from ehft_plugin.child_tuning import save_mask
+    from ehft_plugin.peft.child_tuning import save_mask
 
     save_mask({LAYER + "0.fc1.weight": torch.ones(3, 3, dtype=torch.bool)},
               str(tmp_path / "other.safetensors"), 0.5, 10)

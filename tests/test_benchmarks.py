@@ -149,7 +149,7 @@ def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
     assert [p.name for p in (tmp_path / "w").iterdir()] == [".cb-no-such-method-1-length.lock"]
 
     # a cell another grid is training is left to it: its files are not touched
-    from ehft_plugin.locks import exclusive
+    from ehft_plugin.train.locks import exclusive
 
     other = tmp_path / "w" / "cb-ft-1-length"
     with exclusive(other, "accuracy grid"):

@@ -147,7 +147,7 @@ def test_an_unlisted_class_is_named_with_the_allow_list(tmp_path):
 def test_numpy_scalars_of_older_fairseq_checkpoints_load(tmp_path):
     from fairseq import checkpoint_utils
 
-    from ehft_plugin.safe_loading import safe_load
+    from ehft_plugin.fairseq_compat.safe_loading import safe_load
 
     path = tmp_path / "old.pt"
     torch.save({"args": argparse.Namespace(arch="roberta"), "model": {"w": torch.ones(2)},

@@ -7,7 +7,7 @@ import pytest
 from conftest import BIN, run
 
 import ehft_plugin  # noqa: F401  (installs the patches)
-from ehft_plugin import compat
+from ehft_plugin.fairseq_compat import compat
 
 
 def _value(owner, attribute):

@@ -15,7 +15,7 @@ from conftest import ehft, run, shared, subset
 
 import ehft_plugin
 
-from ehft_plugin.convert import ConvertError, build_model, convert, fairseq_order
+from ehft_plugin.interop.convert import ConvertError, build_model, convert, fairseq_order
 from ehft_plugin.data.readers import read_examples
 from ehft_plugin.data.task_table import get_task
 

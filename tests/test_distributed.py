@@ -13,7 +13,7 @@ import torch
 from conftest import BIN, TINY_ROBERTA, ehft, finish, free_port, gpt2_flags, prepare_rte, run, \
     shared, subset, valid_records
 
-from ehft_plugin.distributed import torchrun_settings
+from ehft_plugin.fairseq_compat.distributed import torchrun_settings
 
 TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": "29500"}
@@ -86,7 +86,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path)
     log1, losses1, valid1 = _train(data, tmp_path / "one", nproc=1, update_freq=2)
     assert "torchrun: rank 0 of world size 2" in log2 and "rank 1 of world size 2" in log2
     assert "backend gloo" in log2
-    # every validation compared the ranks' parameters (ehft_plugin/replicas.py)
+    # every validation compared the ranks' parameters (ehft_plugin/fairseq_compat/replicas.py)
     assert log2.count("replicas agree: parameters bit-identical on all 2 ranks") == len(valid2)
     # rank 0 logs; each line is the global batch of both ranks
     assert len(losses2) == len(losses1) == 6
@@ -179,7 +179,7 @@ def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
             "--total-updates", "6", "--batch-size", "4", "--stage1-ratio", "0.1"]
     fairseq = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
                "--attention-dropout", "0"]  # no random masks: ranks and one process agree
-    # each stage meets on the port after the last one's (ehft_plugin/launcher.py)
+    # each stage meets on the port after the last one's (ehft_plugin/train/launcher.py)
     job = _start([BIN / "torchrun", "--nproc-per-node", "2", "--master-port", str(free_port(3)),
                   BIN / "ehft", *args, "--save-dir", tmp_path / "two", *fairseq])
     [log] = finish([job])

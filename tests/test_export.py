@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import BIN, ehft, fairseq_train, prepare_rte, run
 
-from ehft_plugin.checkpoints import load_adapter
+from ehft_plugin.peft.checkpoints import load_adapter
 from ehft_plugin.errors import CheckpointError
 from ehft_plugin.peft.plan import format_plan
 

@@ -9,11 +9,11 @@ import torch
 from conftest import ehft, prepare_rte, run, stock_checkpoint, train_output
 
 import ehft_plugin
-from ehft_plugin.handover import HEAD_FORMAT
-from ehft_plugin.handover import write_stage_start as stage_start
-from ehft_plugin.pretrained import read_original
-from ehft_plugin.rundir import training_seconds
-from ehft_plugin.checkpoints import load_tensors
+from ehft_plugin.train.handover import HEAD_FORMAT
+from ehft_plugin.train.handover import write_stage_start as stage_start
+from ehft_plugin.train.pretrained import read_original
+from ehft_plugin.train.rundir import training_seconds
+from ehft_plugin.peft.checkpoints import load_tensors
 from ehft_plugin.errors import EhftError
 
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0"]
@@ -158,7 +158,7 @@ def test_a_stage_whose_log_holds_no_final_validation_is_not_recorded(setup, tmp_
 def test_a_run_directory_in_use_by_another_launcher_is_refused(setup, tmp_path):
     import os
 
-    from ehft_plugin.locks import exclusive
+    from ehft_plugin.train.locks import exclusive
 
     run_dir = tmp_path / "runs" / "rte" / "ft" / "seed1"
     with exclusive(run_dir, "ehft train"):
@@ -174,10 +174,10 @@ def test_the_lock_of_a_killed_launcher_is_free(tmp_path):
     import subprocess
     import sys
 
-    from ehft_plugin.locks import exclusive
+    from ehft_plugin.train.locks import exclusive
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from ehft_plugin.locks import exclusive\n"
+        "import sys, time; from ehft_plugin.train.locks import exclusive\n"
         "with exclusive(sys.argv[1], 'ehft train'):\n"
         "    print('held', flush=True); time.sleep(60)"), str(tmp_path / "run")],
         stdout=subprocess.PIPE, text=True)
@@ -275,7 +275,7 @@ def test_single_stage_methods_start_with_a_new_head(setup, tmp_path):
 
 
 def test_2019_releases_with_decoder_keys_are_read(setup, tmp_path):
-    from ehft_plugin.pretrained import check_fits_data, model_args
+    from ehft_plugin.train.pretrained import check_fits_data, model_args
 
     state = read_original(str(setup["checkpoint"]))
     state["model"] = {k.replace("encoder.sentence_encoder.", "decoder.sentence_encoder."): v
@@ -285,7 +285,7 @@ def test_2019_releases_with_decoder_keys_are_read(setup, tmp_path):
 
 
 def test_reserve_stage2_starts_from_stage1_peft_parameters_and_trains_them(setup, tmp_path):
-    from ehft_plugin.checkpoints import load_adapter
+    from ehft_plugin.peft.checkpoints import load_adapter
 
     ehft("train", "--method", "ehft-lora-reserve", "--save-dir", tmp_path / "runs",
          *setup["args"], *FAIRSEQ)

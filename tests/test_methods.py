@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from ehft_plugin.errors import CheckpointError
-from ehft_plugin.handover import extract_head, extract_peft, graft_head, graft_params
-from ehft_plugin.methods import (MethodError, resolve_method, split_updates,
-                                 with_learning_rates)
+from ehft_plugin.train.handover import extract_head, extract_peft, graft_head, graft_params
+from ehft_plugin.train.methods import (MethodError, resolve_method, split_updates,
+                                       with_learning_rates)
 from ehft_plugin.peft.plan import parse_plan
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import fairseq_train, prepare_rte
 
-from ehft_plugin.kernels import apex_fused_adam
+from ehft_plugin.fairseq_compat.kernels import apex_fused_adam
 from ehft_plugin.optim.ehft_adamw import EhftAdamW, EhftAdamWConfig, choose_kernel, fused_on_cpu
 
 BETAS, EPS, LR, DECAY = (0.9, 0.98), 1e-6, 1e-2, 0.1

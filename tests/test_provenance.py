@@ -4,7 +4,7 @@ import subprocess
 
 import torch
 
-from ehft_plugin import provenance
+from ehft_plugin.train import provenance
 
 
 def _git(root, *args):

@@ -9,10 +9,10 @@ import torch
 
 from ehft_plugin.cli import build_parser
 from ehft_plugin.errors import EhftError
-from ehft_plugin.launcher import stage_command
-from ehft_plugin.methods import resolve_method, split_updates, with_learning_rates
-from ehft_plugin.recipes import FAIRSEQ_GLUE, apply_recipe, get_recipe
-from ehft_plugin.sweep import settings
+from ehft_plugin.train.launcher import stage_command
+from ehft_plugin.train.methods import resolve_method, split_updates, with_learning_rates
+from ehft_plugin.train.recipes import FAIRSEQ_GLUE, apply_recipe, get_recipe
+from ehft_plugin.train.sweep import settings
 
 
 def one_setting(opts):
@@ -229,7 +229,7 @@ def test_ehft_paper_explicit_flags_win(tiny):
 
 
 def test_ehft_paper_stage2_rate_and_epochs_by_task():
-    from ehft_plugin.launcher import resolve_method
+    from ehft_plugin.train.launcher import resolve_method
 
     for task, epochs, lr in (("wic", 40, 3e-5), ("cb", 400, 1e-5), ("stsb", 20, 1e-5)):
         opts = build_parser().parse_args(["train", "--method", "ehft-bitfit", "--data", "d",
@@ -249,7 +249,7 @@ def test_ehft_paper_reaches_the_model_and_the_optimizer(tiny):
     from fairseq import optim
 
     from ehft_plugin.peft.mixout import MixoutLinear
-    from ehft_plugin.rebuild import Built
+    from ehft_plugin.train.rebuild import Built
 
     built = Built(_dry_run(tiny, "mixout")[0]["finetune"], "test", seed=1)
     head = built.head
@@ -276,8 +276,8 @@ def test_ehft_paper_reaches_the_model_and_the_optimizer(tiny):
 
 
 def test_the_fisher_pass_clips_each_tensor(tiny):
-    from ehft_plugin.child_tuning import fisher_information
-    from ehft_plugin.rebuild import Built
+    from ehft_plugin.peft.child_tuning import fisher_information
+    from ehft_plugin.train.rebuild import Built
 
     command = _dry_run(tiny, "ft")[0]["finetune"]
     built = Built(command, "test", seed=1).load(str(tiny["checkpoint"]), strict=False)

@@ -7,7 +7,7 @@ import textwrap
 import torch
 from conftest import BIN, REPO, finish, free_port
 
-from ehft_plugin.replicas import fingerprint, ranks_that_differ
+from ehft_plugin.fairseq_compat.replicas import fingerprint, ranks_that_differ
 
 
 def _model(seed=0):
@@ -42,7 +42,7 @@ def test_ranks_that_differ_are_named_against_rank_0():
 
 SCRIPT = textwrap.dedent("""
     import os, torch, torch.distributed as dist
-    from ehft_plugin.replicas import check_replicas
+    from ehft_plugin.fairseq_compat.replicas import check_replicas
     dist.init_process_group("gloo")
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)

@@ -9,8 +9,9 @@ import statistics
 import pytest
 from conftest import ehft
 
-from ehft_plugin.report import (PUBLISHED, ReportError, avg_difference_interval, collect,
-                                load_published, read_run, render_versus, report, summarise)
+from ehft_plugin.evaluate.report import (PUBLISHED, ReportError, avg_difference_interval, collect,
+                                         load_published, read_run, render_versus, report,
+                                         summarise)
 
 
 def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True, peft="full",
@@ -328,7 +329,7 @@ def test_the_report_says_what_the_grid_can_decide(tmp_path):
     holds both 0 and that gain."""
     from scipy.stats import t
 
-    from ehft_plugin.report import detectable_difference, paper_gains
+    from ehft_plugin.evaluate.report import detectable_difference, paper_gains
 
     ft, ehft_ = [70.0, 80.0, 75.0, 72.0], [71.0, 74.0, 79.0, 76.0]
     summary = _ft_and_ehft(tmp_path, "cb", ft, ehft_)

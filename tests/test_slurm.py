@@ -12,7 +12,7 @@ import torch
 from conftest import BIN, finish, free_port, prepare_rte, stock_checkpoint
 from test_distributed import ROOT, _fairseq_train, _losses, _train
 
-from ehft_plugin.distributed import slurm_as_torchrun
+from ehft_plugin.fairseq_compat.distributed import slurm_as_torchrun
 from ehft_plugin.errors import EhftError
 
 

@@ -21,7 +21,7 @@ from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
 from fairseq.trainer import Trainer
 
 import ehft_plugin  # noqa: F401  (installs the patches)
-from ehft_plugin import compat
+from ehft_plugin.fairseq_compat import compat
 from ehft_plugin import metrics as m
 from ehft_plugin.criterions.sentence_prediction_ehft import SentencePredictionEhftCriterion
 

@@ -77,7 +77,7 @@ def test_a_missing_task_is_refused_unless_filled_with_the_train_majority(runs, t
 
 
 def test_the_seed_with_the_best_dev_score_predicts(runs, tmp_path):
-    from ehft_plugin.submit import choose_runs
+    from ehft_plugin.interop.submit import choose_runs
 
     chosen = choose_runs([str(runs["runs"])])["rte"]
     scores = {}
@@ -133,7 +133,7 @@ def test_runs_of_another_backbone_for_one_task_are_refused(runs, tmp_path):
 
 
 def test_boolean_labels_are_written_as_the_leaderboard_reads_them():
-    from ehft_plugin.submit import LEADERBOARDS, _format
+    from ehft_plugin.interop.submit import LEADERBOARDS, _format
 
     boolq = next(e for e in LEADERBOARDS["superglue"] if e.file == "BoolQ.jsonl")
     text = _format(boolq, get_task("boolq"), [("0", True), ("1", False)])

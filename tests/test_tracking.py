@@ -10,7 +10,7 @@ import struct
 import pytest
 from conftest import ehft, prepare_rte, stock_checkpoint
 
-from ehft_plugin.rundir import train_records
+from ehft_plugin.train.rundir import train_records
 
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
            "--log-interval", "1"]

@@ -4,7 +4,7 @@ import json
 import shlex
 import sys
 
-from ..analyze import DIAGNOSTICS
+from ..evaluate.analyze import DIAGNOSTICS
 
 
 def _only(text):
@@ -48,7 +48,7 @@ _only.__name__ = "list of diagnostics"
 
 
 def run(args):
-    from ..analyze import analyze, find_runs
+    from ..evaluate.analyze import analyze, find_runs
 
     results = analyze(find_runs(args.runs), args.out, only=args.only, examples=args.examples,
                       batch_size=args.batch_size, grad_batches=args.grad_batches,

@@ -30,7 +30,8 @@ def add_parser(sub, name):
 
 
 def run(args):
-    from ..child_tuning import check_share, compute_mask
+    from ..peft.child_tuning import check_share
+    from ..train.child_mask import compute_mask
 
     from ..errors import EhftError
 

@@ -17,7 +17,7 @@ def add_parser(sub, name):
 
 
 def run(args):
-    from ..convert import convert
+    from ..interop.convert import convert
 
     record = convert(args.hf_dir, args.out_dir, force=args.force)
     print(json.dumps({"wrote": args.out_dir, "model": record["model"]}))

@@ -10,7 +10,7 @@ from ..errors import CheckpointError
 
 
 def _load(path):
-    from ..checkpoints import load_checkpoint
+    from ..peft.checkpoints import load_checkpoint
 
     state = load_checkpoint(path)
     model = state["cfg"]["model"]
@@ -30,7 +30,7 @@ def add_adapter_parser(sub, name):
 
 
 def run_adapter(args):
-    from ..checkpoints import extract, save_adapter
+    from ..peft.checkpoints import extract, save_adapter
     from ..peft.plan import parse_plan
 
     state, model = _load(args.checkpoint)
@@ -55,7 +55,7 @@ def add_merged_parser(sub, name):
 def run_merged(args):
     import torch
 
-    from ..checkpoints import stock_checkpoint
+    from ..peft.checkpoints import stock_checkpoint
     from ..data.binarize import load_metadata
 
     state, _ = _load(args.checkpoint)
@@ -104,7 +104,7 @@ def _hf_arguments(p, out_help, base=False):
 
 
 def run_hf(args):
-    from ..hf_export import export_hf
+    from ..interop.hf_export import export_hf
 
     print(json.dumps(export_hf(args.checkpoint, args.out, args.data, args.force)))
 
@@ -120,6 +120,6 @@ def add_peft_parser(sub, name):
 
 
 def run_peft(args):
-    from ..hf_export import export_peft
+    from ..interop.hf_export import export_peft
 
     print(json.dumps(export_peft(args.checkpoint, args.out, args.base, args.data, args.force)))

@@ -3,7 +3,7 @@
 
 import json
 
-from ..handover import HEAD_NAME
+from ..train.handover import HEAD_NAME
 
 
 def add_parser(sub, name):
@@ -26,10 +26,10 @@ def run(args):
     import torch
 
     from ..atomic import atomic_file
-    from ..checkpoints import load_checkpoint
-    from ..handover import start_from_stage1
+    from ..peft.checkpoints import load_checkpoint
+    from ..train.handover import start_from_stage1
     from ..peft.plan import parse_plan
-    from ..pretrained import model_args, read_original
+    from ..train.pretrained import model_args, read_original
 
     original = read_original(args.checkpoint)
     plan = args.reserve and parse_plan(args.reserve, model_args(original)["encoder_layers"])

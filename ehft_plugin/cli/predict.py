@@ -25,7 +25,7 @@ def add_parser(sub, name):
 
 def run(args):
     numbers.check(args, {"batch_size": numbers.POSITIVE_INT})
-    from ..predict import Predictor
+    from ..interop.predict import Predictor
 
     predictor = Predictor(args.checkpoint, data=args.data, batch_size=args.batch_size,
                           device=args.device)

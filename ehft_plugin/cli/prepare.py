@@ -117,7 +117,7 @@ def run(args):
                         % (args.raw_dir, os.path.dirname(args.raw_dir) or "."))
     tokeniser, pair_format = tokeniser_from_args(args), "roberta"
     if args.backbone:
-        from ..convert import load_backbone
+        from ..data.backbones import load_backbone
 
         given = [f for f in ("srcdict", "gpt2_encoder_json", "gpt2_vocab_bpe", "bpe_vocab_file",
                              "sentencepiece_model") if getattr(args, f)]

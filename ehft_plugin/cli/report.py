@@ -39,7 +39,7 @@ def add_parser(sub, name):
 
 
 def run(args):
-    from ..report import PUBLISHED, report
+    from ..evaluate.report import PUBLISHED, report
 
     validation = args.validation
     if args.select in ("best", "last"):

@@ -36,7 +36,7 @@ def add_parser(sub, name):
 
 def run(args):
     numbers.check(args, {"batch_size": numbers.POSITIVE_INT})
-    from ..submit import bundle
+    from ..interop.submit import bundle
 
     summary = bundle(args.runs, args.benchmark, args.raw_root, args.out, method=args.method,
                      on_dev=args.select == "dev", fill=args.fill_missing, only=args.only,

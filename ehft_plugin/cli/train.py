@@ -3,9 +3,9 @@
 import json
 
 from . import numbers
-from ..recipes import RECIPES
-from ..stage1 import DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE
-from ..sweep import MAX_RUNS
+from ..train.recipes import RECIPES
+from ..train.stage1 import DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE
+from ..train.sweep import MAX_RUNS
 
 
 def add_parser(sub, name):
@@ -119,7 +119,7 @@ RANGES = {"seeds": numbers.SEED, "total_updates": numbers.POSITIVE_INT,
 
 
 def run(args):
-    from ..launcher import train
+    from ..train.launcher import train
 
     numbers.check(args, RANGES)
     for run_dir in train(args):

@@ -19,13 +19,8 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
 from ..data.task_table import RANKING, REGRESSION
-from ..metrics import (
-    CM_PREFIX,
-    PREDICTIONS_KEY,
-    TARGETS_KEY,
-    ConcatMeter,
-    confusion_matrix_logging,
-)
+from ..metrics import (CM_PREFIX, PREDICTIONS_KEY, TARGETS_KEY, ConcatMeter,
+                       confusion_matrix_logging)
 
 
 def candidate_logits(model, sample, kind, num_candidates, head_name):

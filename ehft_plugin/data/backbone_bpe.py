@@ -29,7 +29,7 @@ class BackboneBpeConfig(FairseqDataclass):
 @register_bpe(NAME, dataclass=BackboneBpeConfig)
 class BackboneBpe:
     def __init__(self, cfg):
-        from ..convert import load_backbone
+        from .backbones import load_backbone
 
         tok = load_backbone(os.path.abspath(cfg.data))["tokenizer"]
         if tok["bpe"] == "bert":

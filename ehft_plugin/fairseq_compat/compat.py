@@ -97,7 +97,7 @@ def patch_call_main():
     fairseq-train starts anything; a user's error raised anywhere in the run ends it in one
     line (errors.one_line_errors)."""
     from . import distributed, preflight
-    from .errors import one_line_errors
+    from ..errors import one_line_errors
 
     def wrap(original):
         @one_line_errors
@@ -138,7 +138,7 @@ def patch_begin_valid_epoch():
 def patch_checkpoint_copy():
     """checkpoint_last.pt copied from checkpoint_best.pt through a temporary file: a kill
     mid-copy must not leave a checkpoint that a relaunch cannot load."""
-    from . import atomic
+    from .. import atomic
 
     _wrap("fairseq.file_io.PathManager", "copy", atomic.wrap_copy)
 
@@ -146,7 +146,7 @@ def patch_checkpoint_copy():
 def patch_checkpoint_save():
     """A checkpoint save that finds the disk full removes its partial file and says so in
     one line, instead of retrying twice and ending in torch's zip-writer error."""
-    from . import atomic
+    from .. import atomic
 
     _wrap("fairseq.checkpoint_utils", "_torch_persistent_save",
           lambda original: _marked(atomic.wrap_torch_save(original)))
@@ -179,12 +179,12 @@ def patch_fp16_copies():
 
 
 def patch_tracking_steps():
-    from . import tracking
+    from . import step_offset
 
     owner = "fairseq.logging.progress_bar."
     for cls, attribute in (("TensorboardProgressBarWrapper", "_log_to_tensorboard"),
                            ("WandBProgressBarWrapper", "_log_to_wandb")):
-        _wrap(owner + cls, attribute, lambda original: _marked(tracking.wrap_log(original)))
+        _wrap(owner + cls, attribute, lambda original: _marked(step_offset.wrap_log(original)))
 
 
 def patch_clip_grad_norm_():

@@ -24,7 +24,7 @@ import logging
 import os
 import subprocess
 
-from .errors import EhftError
+from ..errors import EhftError
 
 logger = logging.getLogger(__name__)
 

@@ -7,15 +7,19 @@ import logging
 logger = logging.getLogger(__name__)
 
 
+# fairseq registry name -> check(optimizer cfg, cuda): registered by the optimizer's module
+# (optim/ehft_adamw.py), which fairseq imports before call_main
+OPTIMIZER_CHECKS = {}
+
+
 def check(cfg):
     import torch
 
     check_precision(cfg.common)
     bf16_without_tpu(cfg)
-    if getattr(cfg.optimizer, "_name", None) == "ehft_adamw":
-        from .optim.ehft_adamw import check_config
-
-        check_config(cfg.optimizer, torch.cuda.is_available() and not cfg.common.cpu)
+    check_optimizer = OPTIMIZER_CHECKS.get(getattr(cfg.optimizer, "_name", None))
+    if check_optimizer is not None:
+        check_optimizer(cfg.optimizer, torch.cuda.is_available() and not cfg.common.cpu)
 
 
 def check_precision(common):

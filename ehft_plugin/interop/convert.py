@@ -35,24 +35,13 @@ import json
 import os
 import shutil
 
-from .atomic import atomic_dir
-from .errors import EhftError
+from ..atomic import atomic_dir
+from ..data.backbones import BACKBONE_FORMAT, ConvertError, load_backbone  # noqa: F401
+from .hf_names import FAIRSEQ_SPECIALS, LAYER_MAP
 
-BACKBONE_FORMAT = "ehft-backbone/1"
 SUPPORTED = {"bert": ("BertModel", "BertForMaskedLM", "BertForPreTraining"),
              "roberta": ("RobertaModel", "RobertaForMaskedLM")}
-FAIRSEQ_SPECIALS = ("[CLS]", "[PAD]", "[SEP]", "[UNK]")  # <s> <pad> </s> <unk>
-_LAYER_MAP = {
-    "attention.self.query": "self_attn.q_proj", "attention.self.key": "self_attn.k_proj",
-    "attention.self.value": "self_attn.v_proj", "attention.output.dense": "self_attn.out_proj",
-    "attention.output.LayerNorm": "self_attn_layer_norm", "intermediate.dense": "fc1",
-    "output.dense": "fc2", "output.LayerNorm": "final_layer_norm",
-}
 PADDING_IDX = 1
-
-
-class ConvertError(EhftError):
-    """An HF folder that cannot be converted."""
 
 
 def _read_config(hf_dir):
@@ -170,7 +159,7 @@ def convert_state(config, hf_state, vocab, source="the HF model", family="bert")
            prefix + "layernorm_embedding.weight": get("embeddings.LayerNorm.weight"),
            prefix + "layernorm_embedding.bias": get("embeddings.LayerNorm.bias")}
     for i in range(layers):
-        for hf_name, fs_name in _LAYER_MAP.items():
+        for hf_name, fs_name in LAYER_MAP.items():
             for param in ("weight", "bias"):
                 out["%slayers.%d.%s.%s" % (prefix, i, fs_name, param)] = get(
                     "encoder.layer.%d.%s.%s" % (i, hf_name, param))
@@ -282,26 +271,6 @@ def _lower_case(hf_dir):
     return True
 
 
-def load_backbone(path):
-    """The record of a converted backbone directory, paths made absolute."""
-    record_path = os.path.join(path, "ehft_backbone.json")
-    if not os.path.isfile(record_path):
-        raise ConvertError("--backbone %s: ehft_backbone.json not found; expected a directory "
-                           "written by `ehft convert`" % path)
-    with open(record_path) as f:
-        record = json.load(f)
-    if record.get("format") != BACKBONE_FORMAT:
-        raise ConvertError("%s: not an %s record" % (record_path, BACKBONE_FORMAT))
-    tok = dict(record["tokenizer"])
-    for key in ("bpe_vocab_file", "srcdict", "gpt2_encoder_json", "gpt2_vocab_bpe",
-                "sentencepiece_model"):
-        if tok.get(key):
-            tok[key] = os.path.join(os.path.abspath(path), tok[key])
-    record["tokenizer"] = tok
-    record["checkpoint"] = os.path.join(os.path.abspath(path), "model.pt")
-    return record
-
-
 def build_model(path, dictionary=None):
     """The fairseq model (`--arch roberta_ehft_base`, plan `full`) of a converted backbone
     directory, weights loaded strictly, in eval mode: for checks and feature extraction."""
@@ -309,8 +278,8 @@ def build_model(path, dictionary=None):
 
     import torch
 
-    from .data.tokenisers import load_dictionary
-    from .models.roberta_ehft import RobertaEhftModel, roberta_ehft_base
+    from ..data.tokenisers import load_dictionary
+    from ..models.roberta_ehft import RobertaEhftModel, roberta_ehft_base
 
     record = load_backbone(path)
     if dictionary is None:

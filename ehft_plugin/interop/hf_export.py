@@ -36,13 +36,13 @@ import os
 import re
 from dataclasses import dataclass
 
-from .atomic import atomic_dir
-from .convert import _LAYER_MAP
-from .errors import CheckpointError
-from .peft.plan import LORA_TARGETS, BitFit, Frozen, Full, Prefix, format_plan, parse_plan
-from .peft.trainable import MODULE_TARGETS
+from ..atomic import atomic_dir
+from .hf_names import LAYER_MAP
+from ..errors import CheckpointError
+from ..peft.plan import LORA_TARGETS, BitFit, Frozen, Full, Prefix, format_plan, parse_plan
+from ..peft.trainable import MODULE_TARGETS
 
-_FAIRSEQ_TO_HF = {fs: hf for hf, fs in _LAYER_MAP.items()}  # self_attn.q_proj -> attention.self.query
+_FAIRSEQ_TO_HF = {fs: hf for hf, fs in LAYER_MAP.items()}  # self_attn.q_proj -> attention.self.query
 # LoRA target name (q, k, ..., fc2) -> HF module, through the fairseq module it names
 _LORA_TO_HF = {target: _FAIRSEQ_TO_HF[module] for module, target in MODULE_TARGETS.items()
                if target in LORA_TARGETS}
@@ -69,8 +69,8 @@ def _get(obj, key, default=None):
 
 
 def read_finetuned(path, data=None) -> Finetuned:
-    from .checkpoints import load_checkpoint
-    from .data.binarize import load_metadata
+    from ..peft.checkpoints import load_checkpoint
+    from ..data.binarize import load_metadata
 
     state = load_checkpoint(path)
     cfg = state["cfg"]
@@ -226,7 +226,7 @@ def hf_config(ft):
 # ---- tokeniser files -------------------------------------------------------------------
 
 def _tokenizer_spec(ft):
-    from .data.tokenisers import TokeniserSpec
+    from ..data.tokenisers import TokeniserSpec
 
     return TokeniserSpec(**ft.meta["tokenizer"]).resolved(os.path.join(ft.data, "tokenizer"))
 
@@ -293,7 +293,7 @@ def _write_model(ft, out, tensors, config):
 
 def export_hf(checkpoint, out, data=None, force=False):
     """OUT as a transformers sequence classifier; returns what was written."""
-    from .checkpoints import merged_state
+    from ..peft.checkpoints import merged_state
 
     out = os.path.abspath(out)
     _refuse_existing(out, force)

@@ -1,6 +1,6 @@
 """Predictions for raw GLUE/SuperGLUE files from a checkpoint trained with --task glue_ehft.
 
-    from ehft_plugin.predict import Predictor
+    from ehft_plugin.interop.predict import Predictor
     predictor = Predictor("checkpoints/checkpoint_best.pt")
     rows, _ = predictor.predict_file("RTE/test.tsv")       # [(id, label), ...]
     predictor.write_submission(rows, "RTE.tsv")
@@ -17,15 +17,15 @@ import os
 import numpy as np
 import torch
 
-from . import metrics as metric_fns
-from .criterions.sentence_prediction_ehft import candidate_logits
-from .data.binarize import encode_examples
-from .data.readers import read_examples
-from .data.custom import task_spec
-from .data.task_table import REGRESSION
-from .data.tokenisers import TokeniserSpec, build_encoder
-from .atomic import atomic_file
-from .errors import CheckpointError
+from .. import metrics as metric_fns
+from ..criterions.sentence_prediction_ehft import candidate_logits
+from ..data.binarize import encode_examples
+from ..data.readers import read_examples
+from ..data.custom import task_spec
+from ..data.task_table import REGRESSION
+from ..data.tokenisers import TokeniserSpec, build_encoder
+from ..atomic import atomic_file
+from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Predictor:
     def __init__(self, checkpoint, data=None, batch_size=32, device="cpu"):
         from fairseq import checkpoint_utils
 
-        from .tasks.glue_ehft import GlueEhftTask
+        from ..tasks.glue_ehft import GlueEhftTask
 
         if not os.path.isfile(checkpoint):
             raise CheckpointError("%s: checkpoint not found" % checkpoint)

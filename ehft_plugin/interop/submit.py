@@ -16,10 +16,10 @@ import zipfile
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from .atomic import atomic_file
-from .data.readers import read_examples
-from .data.task_table import get_task
-from .errors import EhftError
+from ..atomic import atomic_file
+from ..data.readers import read_examples
+from ..data.task_table import get_task
+from ..errors import EhftError
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ def choose_runs(roots, method=None, on_dev=False):
     """{task: Chosen}: per task, the method's runs (refused when several methods and no
     --method), reduced to one setting as `ehft report` does, then the seed with the best dev
     score."""
-    from .report import collect
-    from .report.settings import check_poolable, select_on_dev
+    from ..evaluate.report import collect
+    from ..evaluate.report.settings import check_poolable, select_on_dev
 
     runs, _ = collect(roots)
     by_task = {}

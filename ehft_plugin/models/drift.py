@@ -8,7 +8,7 @@ and from stage 1 in EH-FT, so its distance says nothing about forgetting.
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 BACKBONE = "encoder.sentence_encoder."
 
@@ -27,7 +27,7 @@ def reference_parameters(path, model):
     """{parameter name: reference tensor (float32, on the parameter's device)} for every
     backbone parameter of `model` that the checkpoint at `path` holds with the same shape.
     PEFT parameters (LoRA, prefixes) have no reference and are left out."""
-    from .safe_loading import safe_load
+    from ..fairseq_compat.safe_loading import safe_load
 
     state = _backbone_state(safe_load(path, map_location="cpu")["model"], path)
     reference = {}

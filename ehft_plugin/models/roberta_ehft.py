@@ -24,7 +24,7 @@ from fairseq.models.roberta.model import (
 
 import torch
 
-from ..child_tuning import apply_mask, load_mask
+from ..peft.child_tuning import apply_mask, load_mask
 from ..errors import CheckpointError, ConfigError, one_line_errors
 from ..peft.apply import apply_plan
 from ..peft.mixout import TARGET as MIXOUT_TARGET

@@ -27,7 +27,8 @@ from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II, OmegaConf
 
 from ..errors import ConfigError, one_line_errors
-from ..kernels import apex_fused_adam
+from ..fairseq_compat import preflight
+from ..fairseq_compat.kernels import apex_fused_adam
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ def check_config(cfg, cuda):
     if not cfg.weight_decay >= 0:
         raise ConfigError("--weight-decay %r: expected a number >= 0" % cfg.weight_decay)
     choose_kernel(cfg.adamw_kernel, cuda, apex_fused_adam() is not None)
+
+
+preflight.OPTIMIZER_CHECKS["ehft_adamw"] = check_config
 
 
 def decay_groups(params):

@@ -10,10 +10,10 @@
 
 import os
 
-from .atomic import atomic_file
-from .errors import CheckpointError
-from .peft.plan import LoRA, format_plan, parse_plan
-from .peft.trainable import is_trainable, layer_index
+from ..atomic import atomic_file
+from ..errors import CheckpointError
+from .plan import LoRA, format_plan, parse_plan
+from .trainable import is_trainable, layer_index
 
 ADAPTER_FORMAT = "ehft-adapter/1"
 

@@ -11,17 +11,16 @@ parameters together; embeddings and the head are not masked; AdamW's decoupled w
 still shrinks every weight (their ChildTuningAdamW decays all of them too), so outside the
 child a weight only ever changes by that factor.
 
-The mask is a file (`ehft child-mask`, or `ehft train` before the stage), read by
+The mask is a file (`ehft child-mask`, or `ehft train` before the stage: train/child_mask.py
+computes it on a model rebuilt from the stage's command), read by
 `--child-tuning-mask FILE` (roberta_ehft), which zeroes the gradients outside the child with
 hooks on the parameters: it works with any optimizer, fp16 wrapper and DistributedDataParallel.
 """
 
-import os
-
 import torch
 import torch.nn as nn
 
-from .errors import CheckpointError, EhftError
+from ..errors import CheckpointError, EhftError
 
 MASK_FORMAT = "ehft-child-mask/1"
 LAYERS = ".sentence_encoder.layers."
@@ -127,45 +126,3 @@ def apply_mask(model, masks, source):
     for name in masks:
         params[name].register_hook(
             lambda grad, name=name: grad * holder.mask(name).to(grad.dtype))
-
-
-def _flag(command, flag, default=None):
-    return command[command.index(flag) + 1] if flag in command[:-1] else default
-
-
-def compute_mask(command, share, out, device=None, max_examples=None, fisher_clip=0.0):
-    """The child of share `share` of the model a fairseq-train `command` (program first, no
-    --child-tuning-mask) trains, written to `out`: Fisher information over the whole training
-    split (file order, the command's batch size), with the backbone of its
-    --finetune-from-model checkpoint and a new head seeded with its --seed. Returns the number
-    of training examples used (the first `max_examples` in file order, when given: a quicker,
-    rougher estimate than Xu et al.'s whole training set)."""
-    from .rebuild import Built
-
-    check_share(share)
-    if "--child-tuning-mask" in command:
-        raise ChildTuningError("the fairseq-train arguments hold --child-tuning-mask; give them "
-                               "without it (the mask is what this computes)")
-    start = _flag(command, "--finetune-from-model") or _flag(command, "--restore-file")
-    if not start:
-        raise ChildTuningError("the fairseq-train arguments name no --finetune-from-model (the "
-                               "pretrained checkpoint the stage starts from)")
-    seed = int(_flag(command, "--seed", 1))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() and "--cpu" not in command else "cpu"
-    built = Built(command, "the fairseq-train arguments", seed=seed, device=device).load(
-        start, strict=False)
-    built.task.load_dataset("train")
-    examples = len(built.task.dataset("train"))
-    if max_examples is not None:
-        if max_examples < 1:
-            raise ChildTuningError("--max-examples %d: expected >= 1" % max_examples)
-        examples = min(examples, max_examples)
-    batch_size = int(built.cfg.dataset.batch_size or 32)
-    torch.manual_seed(seed)  # dropout masks
-    fisher = fisher_information(built.model, built.criterion,
-                                built.batches("train", examples, batch_size), fisher_clip)
-    masks = choose_child(fisher, share)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    save_mask(masks, out, share, examples)
-    return examples

@@ -38,7 +38,7 @@ from ..data.binarize import load_metadata
 from ..errors import ConfigError, EhftError, one_line_errors
 from ..data.task_table import RANKING, REGRESSION
 from ..data.tokenisers import load_dictionary
-from ..kernels import layer_norm_kernels
+from ..fairseq_compat.kernels import layer_norm_kernels
 from ..metrics import PREDICTIONS_KEY, derived_metric, needs_predictions
 
 logger = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ class GlueEhftTask(FairseqTask):
 
     @one_line_errors
     def _log_drift(self, model):
-        from ..drift import parameter_distance, reference_parameters
+        from ..models.drift import parameter_distance, reference_parameters
 
         if self._drift_reference is None:
             self._drift_reference = reference_parameters(self.log_drift_from, model)

@@ -11,7 +11,7 @@ processes does not multiply them.
 import math
 import os
 
-from .errors import EhftError
+from ..errors import EhftError
 
 
 def updates_per_epoch(examples, batch_size, update_freq=1, world_size=1):

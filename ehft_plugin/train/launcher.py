@@ -17,21 +17,20 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .data.binarize import load_metadata
-from .distributed import adopt_slurm_step, torchrun_settings
-from .errors import EhftError
+from ..data.binarize import load_metadata
+from ..fairseq_compat.distributed import adopt_slurm_step, torchrun_settings
+from ..errors import EhftError
 from .handover import HEAD_NAME, write_handover, write_stage_start
 from .locks import exclusive
 from .methods import rate_flags, resolve_method, with_learning_rates
-from .peft.plan import parse_plan
+from ..peft.plan import parse_plan
 from .pretrained import CARRIED, DIMS, check_fits_data, model_args, read_original
-from .provenance import software
+from .provenance import PLUGIN_DIR, software
 from .recipes import apply_recipe, recipe_method
-from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG,
-                     PEFT_FILE, START_FILE, last_update, read_json, recorded_commands,
-                     run_directory,
-                     trained_updates, training_seconds, valid_records, validated_at_the_end,
-                     write_done, write_run_record)
+from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT,
+                     LOG, PEFT_FILE, START_FILE, last_update, read_json, recorded_commands,
+                     run_directory, trained_updates, training_seconds, valid_records,
+                     validated_at_the_end, write_done, write_run_record)
 from . import progress, sweep, tracking
 from . import stage1 as stage1_rules
 
@@ -50,7 +49,7 @@ def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metri
     warmup = warmup_updates(opts, updates)
     cmd = [
         os.path.join(os.path.dirname(sys.executable), "fairseq-train"), opts.data,
-        "--user-dir", os.path.dirname(os.path.abspath(__file__)),
+        "--user-dir", PLUGIN_DIR,
         "--task", "glue_ehft", "--criterion", "sentence_prediction_ehft",
         "--arch", arch, "--peft", stage.peft, "--head-type", opts.head_type,
         "--finetune-from-model", start, "--save-dir", save_dir,
@@ -159,7 +158,7 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
 def _child_mask(stage, cmd):
     """Child-Tuning_D's mask for the stage, written before it starts (a relaunch reuses it);
     the seconds it took."""
-    from .child_tuning import compute_mask
+    from .child_mask import compute_mask
 
     at = cmd.index("--child-tuning-mask")
     path = cmd[at + 1]

@@ -5,7 +5,7 @@ import fcntl
 import os
 from contextlib import contextmanager
 
-from .errors import EhftError
+from ..errors import EhftError
 
 
 def acquire(directory, what):

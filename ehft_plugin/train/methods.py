@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Tuple
 
-from .errors import EhftError
-from .peft.plan import Full, LoRA, Plan, PlanError, Prefix, Stratum, format_plan, parse_plan
+from ..errors import EhftError
+from ..peft.plan import Full, LoRA, Plan, PlanError, Prefix, Stratum, format_plan, parse_plan
 
 FULL_FINETUNING_LR = 1e-5
 STAGE1_SHARE = 0.1

@@ -3,7 +3,7 @@ sizes, and whether it fits the prepared data."""
 
 import os
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # the model settings a stage must build with to load the checkpoint (as saved in it)
 CARRIED = ("max_positions", "activation_fn", "layer_norm_eps")
@@ -14,7 +14,7 @@ DIMS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
 def read_original(path):
     """The pretrained checkpoint as saved (not fairseq's upgraded view of it), read once:
     its sizes, its vocabulary and the stage starts all come from this one read."""
-    from .safe_loading import safe_load
+    from ..fairseq_compat.safe_loading import safe_load
 
     if not os.path.isfile(path):
         raise CheckpointError("--checkpoint %s: file not found" % path)
@@ -39,7 +39,7 @@ def model_args(state):
 
 def check_fits_data(state, data, path):
     """The checkpoint's vocabulary must be the data's dictionary (plus <mask>)."""
-    from .data.tokenisers import load_dictionary
+    from ..data.tokenisers import load_dictionary
 
     dictionary = load_dictionary(os.path.join(data, "input0", "dict.txt"))
     # 2019 releases name the encoder "decoder.sentence_encoder"; fairseq renames it on load

@@ -9,14 +9,14 @@ import os
 import platform
 import subprocess
 
-PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ehft_plugin/
 
 
 def software():
     import fairseq
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     return dict({"ehft_plugin": __version__, "fairseq": fairseq.__version__,
                  "torch": torch.__version__, "python": platform.python_version()},

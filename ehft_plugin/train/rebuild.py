@@ -6,11 +6,11 @@ import os
 
 import torch
 
-from .data.task_table import RANKING
-from .drift import BACKBONE
-from .errors import EhftError
+from ..data.task_table import RANKING
+from ..models.drift import BACKBONE
+from ..errors import EhftError
 from .handover import strip_heads
-from .safe_loading import safe_load
+from ..fairseq_compat.safe_loading import safe_load
 
 
 class Built:

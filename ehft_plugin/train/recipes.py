@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from .epochs import epochs_updates, update_freq, updates_per_epoch, world_size
-from .errors import EhftError
+from ..errors import EhftError
 from .methods import FULL_FINETUNING_LR, Method, MethodError, resolve_method
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 from .epochs import epochs_updates, run_updates_per_epoch
-from .errors import EhftError
+from ..errors import EhftError
 from .methods import stage1_share_updates
 
 PLATEAU, RATIO, UPDATES, EPOCHS = "plateau", "ratio", "updates", "epochs"
@@ -162,8 +162,8 @@ def dev_class_counts(data_dir, meta):
     for regression."""
     from fairseq.data import data_utils
 
-    from .data.task_table import REGRESSION
-    from .data.tokenisers import load_dictionary
+    from ..data.task_table import REGRESSION
+    from ..data.tokenisers import load_dictionary
 
     if meta.get("kind") == REGRESSION:
         return None
@@ -181,7 +181,7 @@ def dev_class_counts(data_dir, meta):
 
 def constant_level(data_dir, meta, metric):
     """(the dev metric of the best constant prediction, dev examples)."""
-    from .metrics import constant_level as level
+    from ..metrics import constant_level as level
 
     counts = dev_class_counts(data_dir, meta)
     examples = sum(counts) if counts else meta["splits"]["valid"]["examples"]

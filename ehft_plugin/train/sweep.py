@@ -13,7 +13,7 @@ import copy
 from dataclasses import dataclass
 from typing import Tuple
 
-from .errors import EhftError
+from ..errors import EhftError
 
 # flags that take several values: (option dest, its name in a run's path)
 SWEPT = (("lr_stage1", "lr1"), ("lr_stage2", "lr2"), ("batch_size", "bs"))

@@ -12,9 +12,9 @@ update (`STEP_OFFSET`), so that a run's stages draw as one curve.
 import importlib.util
 import os
 
-from .errors import EhftError
+from ..errors import EhftError
 
-STEP_OFFSET = "EHFT_STEP_OFFSET"  # added by the patched wrappers to every logged step
+from ..fairseq_compat.step_offset import STEP_OFFSET
 _FLAGS = {"--tensorboard-logdir": "tensorboard", "--wandb-project": "wandb_project"}
 
 
@@ -94,18 +94,3 @@ def child_env(opts, stage_dir, earlier_stage_dirs, env=None):
         env.setdefault("WANDB_RUN_GROUP", os.path.basename(os.path.abspath(opts.save_dir)))
         env["WANDB_JOB_TYPE"] = name.rsplit("/", 1)[-1]
     return env
-
-
-def wrap_log(original):
-    """A fairseq progress-bar wrapper's _log_to_tensorboard / _log_to_wandb whose step is
-    moved on by the environment's STEP_OFFSET (0 without it)."""
-    def log(self, stats, tag=None, step=None):
-        offset = int(os.environ.get(STEP_OFFSET, "0") or 0)
-        if offset:
-            if step is None and "num_updates" in stats:
-                step = stats["num_updates"]
-            if step is not None:
-                step = step + offset
-        return original(self, stats, tag, step)
-
-    return log

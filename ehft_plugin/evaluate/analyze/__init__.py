@@ -15,7 +15,7 @@ A diagnostic with nothing to work on is left out of the output and says why on s
 import json
 import sys
 
-from ..atomic import atomic_dir, write_file
+from ...atomic import atomic_dir, write_file
 from .runs import AnalyzeError, check_runs, find_runs
 
 DIAGNOSTICS = ("feature_drift", "parameter_drift", "heads", "convergence", "share_ablation")

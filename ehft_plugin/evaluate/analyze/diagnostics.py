@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from ..data.task_table import RANKING, REGRESSION
+from ...data.task_table import RANKING, REGRESSION
 from ..report.stats import mean_std
 from .models import Built
 from .runs import AnalyzeError, is_ehft, training_curve

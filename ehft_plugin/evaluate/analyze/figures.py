@@ -2,7 +2,7 @@
 
 import os
 
-from ..data.task_table import display_name
+from ...data.task_table import display_name
 from ..report.plots import pyplot, save_figure
 
 

@@ -8,9 +8,9 @@ weights they compare.
 
 import torch
 
-from .. import rebuild
-from ..drift import BACKBONE
-from ..handover import load_head
+from ...train import rebuild
+from ...models.drift import BACKBONE
+from ...train.handover import load_head
 from .runs import AnalyzeError
 
 

@@ -5,8 +5,8 @@ import os
 import re
 from typing import List
 
-from ..errors import EhftError
-from ..rundir import Run, RunError, find_run_dirs
+from ...errors import EhftError
+from ...train.rundir import Run, RunError, find_run_dirs
 
 
 class AnalyzeError(EhftError):

@@ -20,7 +20,7 @@ writes the text files and plots.py the figures.
 import json
 import os
 
-from ..atomic import write_file
+from ...atomic import write_file
 from .collect import ReportError, collect, read_run, summarise
 from .settings import check_poolable, select_on_dev
 from .plots import plot_bars, plot_curves

@@ -4,9 +4,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from ..data.task_table import column_key, paper_metric
-from ..errors import EhftError
-from ..rundir import Run, RunError, find_run_dirs
+from ...data.task_table import column_key, paper_metric
+from ...errors import EhftError
+from ...train.rundir import Run, RunError, find_run_dirs
 from .stats import mean_std
 
 

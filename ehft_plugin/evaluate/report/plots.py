@@ -4,8 +4,8 @@ are the figure helpers `ehft analyze` shares."""
 import math
 import os
 
-from ..atomic import atomic_file
-from ..data.task_table import column_key, display_name
+from ...atomic import atomic_file
+from ...data.task_table import column_key, display_name
 from .render import column_title
 
 

@@ -5,13 +5,12 @@ import csv
 import io
 import os
 
-from ..data.task_table import column_key, display_name
-from ..errors import EhftError
-from ..rundir.files import read_json
+from ...data.task_table import column_key, display_name
+from ...errors import EhftError
+from ...train.rundir.files import read_json
 from .collect import ReportError
 from .settings import DEV_SELECTION_RULE
-from .stats import (avg_difference_interval, detectable_difference, p_text, paper_gains,
-                    welch_p)
+from .stats import avg_difference_interval, detectable_difference, p_text, paper_gains, welch_p
 
 PUBLISHED = os.path.join(os.path.dirname(os.path.dirname(__file__)), "references",
                          "published.json")

@@ -16,9 +16,10 @@ files.py: the paths and the records' formats; logs.py: fairseq's JSON log of a s
 run.py: `Run`, one run as its readers see it.
 """
 
-from .files import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, PEFT_FILE, RUN_RECORD,
-                    START_FILE, RunError, find_run_dirs, method_slug, read_json, recorded_commands,
-                    run_directory, trained_updates, write_done, write_run_record)
+from .files import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT,
+                    LOG, PEFT_FILE, RUN_RECORD, START_FILE, RunError, find_run_dirs, method_slug,
+                    read_json, recorded_commands, run_directory, trained_updates, write_done,
+                    write_run_record)
 from .logs import (last_update, log_records, train_records, training_seconds, valid_records,
                    validated_at_the_end)
 from .run import Run

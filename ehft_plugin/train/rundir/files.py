@@ -7,8 +7,8 @@ import json
 import os
 import re
 
-from ..atomic import write_file
-from ..errors import EhftError
+from ...atomic import write_file
+from ...errors import EhftError
 
 RUN_RECORD = "run.json"
 DONE_RECORD = "done.json"
@@ -104,7 +104,7 @@ def recorded_commands(run_dir, config, overwrite):
 
 def trained_updates(stage_dir):
     """Updates recorded in the stage's checkpoint_last.pt (0 if there is none)."""
-    from ..safe_loading import safe_load
+    from ...fairseq_compat.safe_loading import safe_load
 
     path = os.path.join(stage_dir, LAST_CHECKPOINT)
     if not os.path.isfile(path):

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..data.task_table import column_name, paper_metric
-from .files import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, RUN_RECORD, RunError,
-                    read_json, wall_seconds)
+from ...data.task_table import column_name, paper_metric
+from .files import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, RUN_RECORD, RunError, read_json,
+                    wall_seconds)
 from .logs import train_records
 
 _NOT_METRICS = ("loss", "nll_loss", "ppl", "wps", "wpb", "bsz", "num_updates")
