@@ -27,6 +27,37 @@ TINY_ROBERTA = [
 ]
 
 
+# `make test-fast` (EHFT_FAST_LANE=1, -m "not slow"): in-process tests only. A test that starts
+# a process there fails at once, naming the mark it needs, so the lane stays fast.
+FAST_LANE = os.environ.get("EHFT_FAST_LANE") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts processes (fairseq-train, ehft, torchrun, "
+                                       "a benchmark script); left out of `make test-fast`")
+
+
+def _no_process(self, *args, **kwargs):
+    raise RuntimeError("this test started a process (%s) in the fast lane: mark it "
+                       "@pytest.mark.slow" % (args[0] if args else kwargs.get("args"),))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    # before any fixture of the test is set up, module- and session-scoped ones included
+    if FAST_LANE and item.get_closest_marker("slow") is None:
+        item._ehft_popen = subprocess.Popen.__init__
+        subprocess.Popen.__init__ = _no_process
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    yield
+    if hasattr(item, "_ehft_popen"):
+        subprocess.Popen.__init__ = item._ehft_popen
+
+
 def shared(*parts) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

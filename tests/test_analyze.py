@@ -33,6 +33,7 @@ def _drift(run_dir, stage):
     return [(int(r["num_updates"]), r["drift"]) for r in train_records(str(run_dir / stage / "train.log"))]
 
 
+@pytest.mark.slow
 def test_log_drift_records_the_distance_from_the_pretrained_backbone(runs):
     ft = _drift(runs / "runs/rte/ft/seed1", "finetune")
     assert [u for u, _ in ft] == [1, 2, 3, 4, 5, 6]
@@ -45,6 +46,7 @@ def test_log_drift_records_the_distance_from_the_pretrained_backbone(runs):
     assert {d for _, d in _drift(runs / "runs/rte/lp/seed1", "finetune")} == {0.0}
 
 
+@pytest.mark.slow
 def test_logging_drift_leaves_training_unchanged_to_the_bit(runs, tmp_path):
     # dropout on: measuring must not draw from the random streams the masks come from
     args = ["--method", "ft", "--data", runs / "bin", "--checkpoint",
@@ -60,6 +62,7 @@ def test_logging_drift_leaves_training_unchanged_to_the_bit(runs, tmp_path):
     assert _drift(tmp_path / "drift/rte/ft/seed1", "finetune")  # it did log
 
 
+@pytest.mark.slow
 def test_log_drift_from_a_missing_file_stops_before_training(runs, tmp_path):
     result, _ = fairseq_train(runs / "bin", tmp_path / "save", "--log-drift-from",
                               tmp_path / "nowhere.pt", check=False)
@@ -83,6 +86,7 @@ def analysis(runs):
     return out, json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_feature_drift_is_zero_for_a_frozen_backbone_and_positive_for_finetuning(analysis):
     out, printed = analysis
     result = json.loads((out / "analysis.json").read_text())
@@ -97,6 +101,7 @@ def test_feature_drift_is_zero_for_a_frozen_backbone_and_positive_for_finetuning
     assert "feature_drift.png" in printed["figures"]
 
 
+@pytest.mark.slow
 def test_heads_compare_a_random_head_with_the_stage1_heads(analysis):
     out, _ = analysis
     heads = json.loads((out / "analysis.json").read_text())["heads"]["rte"]
@@ -118,6 +123,7 @@ def test_heads_compare_a_random_head_with_the_stage1_heads(analysis):
     assert (out / "heads_tsne-rte.png").is_file()
 
 
+@pytest.mark.slow
 def test_parameter_drift_convergence_and_share_ablation(analysis):
     out, _ = analysis
     result = json.loads((out / "analysis.json").read_text())
@@ -137,6 +143,7 @@ def test_parameter_drift_convergence_and_share_ablation(analysis):
     assert "| rte | ft |" in (out / "analysis.md").read_text()
 
 
+@pytest.mark.slow
 def test_only_makes_the_diagnostics_asked_for(runs, tmp_path):
     result = ehft("analyze", runs / "runs", "--out", tmp_path / "a", "--only", "convergence")
     written = json.loads((tmp_path / "a" / "analysis.json").read_text())
@@ -144,6 +151,7 @@ def test_only_makes_the_diagnostics_asked_for(runs, tmp_path):
     assert json.loads(result.stdout.splitlines()[-1])["figures"] == ["convergence-rte.png"]
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_clear_errors_and_leave_nothing_behind(runs, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

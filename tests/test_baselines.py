@@ -149,6 +149,7 @@ def _state(path):
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
+@pytest.mark.slow
 def test_mixout_through_ehft_train_mixes_with_the_original_weights(setup, tmp_path):
     ehft("train", "--method", "mixout(p=0.9)", "--save-dir", tmp_path, *setup["args"],
          *FAIRSEQ)
@@ -175,6 +176,7 @@ def child_run(setup, tmp_path_factory):
     return runs / "rte" / "child-tuning-d_p=0.2_" / "seed1", dry.stdout
 
 
+@pytest.mark.slow
 def test_child_tuning_updates_only_the_child_of_the_chosen_share(setup, child_run):
     run, _ = child_run
     from ehft_plugin.peft.child_tuning import load_mask
@@ -201,6 +203,7 @@ def test_child_tuning_updates_only_the_child_of_the_chosen_share(setup, child_ru
     assert done["seconds"]["child_mask"] > 0
 
 
+@pytest.mark.slow
 def test_the_child_comes_from_the_fisher_information_of_the_training_data(setup, child_run):
     run, _ = child_run
     from ehft_plugin.peft.child_tuning import load_mask
@@ -219,6 +222,7 @@ def test_the_child_comes_from_the_fisher_information_of_the_training_data(setup,
     assert chosen.min() >= left.max()  # the highest (Xu et al.), not the lowest
 
 
+@pytest.mark.slow
 def test_the_dry_run_prints_the_child_mask_command_that_writes_the_same_mask(setup, child_run,
                                                                               tmp_path):
     run, dry = child_run
@@ -240,6 +244,7 @@ def test_the_dry_run_prints_the_child_mask_command_that_writes_the_same_mask(set
     assert all(torch.equal(ours[n], theirs[n]) for n in theirs)
 
 
+@pytest.mark.slow
 def test_child_tuning_bad_input_is_one_line(setup, tmp_path):
     base = ["--out", tmp_path / "m.safetensors", "--", setup["data"], "--user-dir",
             REPO / "ehft_plugin", "--task", "glue_ehft", "--arch", "roberta_ehft_base"]

@@ -7,6 +7,8 @@ from conftest import prepare_rte
 
 from ehft_plugin.tasks.glue_ehft import GlueEhftConfig, GlueEhftTask
 
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

@@ -29,6 +29,7 @@ def _load_benchmark(name):
     return module
 
 
+@pytest.mark.slow
 def test_optimizer_step_benchmark_records_every_kernel(tmp_path):
     _script("optimizer_step.py", "--shapes", "minilm", "--steps", "1", "--out", tmp_path / "o")
     record = json.loads((tmp_path / "o.json").read_text())
@@ -39,6 +40,7 @@ def test_optimizer_step_benchmark_records_every_kernel(tmp_path):
     assert "| minilm | 22.7M in 104 tensors | fairseq adam |" in (tmp_path / "o.md").read_text()
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_measures_each_plan(tmp_path):
     data = prepare_rte(tmp_path, rows=64)
     _script("train_step.py", "--device", "cpu", "--shape", "tiny", "--peft", "full", "bitfit",
@@ -75,6 +77,7 @@ def test_a_gpu_profile_says_how_much_of_a_step_the_gpu_was_busy():
     assert "| optimizer | 120.0 |" in lines and "| `aten::mm` | 96 | 12.50 | 50% |" in lines
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmark_says_it_was_skipped_without_a_gpu(tmp_path):
     if torch.cuda.is_available():
         return  # it runs for real on a GPU
@@ -82,6 +85,7 @@ def test_the_gpu_benchmark_says_it_was_skipped_without_a_gpu(tmp_path):
     assert "skipped, no CUDA device" in out and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_accuracy_grid_records_cells_skips_finished_ones_and_reports(tmp_path):
     args = ["--tasks", "cb", "--methods", "ft", "ehft-bitfit", "--seeds", "1", "--updates", "4",
             "--out", tmp_path / "accuracy", "--json", tmp_path / "accuracy.json",
@@ -134,6 +138,7 @@ def test_the_batch_order_comparison_tests_the_difference_over_seeds(tmp_path):
     assert not [r for r in rows if "lora" in r or "avg" in r]  # only cells both grids have
 
 
+@pytest.mark.slow
 def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
     def grid(*args):
         return subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy_grid.py"),
@@ -165,6 +170,7 @@ def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
     assert refused.returncode == 2 and "--jobs must be at least 1, got 0" in refused.stderr
 
 
+@pytest.mark.slow
 def test_diagnostics_benchmark_trains_the_runs_and_analyzes_them(tmp_path):
     args = ["--task", "cb", "--methods", "ft", "ehft-bitfit", "--shares", "0.5", "--updates", "10",
             "--examples", "8", "--work", tmp_path / "runs", "--out", tmp_path / "d"]
@@ -186,6 +192,7 @@ def test_diagnostics_benchmark_trains_the_runs_and_analyzes_them(tmp_path):
     assert {"feature_drift.png", "parameter_drift-cb.png"} <= {p.name for p in folder.iterdir()}
 
 
+@pytest.mark.slow
 def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     tiny = ["--steps", "1", "--warmup", "0", "--batch-size", "8", "--wall-updates", "4",
             "--child-examples", "16", "--out", tmp_path]
@@ -346,6 +353,7 @@ def test_speed_report_explains_a_trainable_count_gap_only_when_it_is_one_dense_l
     assert note == "Trainable parameters, plugin minus HF: lora +300, prefix +300, bitfit +0."
 
 
+@pytest.mark.slow
 def test_gpu_side_by_side_runs_every_peer_on_the_same_batches(tmp_path):
     """benchmarks/speed_cuda.py's code path on the CPU (tiny shape, one precision): stock
     fairseq, the plugin and HF on identical batches, each row with its step-time spread and
@@ -385,6 +393,7 @@ def test_mfu_counts_frozen_matmuls_at_four_flops_per_parameter():
     assert flops_per_token(lora, 10) == 4 * weights + 6 * lora_params + attention
 
 
+@pytest.mark.slow
 def test_headline_mode_rehearsed_on_cpu(tmp_path):
     """scripts/device_checks.sh headline's measurement (speed_cuda.py --headline) on the CPU,
     tiny shape: every headline configuration, each row on disk as it finishes with the
@@ -411,6 +420,7 @@ def test_headline_mode_rehearsed_on_cpu(tmp_path):
     assert len(list(tmp_path.iterdir())) <= 8
 
 
+@pytest.mark.slow
 def test_headline_mode_says_what_its_time_budget_left_out(tmp_path):
     _script("speed_cuda.py", "--headline", "--device", "cpu", "--shapes", "tiny", "--steps", "1",
             "--budget-s", "0", "--out", tmp_path)

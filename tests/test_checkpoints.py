@@ -26,6 +26,7 @@ def _loaded_updates(log):
     return int(match.group(1)) if match else None
 
 
+@pytest.mark.slow
 def test_training_killed_mid_run_resumes_from_its_last_checkpoint(rte_bin, tmp_path):
     save_dir = tmp_path / "ck"
     cmd = [str(c) for c in [
@@ -52,12 +53,14 @@ def test_training_killed_mid_run_resumes_from_its_last_checkpoint(rte_bin, tmp_p
     assert "num_updates 12" in log or '"num_updates": "12"' in log
 
 
+@pytest.mark.slow
 def test_a_finished_run_continues_with_a_larger_budget(rte_bin, tmp_path):
     fairseq_train(rte_bin, tmp_path / "ck", updates=3)
     result, _ = fairseq_train(rte_bin, tmp_path / "ck", updates=6)
     assert _loaded_updates(result.stdout + result.stderr) == 3
 
 
+@pytest.mark.slow
 def test_checkpoint_saved_by_stock_fairseq_loads_with_the_plugin(rte_bin, tmp_path):
     stock = stock_checkpoint(rte_bin, tmp_path / "stock")  # our data also fits stock fairseq
     probe = "from fairseq import checkpoint_utils; checkpoint_utils.load_checkpoint_to_cpu(%r)"
@@ -74,6 +77,7 @@ def test_checkpoint_saved_by_stock_fairseq_loads_with_the_plugin(rte_bin, tmp_pa
     assert "valid_accuracy" in records[-1]
 
 
+@pytest.mark.slow
 def test_from_pretrained_loads_a_plugin_checkpoint(rte_bin, tmp_path):
     import ehft_plugin  # noqa: F401  (safe loading, task registration)
     from fairseq.models.roberta import RobertaModel
@@ -164,6 +168,7 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
         _load(path)
 
 
+@pytest.mark.slow
 def test_rte_recipe_restores_a_checkpoint_and_trains(rte_bin, tmp_path):
     stock = stock_checkpoint(rte_bin, tmp_path / "stock")
     tiny = [a for a in TINY_ROBERTA if a != "roberta_base" and a != "--arch"]
@@ -175,12 +180,14 @@ def test_rte_recipe_restores_a_checkpoint_and_trains(rte_bin, tmp_path):
     assert '"valid_accuracy"' in log
 
 
+@pytest.mark.slow
 def test_rte_recipe_refuses_missing_inputs(tmp_path):
     result = run(["bash", REPO / "examples" / "finetune_rte.sh", tmp_path, tmp_path / "x.pt",
                   "roberta_base", tmp_path / "ck"], check=False)
     assert result.returncode == 2 and "not written by ehft prepare" in result.stderr
 
 
+@pytest.mark.slow
 def test_predict_refuses_missing_and_foreign_checkpoints(rte_bin, tmp_path):
     args = ["--input", shared("glue/RTE/dev.tsv"), "--out", tmp_path / "p.tsv"]
     missing = ehft("predict", "--checkpoint", tmp_path / "none.pt", *args, check=False)
@@ -201,6 +208,7 @@ def _one_line_error(result):
     return result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--restore-file", "--finetune-from-model"])
 def test_fairseq_train_ends_in_one_line_on_a_refused_checkpoint(rte_bin, tmp_path, flag,
                                                                 monkeypatch):
@@ -231,6 +239,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_is_one_line_and_the_relaunch_finishes(rte_bin, small_disk):
     filler = small_disk / "filler"
     with open(filler, "wb") as f:  # leave ~1 MiB: the run starts, its first checkpoint won't fit

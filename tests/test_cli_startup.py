@@ -3,6 +3,9 @@ other way into the package registers the plugin at import, as fairseq's --user-d
 
 import subprocess
 import sys
+import pytest
+
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
 
 PROBE = """
 import sys

@@ -33,6 +33,7 @@ def test_the_patches_are_the_ones_the_module_lists():
                                                     "fairseq.trainer.Trainer"}
 
 
+@pytest.mark.slow
 def test_a_fairseq_without_a_patched_name_fails_at_import_naming_it():
     probe = ("import fairseq.trainer\n"
              "del fairseq.trainer.Trainer.begin_valid_epoch\n"

@@ -58,6 +58,7 @@ def test_the_sweep_chooses_the_rate_with_the_highest_mean_best_dev(converged):
     assert converged.chosen_rates() == {"cb": 2e-5}
 
 
+@pytest.mark.slow
 def test_the_grid_has_its_declared_seeds_and_waits_for_the_sweep(converged, tmp_path):
     cells = converged.grid_cells(_args(tasks=["cb", "rte"], methods=list(converged.SEEDS)))
     count = {m: sum(1 for _, method, _ in cells if method == m) for m in converged.SEEDS}
@@ -126,6 +127,7 @@ def test_the_cost_table_comes_from_the_finished_cells_timings(converged):
     assert "| rte | 10 | 0 | — | 32 | — |" in text
 
 
+@pytest.mark.slow
 def test_code_md_names_the_commits_that_trained_the_cells(converged):
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
@@ -146,6 +148,7 @@ def test_code_md_names_the_commits_that_trained_the_cells(converged):
     assert "| — | 1 | — | unknown (no record) |" in text
 
 
+@pytest.mark.slow
 def test_code_md_lists_the_plugin_files_that_differ_between_the_cells_commits(converged):
     touched = subprocess.run(["git", "-C", str(REPO), "log", "--format=%H %ct", "-n", "2",
                               "--", "ehft_plugin/atomic.py"], capture_output=True,
@@ -285,6 +288,7 @@ def test_the_report_says_whether_the_grid_reproduces_the_sweep_cells_its_rate_ca
                                         (1, 2)) == ""
 
 
+@pytest.mark.slow
 def test_results_hold_the_complete_tasks_and_convergence_every_task(converged, monkeypatch):
     # mid-grid: CB has every cell, RTE only FT's. Results over CB keep every method's Avg;
     # convergence.md still follows RTE's FT
@@ -310,6 +314,7 @@ def test_results_hold_the_complete_tasks_and_convergence_every_task(converged, m
     assert {"cb", "rte"} <= set(json.load(open(os.path.join(converged.OUT, "results.json"))))
 
 
+@pytest.mark.slow
 def test_the_report_sets_ft_trained_longer_beside_the_declared_budget(converged):
     for seed, (best, last) in ((1, (58, 57)), (2, (60, 59))):
         fake_record(converged.OUT, "rte", "ft", seed, [50] * 18 + [best, last], 600)

@@ -47,6 +47,7 @@ def _to_fairseq(ids):
     return torch.tensor([[inverse[int(t)] for t in row] for row in ids])
 
 
+@pytest.mark.slow
 def test_converted_model_matches_the_hf_model_on_real_sentences(backbone):
     model = build_model(str(backbone))
     hf, tokenizer = _hf()
@@ -63,6 +64,7 @@ def test_converted_model_matches_the_hf_model_on_real_sentences(backbone):
     assert theirs[real].abs().max() > 1.0  # not trivially small
 
 
+@pytest.mark.slow
 def test_prepare_with_the_backbone_gives_the_hf_tokenizer_ids(backbone, tmp_path):
     from ehft_plugin.tasks.glue_ehft import GlueEhftTask
 
@@ -83,6 +85,7 @@ def test_prepare_with_the_backbone_gives_the_hf_tokenizer_ids(backbone, tmp_path
         assert torch.equal(dataset[i]["net_input.src_tokens"], expected)
 
 
+@pytest.mark.slow
 def test_the_converted_backbone_loads_with_fairseqs_hub_as_a_released_roberta(backbone,
                                                                                 tmp_path):
     """RobertaModel.from_pretrained(DIR, "model.pt") then extract_features on the backbone's
@@ -105,6 +108,7 @@ def test_the_converted_backbone_loads_with_fairseqs_hub_as_a_released_roberta(ba
     assert hub.decode(hub.encode("the cat sat")) == "the cat sat"
 
 
+@pytest.mark.slow
 def test_the_hub_finds_the_plugin_through_user_dir_alone(backbone, tmp_path):
     script = ("import sys; from fairseq.models.roberta import RobertaModel; "
               "hub = RobertaModel.from_pretrained(sys.argv[1], 'model.pt', user_dir=sys.argv[2]);"
@@ -114,6 +118,7 @@ def test_the_hub_finds_the_plugin_through_user_dir_alone(backbone, tmp_path):
     assert "torch.Size([1, 4, 384])" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_converted_backbone_finetunes_with_ehft(backbone, tmp_path):
     raw = subset(shared("glue", "RTE"), tmp_path / "raw", rows=24)
     ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp_path / "bin", "--backbone",
@@ -160,6 +165,7 @@ def test_unsupported_or_incomplete_folders_are_refused(tmp_path, drop, config, m
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # nothing half-written
 
 
+@pytest.mark.slow
 def test_an_existing_output_is_kept_unless_forced(backbone, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -244,6 +250,7 @@ def test_a_converted_roberta_loads_with_fairseqs_hub_on_its_own_bpe(hf_roberta, 
     assert (ours - theirs).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_prepare_with_a_converted_roberta_gives_the_hf_tokenizer_ids(hf_roberta, tmp_path):
     from transformers import RobertaTokenizerFast
 

@@ -9,6 +9,8 @@ import json
 import pytest
 from conftest import ehft, gpt2_flags, shared, stock_checkpoint
 
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0"]
 NAMES = {"0": "negative", "1": "positive"}
 

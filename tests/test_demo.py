@@ -5,6 +5,9 @@ import json
 import os
 import subprocess
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
 
 ROOT = Path(__file__).resolve().parent.parent
 

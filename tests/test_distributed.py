@@ -79,6 +79,7 @@ def _finished(cmd, nproc):
     return log
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
     # fairseq deals the (shuffled) batches to ranks in turn, so 2 ranks x 4 sentences see
     # what one process sees accumulating 2 batches of 4 (--update-freq 2)
@@ -101,6 +102,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path)
                                                            abs=2e-3)
 
 
+@pytest.mark.slow
 def test_correlations_gather_every_prediction_across_ranks(tmp_path):
     raw = subset(shared("glue", "STS-B"), tmp_path / "raw", rows=30)
     ehft("prepare", "stsb", "--raw-dir", raw, "--out-dir", tmp_path / "bin", *gpt2_flags())
@@ -110,6 +112,7 @@ def test_correlations_gather_every_prediction_across_ranks(tmp_path):
         assert float(valid2[-1][metric]) == pytest.approx(float(valid1[-1][metric]), abs=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--fp16", "--amp"])
 def test_half_precision_on_cpu_is_a_clear_error(data, tmp_path, flag):
     result = run(_fairseq_train(data, tmp_path, "--max-update", "1", flag), check=False,
@@ -125,6 +128,7 @@ def _node(data, save_dir, rank, port):
                    str(port), *_fairseq_train(data, save_dir, "--max-update", "6")])
 
 
+@pytest.mark.slow
 def test_two_nodes_rendezvous_into_one_world(data, tmp_path):
     port = free_port()
     nodes = [_node(data, tmp_path / ("node%d" % r), r, port) for r in (0, 1)]
@@ -139,6 +143,7 @@ def test_two_nodes_rendezvous_into_one_world(data, tmp_path):
     assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one)
 
 
+@pytest.mark.slow
 def test_a_dying_rank_ends_the_job_and_a_relaunch_resumes(data, tmp_path):
     port = free_port()
 
@@ -171,6 +176,7 @@ def test_a_dying_rank_ends_the_job_and_a_relaunch_resumes(data, tmp_path):
     assert match and int(match.group(1)) >= 2, log[-3000:]
 
 
+@pytest.mark.slow
 def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
     from conftest import stock_checkpoint
 
@@ -204,6 +210,7 @@ def test_ehft_train_runs_both_stages_in_one_torchrun_launch(data, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nproc,update_freq", [(1, 2), (2, 1)])
 def test_total_epochs_are_passes_over_the_data(data, tmp_path, nproc, update_freq):
     """40 examples, batches of 4: 10 batches an epoch, 5 updates when two batches make an

@@ -24,6 +24,7 @@ def _train(data, save_dir, peft, head_type="ehft"):
     return save_dir / "checkpoint_last.pt"
 
 
+@pytest.mark.slow
 def test_adapter_file_holds_only_what_the_plan_trained(rte_bin, tmp_path):
     peft = "0:frozen,1:lora(r=4,targets=q+k+v+out)+bitfit(ffn)"
     checkpoint = _train(rte_bin, tmp_path / "ck", peft)
@@ -71,6 +72,7 @@ def _predict(directory, checkpoint, data, plugin):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("peft,head_type", [("0-1:lora(r=4,targets=all)+bitfit", "ehft"),
                                             ("lora", "fairseq"), ("bitfit", "ehft")])
 def test_merged_export_loads_in_stock_fairseq_and_predicts_the_same(rte_bin, tmp_path, peft,
@@ -84,6 +86,7 @@ def test_merged_export_loads_in_stock_fairseq_and_predicts_the_same(rte_bin, tmp
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_prefix_cannot_be_merged_and_says_so(rte_bin, tmp_path):
     checkpoint = _train(rte_bin, tmp_path / "ck", "prefix")
     result = ehft("export-merged", "--checkpoint", checkpoint, "--out", tmp_path / "m",
@@ -93,6 +96,7 @@ def test_prefix_cannot_be_merged_and_says_so(rte_bin, tmp_path):
     assert not (tmp_path / "m" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_export_refuses_a_checkpoint_without_a_plan(rte_bin, tmp_path):
     fairseq_train(rte_bin, tmp_path / "ck", updates=1)  # --arch roberta_base: no --peft
     result = ehft("export-adapter", "--checkpoint", tmp_path / "ck" / "checkpoint_last.pt",

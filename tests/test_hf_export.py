@@ -16,6 +16,8 @@ from conftest import ehft, fairseq_train, gpt2_flags, prepare_rte, shared, subse
 from ehft_plugin.data.readers import read_examples
 from ehft_plugin.data.task_table import get_task
 
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+
 # transformers and PEFT run in a fresh interpreter that never imports ehft_plugin or fairseq
 HF_LOGITS = r"""
 import json, sys

@@ -15,6 +15,7 @@ TINY = {"encoder_layers": 2, "encoder_embed_dim": 16, "encoder_ffn_embed_dim": 3
         "encoder_attention_heads": 4, "dropout": 0, "attention_dropout": 0}
 
 
+@pytest.mark.slow
 def test_the_shipped_configs_are_what_their_generator_writes():
     run([sys.executable, REPO / "scripts" / "hydra_configs.py", "--check"])
 
@@ -72,6 +73,7 @@ def _params(path):
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,flags", [
     ("lora", ["--peft", "lora(r=32,alpha=32,targets=q+v)", "--lr", "5e-4"]),
     ("ft", ["--peft", "full", "--lr", "2e-5"]),
@@ -95,6 +97,7 @@ def test_hydra_train_matches_fairseq_train_update_for_update(rte_bin, tmp_path, 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_plugin_options_are_hydra_overrides(rte_bin, tmp_path):
     (tmp_path / "h").mkdir()
     # a plan with parentheses or commas is quoted for hydra's override grammar
@@ -110,6 +113,7 @@ def test_plugin_options_are_hydra_overrides(rte_bin, tmp_path):
     assert saved["task"]["batch_order"] == "random"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,status,message", [
     # hydra's own check, before the plugin is imported: its message, its exit status
     ("model.pefft=bitfit", 1, r"Could not override 'model.pefft'"),

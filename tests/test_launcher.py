@@ -38,6 +38,7 @@ def setup(tmp_path_factory):
             "stdout": result.stdout}
 
 
+@pytest.mark.slow
 def test_run_directory_layout_and_budget(setup):
     run_dir = setup["run"]
     record = json.loads((run_dir / "run.json").read_text())
@@ -70,6 +71,7 @@ def test_the_training_time_is_the_last_launch_that_finished(tmp_path):
     assert training_seconds(str(log)) is None
 
 
+@pytest.mark.slow
 def test_the_hand_over_file_holds_only_the_head(setup):
     head, metadata = load_tensors(str(setup["run"] / "stage1" / "head.safetensors"), HEAD_FORMAT)
     assert set(head) == {"classification_heads.sentence_classification_head.%s.%s" % (m, p)
@@ -79,6 +81,7 @@ def test_the_hand_over_file_holds_only_the_head(setup):
         assert torch.equal(value, stage1["model"][key])  # the final stage-1 head, all of it
 
 
+@pytest.mark.slow
 def test_stage2_starts_from_the_original_backbone_bit_for_bit_plus_the_stage1_head(setup,
                                                                                      tmp_path):
     start = stage_start(read_original(str(setup["checkpoint"])), str(setup["checkpoint"]),
@@ -98,6 +101,7 @@ def test_stage2_starts_from_the_original_backbone_bit_for_bit_plus_the_stage1_he
     assert "Loaded checkpoint %s" % (setup["run"] / "stage2" / "start.pt") in setup["log"]
 
 
+@pytest.mark.slow
 def test_a_relaunch_skips_finished_stages_and_resumes_an_interrupted_one(setup, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(setup["tmp"] / "runs", runs)
@@ -126,6 +130,7 @@ def test_a_relaunch_skips_finished_stages_and_resumes_an_interrupted_one(setup, 
     assert done["seconds"]["fairseq_train"] > done["seconds"]["training"] > 0  # the last launch
 
 
+@pytest.mark.slow
 def test_a_stage_trained_but_not_recorded_is_not_trained_again(setup, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(setup["tmp"] / "runs", runs)
@@ -140,6 +145,7 @@ def test_a_stage_trained_but_not_recorded_is_not_trained_again(setup, tmp_path):
     assert "fairseq_train" not in done["seconds"]  # no training time is claimed for this launch
 
 
+@pytest.mark.slow
 def test_a_stage_whose_log_holds_no_final_validation_is_not_recorded(setup, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(setup["tmp"] / "runs", runs)
@@ -155,6 +161,7 @@ def test_a_stage_whose_log_holds_no_final_validation_is_not_recorded(setup, tmp_
     assert (stage2 / "checkpoint_last.pt").is_file()  # the training is kept
 
 
+@pytest.mark.slow
 def test_a_run_directory_in_use_by_another_launcher_is_refused(setup, tmp_path):
     import os
 
@@ -170,6 +177,7 @@ def test_a_run_directory_in_use_by_another_launcher_is_refused(setup, tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_the_lock_of_a_killed_launcher_is_free(tmp_path):
     import subprocess
     import sys
@@ -191,6 +199,7 @@ def test_the_lock_of_a_killed_launcher_is_free(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_run_directory_with_other_settings_or_files_is_refused(setup, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(setup["tmp"] / "runs", runs)
@@ -210,6 +219,7 @@ def test_a_run_directory_with_other_settings_or_files_is_refused(setup, tmp_path
     assert (other / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_corrupt_head_file_stops_stage2_with_a_clear_error(setup, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(setup["tmp"] / "runs", runs)
@@ -222,6 +232,7 @@ def test_a_corrupt_head_file_stops_stage2_with_a_clear_error(setup, tmp_path):
     assert "head.safetensors: not a readable safetensors file" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change,message", [
     (["--method", "ehft-sgd"], "unknown --method 'ehft-sgd'"),
     (["--method", "ehft-bitfit", "--stage1-ratio", "1.5"],
@@ -239,6 +250,7 @@ def test_bad_input_is_refused_before_anything_runs(setup, tmp_path, change, mess
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_for_another_dictionary_is_refused(setup, tmp_path):
     state = torch.load(setup["checkpoint"], weights_only=False)
     key = "encoder.sentence_encoder.embed_tokens.weight"
@@ -252,6 +264,7 @@ def test_a_checkpoint_for_another_dictionary_is_refused(setup, tmp_path):
     assert "has 1000 token embeddings but the dictionary of" in result.stderr
 
 
+@pytest.mark.slow
 def test_single_stage_methods_start_with_a_new_head(setup, tmp_path):
     result = ehft("train", "--method", "lora", "--save-dir", tmp_path / "runs", *setup["args"],
                   "--seeds", "3", *FAIRSEQ)
@@ -274,6 +287,7 @@ def test_single_stage_methods_start_with_a_new_head(setup, tmp_path):
     assert not (run_dir / "finetune" / "start.pt").exists()
 
 
+@pytest.mark.slow
 def test_2019_releases_with_decoder_keys_are_read(setup, tmp_path):
     from ehft_plugin.train.pretrained import check_fits_data, model_args
 
@@ -284,6 +298,7 @@ def test_2019_releases_with_decoder_keys_are_read(setup, tmp_path):
     assert model_args(state)["encoder_layers"] == 2
 
 
+@pytest.mark.slow
 def test_reserve_stage2_starts_from_stage1_peft_parameters_and_trains_them(setup, tmp_path):
     from ehft_plugin.peft.checkpoints import load_adapter
 
@@ -313,6 +328,7 @@ def test_reserve_stage2_starts_from_stage1_peft_parameters_and_trains_them(setup
     assert not torch.equal(stage2[weight], original[weight])  # ...with the whole backbone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [
     # ehft-bitfit, lora and ehft-lora-reserve run in the tests above
     "ft", "lp", "lp-ft", "bitfit", "prefix", "topk-1", "spafit-1-1-II", "ehft-prefix",
@@ -330,6 +346,7 @@ def test_every_method_runs_end_to_end(setup, tmp_path, method):
     assert updates == 6  # every method gets the same total
 
 
+@pytest.mark.slow
 def test_report_reads_real_run_directories(setup, tmp_path):
     ehft("report", setup["tmp"] / "runs", "--out", tmp_path / "results.md")
     done = json.loads((setup["run"] / "stage2" / "done.json").read_text())
@@ -343,6 +360,7 @@ def test_report_reads_real_run_directories(setup, tmp_path):
     assert json.loads((setup["run"] / "run.json").read_text())["task"] == "rte"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_launcher_and_its_fairseq_train(setup, tmp_path):
     # torchrun ends a failed job with SIGTERM to each launcher: training must not go on
     import os
@@ -371,6 +389,7 @@ def test_sigterm_stops_the_launcher_and_its_fairseq_train(setup, tmp_path):
     assert not os.path.exists("/proc/%s" % children[0]), "fairseq-train outlived its launcher"
 
 
+@pytest.mark.slow
 def test_a_dry_run_prints_the_commands_a_run_records_and_writes_nothing(setup, tmp_path):
     import shlex
 
@@ -390,6 +409,7 @@ def test_a_dry_run_prints_the_commands_a_run_records_and_writes_nothing(setup, t
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_ehft_handover_writes_the_start_ehft_train_uses(setup, tmp_path):
     ehft("handover", "--stage1", setup["run"] / "stage1" / "checkpoint_last.pt",
          "--checkpoint", setup["checkpoint"], "--out", tmp_path / "start.pt")
@@ -407,6 +427,7 @@ def test_ehft_handover_writes_the_start_ehft_train_uses(setup, tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag,value,message", [
     ("--batch-size", "0", "--batch-size 0: expected an integer >= 1"),
     ("--lr-stage1", "-1e-3", "--lr-stage1 -0.001: expected a number > 0"),
@@ -424,6 +445,7 @@ def test_numbers_out_of_range_are_refused_before_anything_is_read(tmp_path, flag
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_ehft_train_shows_progress_lines_and_a_summary_per_run(setup):
     """Off a terminal: a line at every validation (and every --progress-every updates), then
     one line per finished run; fairseq-train's own output is in each stage's fairseq.out."""
@@ -439,6 +461,7 @@ def test_ehft_train_shows_progress_lines_and_a_summary_per_run(setup):
     assert "fairseq_cli.train" in (setup["run"] / "stage2" / "fairseq.out").read_text()
 
 
+@pytest.mark.slow
 def test_quiet_prints_only_the_runs_and_a_failure_shows_fairseqs_last_lines(setup, tmp_path):
     result = ehft("train", "--method", "ft", "--save-dir", tmp_path / "q", *setup["args"],
                   "--quiet", *FAIRSEQ)
@@ -452,6 +475,7 @@ def test_quiet_prints_only_the_runs_and_a_failure_shows_fairseqs_last_lines(setu
     assert "no-such-scheduler" in result.stderr  # fairseq's own complaint, shown
 
 
+@pytest.mark.slow
 def test_patience_after_the_separator_ends_a_stage_that_a_relaunch_does_not_restart(setup,
                                                                                    tmp_path):
     """fairseq's --patience through `ehft train`: the stage stops when its dev metric has not

@@ -130,6 +130,7 @@ def data(tmp_path_factory):
     return prepare_rte(tmp_path_factory.mktemp("optim"), rows=24)
 
 
+@pytest.mark.slow
 def test_fairseq_train_logs_its_kernels_and_resumes_exactly(data, tmp_path):
     flags = ["--optimizer", "ehft_adamw", "--adam-betas", "(0.9,0.98)", "--weight-decay", "0.1"]
     result, _ = fairseq_train(data, tmp_path / "straight", *flags, updates=6)
@@ -145,6 +146,7 @@ def test_fairseq_train_logs_its_kernels_and_resumes_exactly(data, tmp_path):
         assert torch.allclose(value, resumed["model"][key], atol=1e-6), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--adam-betas", "(0.9,1.5)"], "--adam-betas '(0.9,1.5)': expected two numbers in [0, 1)"),
     (["--adam-betas", "0.9"], "--adam-betas '0.9': expected two numbers in [0, 1)"),

@@ -5,6 +5,8 @@ import torch
 import conftest
 from conftest import fairseq_train, prepare_rte
 
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+
 
 
 

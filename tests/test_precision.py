@@ -39,6 +39,7 @@ def _trainable_keys(method):
             "ehft-spafit-0-1-I": ".bias", "ehft-lora-reserve": "lora_"}[method]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", KINDS)
 def test_bf16_on_cpu_trains_both_stages(setup, tmp_path, method):
     log, run_dir = _train(setup, tmp_path, method, "--cpu", "--bf16")

@@ -119,6 +119,7 @@ def test_existing_output_is_kept_unless_forced(tmp_path):
     assert _no_leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["nosuchtask", "--raw-dir", "x", "--out-dir", "y"],
      "ehft prepare: error: unknown task 'nosuchtask'; expected one of: boolq, cb, cola, copa"),
@@ -133,6 +134,7 @@ def test_cli_errors_exit_non_zero_with_the_message(tmp_path, args, message):
     assert not (tmp_path / "y").exists()
 
 
+@pytest.mark.slow
 def test_a_raw_dir_that_is_a_file_is_named_as_such(tmp_path):
     raw = shared("glue", "RTE", "train.tsv")
     result = ehft("prepare", "rte", "--raw-dir", raw, "--out-dir", tmp_path / "y", *gpt2_flags(),
@@ -152,6 +154,7 @@ def test_metadata_of_another_format_version_is_refused(tmp_path):
         load_metadata(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("garbage,message", [
     (b"\xff\xfe latin-1 or UTF-16, not UTF-8\n", r"train.tsv:26: not UTF-8 \(byte 0xff at "
                                                  r"offset \d+\); expected the official GLUE rte"),

@@ -2,6 +2,7 @@
 
 import subprocess
 
+import pytest
 import torch
 
 from ehft_plugin.train import provenance
@@ -11,6 +12,7 @@ def _git(root, *args):
     subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_git_state_names_the_commit_and_whether_the_plugin_code_changed(tmp_path):
     plugin = tmp_path / "ehft_plugin"
     plugin.mkdir()
@@ -34,6 +36,7 @@ def test_git_state_is_empty_outside_a_checkout(tmp_path):
     assert provenance.git_state(str(tmp_path)) == {}
 
 
+@pytest.mark.slow
 def test_software_names_the_libraries_in_use():
     info = provenance.software()
     assert info["torch"] == torch.__version__

@@ -180,6 +180,7 @@ def _last(cmd, flag):
     return cmd[len(cmd) - 1 - cmd[::-1].index(flag) + 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, stage1_lr, stage1_plan", [
     ("ehft-bitfit", 5e-4, "bitfit"),
     ("ehft-lora", 5e-4, "lora(r=8,alpha=16,targets=q+k+v+out)"),
@@ -204,6 +205,7 @@ def test_ehft_paper_two_stage_methods(tiny, method, stage1_lr, stage1_plan):
         assert _last(cmd, "--adam-betas") == "(0.9,0.98)"
 
 
+@pytest.mark.slow
 def test_ehft_paper_one_stage_methods(tiny):
     ft = _dry_run(tiny, "ft")[0]["finetune"]
     assert _last(ft, "--max-update") == "120" and float(_last(ft, "--lr")) == 1e-5
@@ -219,6 +221,7 @@ def test_ehft_paper_one_stage_methods(tiny):
         "mixout(p=0.9)"
 
 
+@pytest.mark.slow
 def test_ehft_paper_explicit_flags_win(tiny):
     commands, _ = _dry_run(tiny, "ehft-bitfit", "--stage1-updates", "3", "--total-epochs", "5",
                            "--lr-stage1", "1e-3", fairseq=("--clip-norm", "1.0"))
@@ -242,6 +245,7 @@ def test_ehft_paper_stage2_rate_and_epochs_by_task():
         assert opts.total_updates == (epochs - epochs // 10) * 10  # 10 updates a pass
 
 
+@pytest.mark.slow
 def test_ehft_paper_reaches_the_model_and_the_optimizer(tiny):
     """--head-init-std draws the new head's weights from N(0, 0.005); --no-decay-bias-norm
     leaves every tensor of fewer than 2 dimensions undecayed; --clip-norm 0.1; --mixout-head
@@ -275,6 +279,7 @@ def test_ehft_paper_reaches_the_model_and_the_optimizer(tiny):
     assert plain.head.dense.weight.std().item() == pytest.approx(0.5, rel=0.05)
 
 
+@pytest.mark.slow
 def test_the_fisher_pass_clips_each_tensor(tiny):
     from ehft_plugin.peft.child_tuning import fisher_information
     from ehft_plugin.train.rebuild import Built
@@ -291,6 +296,7 @@ def test_the_fisher_pass_clips_each_tensor(tiny):
     assert any(f.sum().item() > 1e-6 for f in plain.values())
 
 
+@pytest.mark.slow
 def test_ehft_paper_refuses_a_task_the_authors_did_not_run(tiny, tmp_path):
     from conftest import ehft, gpt2_flags, shared, subset
 

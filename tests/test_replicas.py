@@ -4,6 +4,7 @@ when one rank's parameters drift."""
 import subprocess
 import textwrap
 
+import pytest
 import torch
 from conftest import BIN, REPO, finish, free_port
 
@@ -78,6 +79,7 @@ def _torchrun(tmp_path, drift):
     return [(out / ("rank%d" % rank)).read_text() for rank in (0, 1)]
 
 
+@pytest.mark.slow
 def test_a_rank_that_drifted_stops_every_rank_with_a_clear_error(tmp_path):
     assert _torchrun(tmp_path, "0") == ["agreed", "agreed"]
     message = ("data-parallel replicas diverged: the parameters of rank(s) [1] differ from "

@@ -191,6 +191,7 @@ def test_the_bundled_published_tables_hold_what_their_sources_print():
                 assert sum(values) / len(values) == pytest.approx(row["avg"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_the_command_line_and_its_refusals(runs, tmp_path):
     result = ehft("report", runs, "--out", tmp_path / "r.md", "--no-published", "--no-plots")
     assert "Published" not in (tmp_path / "r.md").read_text()
@@ -307,6 +308,7 @@ def test_the_best_single_stage_peft_is_named_by_avg_among_one_stage_peft_methods
             "prefix) has every column.") in out.read_text()
 
 
+@pytest.mark.slow
 def test_the_baseline_can_be_another_method_and_must_exist(runs, tmp_path):
     result = ehft("report", runs, "--out", tmp_path / "b.md", "--no-published", "--no-plots",
                   "--baseline", "ehft-bitfit")
@@ -371,6 +373,7 @@ def sweep_runs(root):
     return root
 
 
+@pytest.mark.slow
 def test_runs_of_one_method_with_different_settings_are_not_pooled(tmp_path):
     root = sweep_runs(tmp_path / "runs")
     with pytest.raises(ReportError, match=r"runs of ft on rte differ in finetune lr "
@@ -382,6 +385,7 @@ def test_runs_of_one_method_with_different_settings_are_not_pooled(tmp_path):
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_select_dev_reports_the_setting_with_the_best_mean_dev_score(tmp_path):
     root = sweep_runs(tmp_path / "runs")
     ehft("report", root, "--out", tmp_path / "r.md", "--select", "dev", "--no-plots")
@@ -412,6 +416,7 @@ def test_a_dev_selection_tie_goes_to_more_seeds_then_the_smaller_std(tmp_path):
         ["finetune lr=2e-05"]
 
 
+@pytest.mark.slow
 def test_select_names_only_what_exists(tmp_path):
     root = sweep_runs(tmp_path / "runs")
     refused = ehft("report", root, "--out", tmp_path / "r.md", "--select", "test", check=False)

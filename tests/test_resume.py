@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import BIN, ehft, prepare_rte, stock_checkpoint
 
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128"]
 
 

@@ -15,6 +15,8 @@ from test_distributed import ROOT, _fairseq_train, _losses, _train
 from ehft_plugin.fairseq_compat.distributed import slurm_as_torchrun
 from ehft_plugin.errors import EhftError
 
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

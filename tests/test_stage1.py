@@ -110,6 +110,7 @@ def minilm(tmp_path_factory):
             "run": tmp / "runs" / "sst2" / "ehft-bitfit" / "seed1"}
 
 
+@pytest.mark.slow
 def test_the_default_stage1_stops_on_a_plateau_and_hands_over_its_best_head(minilm):
     run_dir = minilm["run"]
     record = json.loads((run_dir / "run.json").read_text())
@@ -138,6 +139,7 @@ def test_the_default_stage1_stops_on_a_plateau_and_hands_over_its_best_head(mini
     assert "made no head" not in minilm["stderr"]
 
 
+@pytest.mark.slow
 def test_a_finished_plateau_stage_is_not_trained_again(minilm, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(minilm["tmp"] / "runs", runs)
@@ -151,6 +153,7 @@ def test_a_finished_plateau_stage_is_not_trained_again(minilm, tmp_path):
     assert json.loads((stage1_dir / "done.json").read_text())["head"]["from"] == "best"
 
 
+@pytest.mark.slow
 def test_the_report_shows_updates_wall_time_and_stage1_heads(minilm, tmp_path):
     ehft("train", "--method", "ft", "--save-dir", minilm["tmp"] / "runs", *minilm["args"],
          "--", "--cpu", "--num-workers", "0")
@@ -169,6 +172,7 @@ def test_the_report_shows_updates_wall_time_and_stage1_heads(minilm, tmp_path):
     assert summary["cost"]["sst2"]["ft"]["updates"] == 2
 
 
+@pytest.mark.slow
 def test_a_stage1_left_at_chance_is_reported(tmp_path):
     data = prepare_rte(tmp_path, rows=40)  # a tiny random RoBERTa: it stays at 50% on RTE
     checkpoint = stock_checkpoint(data, tmp_path / "pretrained")
@@ -190,6 +194,7 @@ def test_a_stage1_left_at_chance_is_reported(tmp_path):
     assert "† some runs' stage 1 made no head" in text
 
 
+@pytest.mark.slow
 def test_a_dry_run_shows_the_stage1_rule(tmp_path):
     data = prepare_rte(tmp_path, rows=40)
     checkpoint = stock_checkpoint(data, tmp_path / "pretrained")
@@ -208,6 +213,7 @@ def test_a_dry_run_shows_the_stage1_rule(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--stage1-updates", "0"], "--stage1-updates 0: expected an integer >= 1"),
     (["--stage1-epochs", "-1"], "--stage1-epochs -1.0: expected a number > 0"),

@@ -149,6 +149,7 @@ def test_fp16_clipping_reads_the_norm_once():
     assert sum(counter.syncs.values()) == 1
 
 
+@pytest.mark.slow
 def test_a_training_step_syncs_at_most_twice_where_stock_fairseq_syncs_more(tmp_path):
     """benchmarks/step_ops.py on a 2-layer model: fairseq's Trainer, fp16 and bf16."""
     result = subprocess.run(

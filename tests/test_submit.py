@@ -43,6 +43,7 @@ def ids_of(task, path):
                                                   labeled=False)]
 
 
+@pytest.mark.slow
 def test_a_missing_task_is_refused_unless_filled_with_the_train_majority(runs, tmp_path):
     args = ["submit", runs["runs"], "--benchmark", "glue", "--raw-root", shared(), "--only",
             "RTE", "MRPC", "STS-B", "--out", tmp_path / "glue.zip"]
@@ -76,6 +77,7 @@ def test_a_missing_task_is_refused_unless_filled_with_the_train_majority(runs, t
     assert "Not in this bundle (left out with --only): CoLA, SST-2, QQP, MNLI-m" in readme
 
 
+@pytest.mark.slow
 def test_the_seed_with_the_best_dev_score_predicts(runs, tmp_path):
     from ehft_plugin.interop.submit import choose_runs
 
@@ -90,6 +92,7 @@ def test_the_seed_with_the_best_dev_score_predicts(runs, tmp_path):
     assert chosen.run.seed == best and chosen.score == pytest.approx(scores[best])
 
 
+@pytest.mark.slow
 def test_a_superglue_file_is_jsonl_with_idx_and_the_task_labels(runs, tmp_path):
     ehft("submit", runs["runs"], "--benchmark", "superglue", "--raw-root", shared(),
          "--only", "CB", "--out", tmp_path / "sg.zip")
@@ -101,6 +104,7 @@ def test_a_superglue_file_is_jsonl_with_idx_and_the_task_labels(runs, tmp_path):
     assert {r["label"] for r in records} <= {"entailment", "contradiction", "neutral"}
 
 
+@pytest.mark.slow
 def test_bad_bundles_are_refused_in_one_line_and_nothing_is_written(runs, tmp_path):
     base = [runs["runs"], "--benchmark", "glue", "--raw-root", shared(), "--out",
             tmp_path / "b.zip"]
@@ -117,6 +121,7 @@ def test_bad_bundles_are_refused_in_one_line_and_nothing_is_written(runs, tmp_pa
     assert len(no_test.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_runs_of_another_backbone_for_one_task_are_refused(runs, tmp_path):
     other = tmp_path / "other" / "model.pt"  # another pretrained checkpoint for STS-B
     other.parent.mkdir()

@@ -7,6 +7,8 @@ import json
 import pytest
 from conftest import ehft, prepare_rte, stock_checkpoint
 
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0"]
 
 

@@ -33,6 +33,7 @@ def _load(prefix):
     return [dataset[i].tolist() for i in range(len(dataset))]
 
 
+@pytest.mark.slow
 def test_gpt2_matches_fairseq_multiprocessing_bpe_encoder_and_preprocess(tmp_path):
     import fairseq
 
@@ -83,6 +84,7 @@ def test_bert_wordpiece_lowercases_and_splits_into_word_pieces(tmp_path):
     assert cased("The cat") == "[UNK] cat"
 
 
+@pytest.mark.slow
 def test_prepare_with_bert_maps_word_pieces_through_the_dictionary(tmp_path):
     from fairseq.data import Dictionary
 
@@ -98,6 +100,7 @@ def test_prepare_with_bert_maps_word_pieces_through_the_dictionary(tmp_path):
     assert _load(tmp_path / "bin" / "input0" / "valid")[0] == expected
 
 
+@pytest.mark.slow
 def test_sentencepiece_model_from_the_real_library(tmp_path):
     import sentencepiece as spm
 
@@ -163,6 +166,7 @@ def test_a_srcdict_that_is_not_a_fairseq_dictionary_is_named(tmp_path):
         load_dictionary(str(bad))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag,source,message", [
     ("--gpt2-encoder-json", "vocab.bpe", r"--gpt2-encoder-json \S+vocab.bpe: not GPT-2's "
                                          r"encoder.json \(a JSON object of BPE token -> id\)"),

@@ -12,6 +12,8 @@ from conftest import ehft, prepare_rte, stock_checkpoint
 
 from ehft_plugin.train.rundir import train_records
 
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
            "--log-interval", "1"]
 

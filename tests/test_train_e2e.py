@@ -30,6 +30,7 @@ def _prepare(task, raw_dir, out_dir):
     return json.loads((out_dir / "ehft_task.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task,directory,dev_file,metric_keys", REAL_TASKS)
 def test_train_logs_official_metrics_and_prediction_reproduces_them(
         tmp_path, task, directory, dev_file, metric_keys):
@@ -65,6 +66,7 @@ def test_train_logs_official_metrics_and_prediction_reproduces_them(
         assert len(lines) == 45 and {"idx", "label"} == set(json.loads(lines[0]))
 
 
+@pytest.mark.slow
 def test_prediction_writes_the_glue_submission_for_a_test_file(tmp_path):
     raw = subset(shared("glue/RTE"), tmp_path / "raw", rows=24)
     _prepare("rte", raw, tmp_path / "bin")
@@ -78,6 +80,7 @@ def test_prediction_writes_the_glue_submission_for_a_test_file(tmp_path):
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
 
 
+@pytest.mark.slow
 def test_several_validation_subsets_mnli_matched_and_mismatched(tmp_path):
     name, text, _, _ = OFFICIAL_SAMPLES["mnli"]
     header, row = text.splitlines()
@@ -102,6 +105,7 @@ def test_several_validation_subsets_mnli_matched_and_mismatched(tmp_path):
     assert all("valid1_accuracy" in r for r in records if r["subset"] == "valid1")
 
 
+@pytest.mark.slow
 def test_wic_word_reaches_the_model_as_a_third_segment(tmp_path):
     from fairseq.data import data_utils
 
@@ -119,6 +123,7 @@ def test_wic_word_reaches_the_model_as_a_third_segment(tmp_path):
     assert "valid_accuracy" in records[-1]
 
 
+@pytest.mark.slow
 def test_user_dir_from_anywhere_points_at_the_installed_plugin(tmp_path):
     raw = subset(shared("glue/RTE"), tmp_path / "raw", rows=16)
     _prepare("rte", raw, tmp_path / "bin")
@@ -131,6 +136,7 @@ def test_user_dir_from_anywhere_points_at_the_installed_plugin(tmp_path):
     assert "valid_accuracy" in records[-1]
 
 
+@pytest.mark.slow
 def test_long_inputs_are_truncated_and_counted_and_every_dev_example_is_scored(tmp_path):
     from fairseq.data import data_utils
 
@@ -165,6 +171,7 @@ def test_criterion_with_a_task_that_is_not_glue_ehft_is_a_clear_error():
         SentencePredictionEhftCriterion(OtherTask())
 
 
+@pytest.mark.slow
 def test_a_clashing_task_name_fails_loudly():
     probe = ("from fairseq.tasks import register_task, FairseqTask\n"
              "@register_task('glue_ehft')\n"
@@ -175,6 +182,7 @@ def test_a_clashing_task_name_fails_loudly():
     assert "--task glue_ehft is already registered by __main__" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [
     (["--valid-subset", "valid,valid1"], r"input0/valid1.\{bin,idx\} not found; prepared "
                                          r"splits: train, valid"),

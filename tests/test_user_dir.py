@@ -3,6 +3,9 @@
 import json
 
 from conftest import REPO, ehft, fairseq_train, gpt2_flags, shared
+import pytest
+
+pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
 
 
 def _reviews(path, lines):
