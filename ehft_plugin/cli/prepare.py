@@ -5,8 +5,8 @@ import logging
 import os
 
 from ..data.task_table import TASKS, get_task
-from ..errors import EhftError
 from ..data.tokenisers import BPE_CHOICES, TokeniserSpec
+from ..errors import EhftError
 
 logger = logging.getLogger("ehft.prepare")
 

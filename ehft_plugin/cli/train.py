@@ -2,10 +2,10 @@
 
 import json
 
-from . import numbers
 from ..train.recipes import RECIPES
 from ..train.stage1 import DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE
 from ..train.sweep import MAX_RUNS
+from . import numbers
 
 
 def add_parser(sub, name):

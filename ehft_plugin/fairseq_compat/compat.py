@@ -27,7 +27,7 @@ distributed.py, replicas.py); only the installation is here.
                                                         zeroing of an overwritten buffer
     fairseq.utils.clip_grad_norm_                       step_launches: one foreach norm
     fairseq.logging.progress_bar.TensorboardProgressBarWrapper._log_to_tensorboard,
-    .WandBProgressBarWrapper._log_to_wandb              tracking: stage 2's steps continue
+    .WandBProgressBarWrapper._log_to_wandb              step_offset: stage 2's steps continue
                                                         stage 1's
 """
 
@@ -201,8 +201,8 @@ def _marked(wrapper):
 
 PATCHES = (patch_checkpoint_loading, patch_call_main, patch_all_gather_list,
            patch_distributed_model, patch_begin_valid_epoch, patch_checkpoint_copy,
-           patch_checkpoint_save, patch_reduce_and_log_stats, patch_fp16_clip_grad_norm, patch_fp16_copies,
-           patch_clip_grad_norm_, patch_tracking_steps)
+           patch_checkpoint_save, patch_reduce_and_log_stats, patch_fp16_clip_grad_norm,
+           patch_fp16_copies, patch_clip_grad_norm_, patch_tracking_steps)
 
 # (module or class, attribute) of every name above, for the test that pins them
 PATCHED_NAMES = (

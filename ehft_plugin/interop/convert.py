@@ -36,7 +36,7 @@ import os
 import shutil
 
 from ..atomic import atomic_dir
-from ..data.backbones import BACKBONE_FORMAT, ConvertError, load_backbone  # noqa: F401
+from ..data.backbones import BACKBONE_FORMAT, ConvertError, load_backbone
 from .hf_names import FAIRSEQ_SPECIALS, LAYER_MAP
 
 SUPPORTED = {"bert": ("BertModel", "BertForMaskedLM", "BertForPreTraining"),

@@ -37,10 +37,10 @@ import re
 from dataclasses import dataclass
 
 from ..atomic import atomic_dir
-from .hf_names import LAYER_MAP
 from ..errors import CheckpointError
 from ..peft.plan import LORA_TARGETS, BitFit, Frozen, Full, Prefix, format_plan, parse_plan
 from ..peft.trainable import MODULE_TARGETS
+from .hf_names import LAYER_MAP
 
 _FAIRSEQ_TO_HF = {fs: hf for hf, fs in LAYER_MAP.items()}  # self_attn.q_proj -> attention.self.query
 # LoRA target name (q, k, ..., fc2) -> HF module, through the fairseq module it names

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from .. import metrics as metric_fns
+from ..atomic import atomic_file
 from ..criterions.sentence_prediction_ehft import candidate_logits
 from ..data.binarize import encode_examples
-from ..data.readers import read_examples
 from ..data.custom import task_spec
+from ..data.readers import read_examples
 from ..data.task_table import REGRESSION
 from ..data.tokenisers import TokeniserSpec, build_encoder
-from ..atomic import atomic_file
 from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from fairseq.models.roberta.model import (
 
 import torch
 
-from ..peft.child_tuning import apply_mask, load_mask
 from ..errors import CheckpointError, ConfigError, one_line_errors
 from ..peft.apply import apply_plan
+from ..peft.child_tuning import apply_mask, load_mask
 from ..peft.mixout import TARGET as MIXOUT_TARGET
 from ..peft.mixout import MixoutLinear
 from ..peft.plan import SHORTHANDS, Mixout, format_plan, parse_plan

@@ -35,9 +35,9 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, OmegaConf, open_dict
 
 from ..data.binarize import load_metadata
-from ..errors import ConfigError, EhftError, one_line_errors
 from ..data.task_table import RANKING, REGRESSION
 from ..data.tokenisers import load_dictionary
+from ..errors import ConfigError, EhftError, one_line_errors
 from ..fairseq_compat.kernels import layer_norm_kernels
 from ..metrics import PREDICTIONS_KEY, derived_metric, needs_predictions
 

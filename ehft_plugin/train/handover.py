@@ -16,9 +16,9 @@ from stage 1's checkpoint directly (`ehft handover`).
 import os
 
 from ..atomic import atomic_file
+from ..errors import CheckpointError
 from ..peft.checkpoints import (load_adapter, load_checkpoint, load_tensors, save_adapter,
                                 save_tensors)
-from ..errors import CheckpointError
 from ..peft.trainable import is_trainable
 from .rundir import HEAD_FILE, LAST_CHECKPOINT, PEFT_FILE
 

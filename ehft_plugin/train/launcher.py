@@ -18,12 +18,14 @@ import time
 from dataclasses import dataclass
 
 from ..data.binarize import load_metadata
-from ..fairseq_compat.distributed import adopt_slurm_step, torchrun_settings
 from ..errors import EhftError
+from ..fairseq_compat.distributed import adopt_slurm_step, torchrun_settings
+from ..peft.plan import parse_plan
+from . import progress, sweep, tracking
+from . import stage1 as stage1_rules
 from .handover import HEAD_NAME, write_handover, write_stage_start
 from .locks import exclusive
 from .methods import rate_flags, resolve_method, with_learning_rates
-from ..peft.plan import parse_plan
 from .pretrained import CARRIED, DIMS, check_fits_data, model_args, read_original
 from .provenance import PLUGIN_DIR, software
 from .recipes import apply_recipe, recipe_method
@@ -31,8 +33,6 @@ from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, L
                      LOG, PEFT_FILE, START_FILE, last_update, read_json, recorded_commands,
                      run_directory, trained_updates, training_seconds, valid_records,
                      validated_at_the_end, write_done, write_run_record)
-from . import progress, sweep, tracking
-from . import stage1 as stage1_rules
 
 logger = logging.getLogger(__name__)
 

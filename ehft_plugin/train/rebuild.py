@@ -7,10 +7,10 @@ import os
 import torch
 
 from ..data.task_table import RANKING
-from ..models.drift import BACKBONE
 from ..errors import EhftError
-from .handover import strip_heads
 from ..fairseq_compat.safe_loading import safe_load
+from ..models.drift import BACKBONE
+from .handover import strip_heads
 
 
 class Built:

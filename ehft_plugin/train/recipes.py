@@ -19,8 +19,8 @@ no gradient clipping are added here).
 from dataclasses import dataclass
 from typing import Tuple
 
-from .epochs import epochs_updates, update_freq, updates_per_epoch, world_size
 from ..errors import EhftError
+from .epochs import epochs_updates, update_freq, updates_per_epoch, world_size
 from .methods import FULL_FINETUNING_LR, Method, MethodError, resolve_method
 
 

@@ -24,8 +24,8 @@ import os
 from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
-from .epochs import epochs_updates, run_updates_per_epoch
 from ..errors import EhftError
+from .epochs import epochs_updates, run_updates_per_epoch
 from .methods import stage1_share_updates
 
 PLATEAU, RATIO, UPDATES, EPOCHS = "plateau", "ratio", "updates", "epochs"

@@ -8,8 +8,8 @@ weights they compare.
 
 import torch
 
-from ...train import rebuild
 from ...models.drift import BACKBONE
+from ...train import rebuild
 from ...train.handover import load_head
 from .runs import AnalyzeError
 

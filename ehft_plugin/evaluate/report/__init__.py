@@ -22,10 +22,10 @@ import os
 
 from ...atomic import write_file
 from .collect import ReportError, collect, read_run, summarise
-from .settings import check_poolable, select_on_dev
 from .plots import plot_bars, plot_curves
 from .render import (PUBLISHED, load_published, render_csv, render_markdown, render_versus,
                      summary_json)
+from .settings import check_poolable, select_on_dev
 from .stats import (avg_difference_interval, detectable_difference, paper_gains, welch_p,
                     welch_p_of_cells)
 
