@@ -1,21 +1,22 @@
 """ehft_plugin: Efficient Head Finetuning and layer-stratified PEFT for fairseq RoBERTa.
 
-Importing the package (as fairseq's --user-dir does) registers the plugin's task, model,
-criterion, optimizer and BPE, and installs its changes to fairseq (all listed in
-ehft_plugin/compat.py): checkpoints load safely under torch >= 2.6, torchrun forms one world
-(distributed.py) whose ranks check at every validation that they hold the same parameters
-(replicas.py).
+`register()` registers the plugin's task, model, criterion, optimizer and BPE with fairseq
+and installs its changes to fairseq (all listed in fairseq_compat/compat.py): checkpoints
+load safely under torch >= 2.6, torchrun forms one world (distributed.py) whose ranks check
+at every validation that they hold the same parameters (replicas.py).
 
-The `ehft` command is the exception: importing fairseq takes seconds, so it registers only
-when a subcommand needs fairseq's registries (`register()`), and `ehft --help`, `ehft
-report` or a refused argument answer without it.
+Importing the package never imports fairseq (seconds) but registers the plugin with it: at
+once when fairseq is already imported (fairseq's --user-dir, a checkpoint naming the plugin's
+directory), or else the moment fairseq finishes importing (`import ehft_plugin` at the top of
+a script). So the `ehft` command pays for fairseq only in the subcommands that need it, which
+call `register()` themselves, and `ehft --help`, `ehft report` or a refused argument answer
+without it.
 """
 
 import importlib
 import importlib.abc
 import importlib.util
 import logging
-import os
 import sys
 import warnings
 
@@ -96,5 +97,27 @@ sys.meta_path.insert(0, _MovedModule())  # before the path finder, which would f
 # an old package's submodules again under the old name through the new package's __path__
 
 
-if os.path.basename(sys.argv[0] if sys.argv else "") != "ehft":
+class _RegisterWithFairseq(importlib.abc.MetaPathFinder):
+    """Calls `register()` right after fairseq's own `__init__` has run (once)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "fairseq":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)  # the finder fairseq would have had
+        if spec is None or spec.loader is None:
+            return spec
+        exec_fairseq = spec.loader.exec_module
+
+        def exec_module(module):
+            exec_fairseq(module)
+            register()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "fairseq" in sys.modules:
     register()
+else:
+    sys.meta_path.insert(0, _RegisterWithFairseq())

@@ -20,11 +20,14 @@ import torch
 
 
 def build_trainer(fairseq_argv):
+    import ehft_plugin
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
     from .fairseq_compat.preflight import check
+
+    ehft_plugin.register()
 
     args = options.parse_args_and_arch(options.get_training_parser(), input_args=fairseq_argv)
     cfg = convert_namespace_to_omegaconf(args)

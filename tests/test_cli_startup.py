@@ -1,5 +1,6 @@
-"""The `ehft` command imports fairseq (seconds) only for the subcommands that need it; every
-other way into the package registers the plugin at import, as fairseq's --user-dir needs."""
+"""The `ehft` command imports fairseq (seconds) only for the subcommands that need it; importing
+the package never imports fairseq, and registers the plugin once fairseq is imported, as
+fairseq's --user-dir needs."""
 
 import subprocess
 import sys
@@ -48,3 +49,12 @@ def test_any_other_import_registers_the_plugin_with_fairseq():
             "print('glue_ehft' in TASK_REGISTRY and 'roberta_ehft' in MODEL_REGISTRY)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "True", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv0", ["/venv/bin/ehft", "fairseq-train", "-c"])
+def test_the_package_never_imports_fairseq_and_registers_when_fairseq_is_imported(argv0):
+    code = ("import sys; sys.argv[0] = %r; import ehft_plugin; print('fairseq' in sys.modules); "
+            "from fairseq.tasks import TASK_REGISTRY; from fairseq.models import MODEL_REGISTRY; "
+            "print('glue_ehft' in TASK_REGISTRY and 'roberta_ehft' in MODEL_REGISTRY)" % argv0)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "True"], result.stderr[-2000:]

@@ -67,3 +67,37 @@ def test_a_deep_copy_keeps_the_one_check_forward_on_the_copy():
         twin.encoder.sentence_encoder
     torch.testing.assert_close(twin.encoder.sentence_encoder(tiny_batch())["encoder_out"][0],
                                model.encoder.sentence_encoder(tiny_batch())["encoder_out"][0])
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "fairseq"])
+def test_a_model_built_with_either_kernel_holds_fairseqs_weights_for_a_seed(kernel):
+    """The plugin's encoder comes from fairseq's build_encoder/build_encoder_layer, and SDPA
+    takes over after fairseq's initialisation: the same weights as fairseq's RoBERTa, and the
+    random generator left where fairseq leaves it (a new head, dropout)."""
+    from types import SimpleNamespace
+
+    from fairseq.models.roberta import RobertaModel
+    from peft_helpers import tiny_args, tiny_dictionary
+
+    from ehft_plugin.models.roberta_ehft import RobertaEhftModel
+
+    task = SimpleNamespace(source_dictionary=tiny_dictionary(), max_positions=lambda: 64)
+    torch.manual_seed(3)
+    ours = RobertaEhftModel.build_model(tiny_args("full", attention_kernel=kernel), task)
+    after_ours = torch.rand(4)
+    torch.manual_seed(3)
+    stock = RobertaModel.build_model(tiny_args("full"), task)
+    after_stock = torch.rand(4)
+    assert list(ours.state_dict()) == list(stock.state_dict())
+    for name, value in stock.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], value), name
+    assert torch.equal(after_ours, after_stock)
+
+
+def test_layer_norm_eps_reaches_every_layer_norm():
+    model = tiny_model("full", layer_norm_eps=1e-12)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) >= 2 * len(model.encoder.sentence_encoder.layers) + 1
+    assert {m.eps for m in norms} == {1e-12}
+    assert {m.eps for m in tiny_model("full").modules()
+            if isinstance(m, torch.nn.LayerNorm)} == {1e-5}

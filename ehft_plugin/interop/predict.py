@@ -32,9 +32,12 @@ logger = logging.getLogger(__name__)
 
 class Predictor:
     def __init__(self, checkpoint, data=None, batch_size=32, device="cpu"):
+        import ehft_plugin
         from fairseq import checkpoint_utils
 
         from ..tasks.glue_ehft import GlueEhftTask
+
+        ehft_plugin.register()  # glue_ehft, roberta_ehft and safe loading, for the checkpoint
 
         if not os.path.isfile(checkpoint):
             raise CheckpointError("%s: checkpoint not found" % checkpoint)

@@ -21,8 +21,10 @@ from fairseq.models.roberta.model import (
     base_architecture,
     roberta_large_architecture,
 )
+from fairseq.utils import safe_hasattr
 
 import torch
+from omegaconf import OmegaConf
 
 from ..errors import CheckpointError, ConfigError, one_line_errors
 from ..peft.apply import apply_plan
@@ -31,9 +33,9 @@ from ..peft.mixout import TARGET as MIXOUT_TARGET
 from ..peft.mixout import MixoutLinear
 from ..peft.plan import SHORTHANDS, Mixout, format_plan, parse_plan
 from ..peft.trainable import count_parameters, format_counts
-from .attention import KERNELS, use_sdpa
+from .attention import KERNELS
 from .config import dataclass_from_add_args
-from .encoder import check_padding_once
+from .encoder import EhftRobertaEncoder, use_attention_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ _PASSING_ON = (BaseFairseqModel.set_num_updates, FairseqEncoder.set_num_updates)
 
 
 class RobertaEhftModel(RobertaModel):
+    def __init__(self, args, encoder):
+        super().__init__(args, encoder)  # fairseq's init_bert_params over the whole model
+        use_attention_kernel(encoder.sentence_encoder, args)
+
     @staticmethod
     def add_args(parser):
         RobertaModel.add_args(parser)
@@ -85,16 +91,19 @@ class RobertaEhftModel(RobertaModel):
     @classmethod
     @one_line_errors
     def build_model(cls, args, task):
-        model = super().build_model(args, task)
+        """fairseq's RobertaModel.build_model with the plugin's encoder (models/encoder.py),
+        then the PEFT plan and the Child-Tuning mask."""
+        if OmegaConf.is_config(args):
+            OmegaConf.set_struct(args, False)
+        base_architecture(args)
+        if not safe_hasattr(args, "max_positions"):
+            if not safe_hasattr(args, "tokens_per_sample"):
+                args.tokens_per_sample = task.max_positions()
+            args.max_positions = args.tokens_per_sample
+        model = cls(args, EhftRobertaEncoder(args, task.source_dictionary))
+        if OmegaConf.is_config(args):
+            OmegaConf.set_struct(args, True)
         layers = model.encoder.sentence_encoder.layers
-        eps = getattr(args, "layer_norm_eps", None)
-        if eps:
-            for module in model.modules():  # torch's LayerNorm, or apex's fused one
-                if "LayerNorm" in type(module).__name__ and hasattr(module, "eps"):
-                    module.eps = eps
-        if getattr(args, "attention_kernel", "sdpa") == "sdpa":  # older checkpoints: sdpa
-            use_sdpa(layers)
-        check_padding_once(model.encoder.sentence_encoder)  # no host sync per layer on a GPU
         std = getattr(args, "head_init_std", None)
         if std is not None and not std > 0:
             raise ConfigError("--head-init-std %r: expected a number > 0" % std)
