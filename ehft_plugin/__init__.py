@@ -15,6 +15,7 @@ without it.
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import sys
@@ -98,26 +99,46 @@ sys.meta_path.insert(0, _MovedModule())  # before the path finder, which would f
 
 
 class _RegisterWithFairseq(importlib.abc.MetaPathFinder):
-    """Calls `register()` right after fairseq's own `__init__` has run (once)."""
+    """Calls `register()` once fairseq is imported and no module of the plugin is half
+    imported: right after fairseq's own import, or, when one of the plugin's modules imported
+    it, once that module (and any plugin import around it) has finished, since registering
+    imports modules that may need its names. Sees only the imports of fairseq and of the
+    plugin's modules, and only until it has registered."""
+
+    def __init__(self):
+        self.depth, self.pending = 0, False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "fairseq":
+        if fullname != "fairseq" and not fullname.startswith(__name__ + "."):
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)  # the finder fairseq would have had
-        if spec is None or spec.loader is None:
-            return spec
-        exec_fairseq = spec.loader.exec_module
+        spec = self._spec(fullname, path, target)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return spec  # e.g. an old module name (_MovedModule), which imports the new one
+        run = spec.loader.exec_module
 
         def exec_module(module):
-            exec_fairseq(module)
-            register()
+            self.depth += 1
+            try:
+                run(module)
+            finally:
+                self.depth -= 1
+            self.pending = self.pending or fullname == "fairseq"
+            if self.pending and self.depth == 0 and self in sys.meta_path:
+                sys.meta_path.remove(self)
+                register()
 
         spec.loader.exec_module = exec_module
         return spec
+
+    def _spec(self, fullname, path, target):  # what the finders after this one find
+        for finder in sys.meta_path[sys.meta_path.index(self) + 1:]:
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
 
 
 if "fairseq" in sys.modules:
     register()
 else:
-    sys.meta_path.insert(0, _RegisterWithFairseq())
+    sys.meta_path.insert(1, _RegisterWithFairseq())  # after _MovedModule
