@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import ehft, fairseq_train, prepare_rte, stock_checkpoint
 
-from ehft_plugin.train.rundir import train_records
+from ehft_plugin.train.rundir import train_records, write_run_record
 from ehft_plugin.models.drift import parameter_distance
 
 FAIRSEQ = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0",
@@ -170,7 +170,8 @@ def test_bad_inputs_are_clear_errors_and_leave_nothing_behind(runs, tmp_path):
     shutil.copytree(runs / "runs" / "rte" / "ft", moved / "rte" / "ft")
     record = json.loads((moved / "rte/ft/seed1/run.json").read_text())
     record["commands"]["finetune"][1] = str(tmp_path / "nowhere")
-    (moved / "rte/ft/seed1/run.json").write_text(json.dumps(record))
+    write_run_record(moved / "rte/ft/seed1", record["task"], record["config"],
+                     record["commands"])
     result = ehft("analyze", moved, "--out", tmp_path / "a", "--only", "feature_drift",
                   check=False)
     assert result.returncode == 2

@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import REPO, prepare_rte
 
+from ehft_plugin.train.rundir import write_done
+
 
 def _script(name, *args):
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *map(str, args)],
@@ -309,7 +311,7 @@ def test_the_wall_time_is_split_by_stage_and_the_launcher_gets_the_rest(tmp_path
                            ("stage2", {"start_checkpoint": 1.5, "fairseq_train": 60.0,
                                        "training": 50.0})):
         (tmp_path / stage).mkdir()
-        (tmp_path / stage / "done.json").write_text(json.dumps({"seconds": seconds}))
+        write_done(tmp_path / stage, 10, "accuracy", [], software={}, seconds=seconds)
     where = speed.stage_seconds(str(tmp_path), 90.0)
     assert list(where["stages"]) == ["stage1", "stage2"]
     assert where["launcher"] == 90.0 - (1.0 + 20.0 + 0.5 + 1.5 + 60.0)  # loop is in the process

@@ -12,6 +12,8 @@ from conftest import REPO
 
 from test_benchmarks import _load_benchmark
 
+from ehft_plugin.train.rundir import write_done, write_run_record
+
 
 converged_report = _load_benchmark("converged_report")
 
@@ -30,14 +32,13 @@ def fake_record(out, task, method, seed, accuracies, updates):
     os.makedirs(os.path.join(run, "finetune"))
     config = {"method": method, "seed": seed, "updates": [updates],
               "stages": [{"name": "finetune", "peft": "full", "lr": 1e-5}]}
-    with open(os.path.join(run, "run.json"), "w") as f:
-        json.dump({"task": task, "config": config, "commands": {}}, f)
+    write_run_record(run, task, config, {})
     step = updates // len(accuracies)
     valid = [{"subset": "valid", "valid_num_updates": str(step * (i + 1)),
               "valid_accuracy": str(a), "valid_acc_macro_f1": str(a)}
              for i, a in enumerate(accuracies)]
-    with open(os.path.join(run, "finetune", "done.json"), "w") as f:
-        json.dump({"updates": updates, "metric": "acc_macro_f1", "valid": valid}, f)
+    write_done(os.path.join(run, "finetune"), updates, "acc_macro_f1", valid, software={},
+               seconds={})
 
 
 def _args(**kw):
@@ -120,8 +121,9 @@ def test_the_cost_table_comes_from_the_finished_cells_timings(converged):
     done = os.path.join(converged.sweep_dir(1e-5), "runs", "cb", "ft", "seed1", "finetune",
                         "done.json")
     record = json.load(open(done))
-    record["seconds"] = {"start_checkpoint": 1.0, "fairseq_train": 539.0, "training": 500.0}
-    json.dump(record, open(done, "w"))
+    write_done(os.path.dirname(done), record["updates"], record["metric"], record["valid"],
+               software={}, seconds={"start_checkpoint": 1.0, "fairseq_train": 539.0,
+                                       "training": 500.0})
     text = converged.cost(["cb", "rte"])
     assert "| cb | 20 | 1 | 9.0 | 32 | 4.8 |" in text  # 540 s; training is inside fairseq_train
     assert "| rte | 10 | 0 | — | 32 | — |" in text
@@ -141,7 +143,8 @@ def test_code_md_names_the_commits_that_trained_the_cells(converged):
             done = os.path.join(converged.OUT, "runs", "cb", "ft", "seed%d" % seed, "finetune",
                                 "done.json")
             record = json.load(open(done))
-            json.dump(dict(record, software=software), open(done, "w"))
+            write_done(os.path.dirname(done), record["updates"], record["metric"],
+                       record["valid"], software=software, seconds={})
     text = converged_report.code(converged.OUT)
     assert "| %s | 2 | no | none |" % head[:7] in text  # the earliest commit: nothing changed
     assert "| fffffff | 1 | yes | unknown (commit not in this checkout) |" in text
@@ -161,8 +164,9 @@ def test_code_md_lists_the_plugin_files_that_differ_between_the_cells_commits(co
         done = os.path.join(converged.OUT, "runs", "cb", "ft", "seed%d" % seed, "finetune",
                             "done.json")
         record = json.load(open(done))
-        json.dump(dict(record, software={"git_commit": commit, "plugin_code_modified": False}),
-                  open(done, "w"))
+        write_done(os.path.dirname(done), record["updates"], record["metric"], record["valid"],
+                   software={"git_commit": commit, "plugin_code_modified": False},
+                   seconds={})
     rows = [line for line in converged_report.code(converged.OUT).splitlines()
             if line.startswith("| ")][1:]
     assert rows[0].startswith("| %s | 1 | no | none |" % older[:7])  # earliest first
@@ -193,8 +197,7 @@ def test_a_kept_cell_keeps_what_analyze_reads_and_drops_the_other_checkpoints(co
                  "stage2/checkpoint_best.pt", "stage2/train.log", "stage2/done.json"):
         (run / path).parent.mkdir(parents=True, exist_ok=True)
         (run / path).write_text("x")
-    (run / "run.json").write_text(json.dumps({"config": {"stages": [{"name": "stage1"},
-                                                                    {"name": "stage2"}]}}))
+    write_run_record(run, "cb", {"stages": [{"name": "stage1"}, {"name": "stage2"}]}, {})
     converged.grid.keep_for_analysis(str(run), str(work), str(tmp_path / "kept"))
     kept = tmp_path / "kept" / "cb-ehft-bitfit-1-length" / "cb" / "ehft-bitfit" / "seed1"
     assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [

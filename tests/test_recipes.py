@@ -9,16 +9,17 @@ import torch
 
 from ehft_plugin.cli import build_parser
 from ehft_plugin.errors import EhftError
-from ehft_plugin.train.launcher import stage_command
+from ehft_plugin.train.config import RunConfig
+from ehft_plugin.train.commands import stage_command
 from ehft_plugin.train.methods import resolve_method, split_updates, with_learning_rates
 from ehft_plugin.train.recipes import FAIRSEQ_GLUE, apply_recipe, get_recipe
 from ehft_plugin.train.sweep import settings
 
 
 def one_setting(opts):
-    """The options of a command without a sweep, as `ehft train` reads them."""
+    """The RunConfig of a command without a sweep, as `ehft train` reads it."""
     [setting] = settings(opts)
-    return setting.options(opts)
+    return RunConfig.from_options(setting.options(opts))
 
 YAML_NAMES = {"sst2": "sst_2", "stsb": "sts_b"}
 
@@ -46,14 +47,14 @@ def test_table_matches_the_yaml_fairseq_ships(task):
 def _command(task, *flags):
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s", *flags])
-    opts = one_setting(opts)
-    apply_recipe(opts, {"task": task})
+    opts = apply_recipe(one_setting(opts), {"task": task})
     method = with_learning_rates(resolve_method(opts.method, 24), opts.lr_stage1, opts.lr_stage2)
     [updates] = split_updates(opts.total_updates, method)
     dims = {"encoder_layers": 24, "encoder_embed_dim": 1024, "encoder_ffn_embed_dim": 4096,
             "encoder_attention_heads": 16}
-    cmd = stage_command(opts, method.stages[0], updates, "c.pt", "s/x", 1, "roberta_ehft_large",
-                        dims, "accuracy")
+    config = opts.planned(method, None, dims=dims, arch="roberta_ehft_large", metric="accuracy")
+    assert config.stages[0].updates == updates
+    cmd = stage_command(config, config.stages[0], 1, "c.pt", "s/x")
 
     def last(flag):  # fairseq (argparse) takes the last occurrence
         return cmd[len(cmd) - 1 - cmd[::-1].index(flag) + 1]
@@ -105,8 +106,7 @@ RTE_META = {"task": "rte", "splits": {"train": {"examples": 2490}}}
 def test_an_epoch_budget_becomes_updates_from_the_training_set_size(flags, updates):
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s", *flags])
-    opts = one_setting(opts)
-    apply_recipe(opts, RTE_META)
+    opts = apply_recipe(one_setting(opts), RTE_META)
     assert opts.total_updates == updates
 
 
@@ -127,8 +127,7 @@ def test_epochs_count_passes_whatever_the_accumulation_and_the_world(flags, envi
         monkeypatch.setenv(key, value)
     opts = build_parser().parse_args(["train", "--method", "ft", "--data", "d", "--checkpoint",
                                       "c.pt", "--save-dir", "s", *flags])
-    opts = one_setting(opts)
-    apply_recipe(opts, RTE_META)
+    opts = apply_recipe(one_setting(opts), RTE_META)
     assert opts.total_updates == updates
 
 
@@ -238,9 +237,9 @@ def test_ehft_paper_stage2_rate_and_epochs_by_task():
         opts = build_parser().parse_args(["train", "--method", "ehft-bitfit", "--data", "d",
                                           "--checkpoint", "c.pt", "--save-dir", "s",
                                           "--recipe", "ehft-paper"])
-        opts = one_setting(opts)
-        apply_recipe(opts, {"task": task, "splits": {"train": {"examples": 320}}},
-                     resolve_method("ehft-bitfit", 12))
+        opts = apply_recipe(one_setting(opts), {"task": task,
+                                                "splits": {"train": {"examples": 320}}},
+                            resolve_method("ehft-bitfit", 12))
         assert opts.lr_stage2 == lr and opts.stage1_epochs == epochs // 10
         assert opts.total_updates == (epochs - epochs // 10) * 10  # 10 updates a pass
 

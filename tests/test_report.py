@@ -12,6 +12,7 @@ from conftest import ehft
 from ehft_plugin.evaluate.report import (PUBLISHED, ReportError, avg_difference_interval, collect,
                                          load_published, read_run, render_versus, report,
                                          summarise)
+from ehft_plugin.train.rundir import write_done, write_run_record
 
 
 def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True, peft="full",
@@ -26,8 +27,7 @@ def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True,
               "stages": [{"name": name, "peft": peft if i == 0 else "full",
                           "lr": lr if i == len(stages) - 1 else 1e-5}
                          for i, (name, _, _) in enumerate(stages)]}
-    (run_dir / "run.json").write_text(json.dumps({"task": task, "config": config,
-                                                  "commands": {}}))
+    write_run_record(run_dir, task, config, {})
     for i, (name, n, records) in enumerate(stages):
         (run_dir / name).mkdir()
         if not finished and i == len(stages) - 1:
@@ -37,8 +37,7 @@ def fake_run(root, task, method, seed, stages, metric="accuracy", finished=True,
             subset = r.get("subset", "valid")
             valid.append(dict({"%s_%s" % (subset, k): str(v) for k, v in r.items()
                                if k != "subset"}, subset=subset, epoch=1))
-        (run_dir / name / "done.json").write_text(json.dumps(
-            {"updates": n, "metric": metric, "valid": valid}))
+        write_done(run_dir / name, n, metric, valid, software={}, seconds={})
     return run_dir
 
 

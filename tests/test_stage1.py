@@ -14,7 +14,7 @@ from conftest import ehft, prepare_rte, shared, stock_checkpoint, subset
 from ehft_plugin.train import stage1
 from ehft_plugin.peft.checkpoints import load_tensors
 from ehft_plugin.train.handover import HEAD_FORMAT, HEAD_NAME, extract_head
-from ehft_plugin.train.launcher import stage_updates
+from ehft_plugin.train.config import stage_updates
 from ehft_plugin.metrics import constant_level
 
 TINY = ["--", "--cpu", "--num-workers", "0", "--max-positions", "128", "--dropout", "0"]

@@ -122,7 +122,6 @@ def write_stage_start(original, original_path, head_path, out_path, peft_path=No
     than 0 under torchrun, and dry runs)."""
     import torch
 
-
     heads = any(k.startswith(HEADS) for k in original["model"])
     if not head_path and not heads:
         return os.path.abspath(original_path)

@@ -1,10 +1,12 @@
-"""`ehft train`: run a method's stages with fairseq-train, one run directory per seed
-(its layout: `rundir`).
+"""`ehft train`: plan every setting of the command as a RunConfig (config.py), then run each
+seed's planned stages with fairseq-train (commands.py), one run directory per seed (its
+layout: `rundir`).
 
 A stage with done.json is not run again; an unfinished stage resumes from its own
 checkpoint_last.pt (fairseq's --finetune-from-model only applies to a first launch). The
-launcher builds argument lists and runs the seed and stage loop; the hand-over is
-`handover`'s, and fairseq does the training.
+hand-over is `handover`'s, and fairseq does the training. Longer than the plugin's other
+modules because the seed and stage loop keeps its recovery cases together: a relaunch, the
+ranks of torchrun, --overwrite, a stage that fairseq finished but the launcher did not record.
 """
 
 import contextlib
@@ -23,16 +25,18 @@ from ..fairseq_compat.distributed import adopt_slurm_step, torchrun_settings
 from ..peft.plan import parse_plan
 from . import progress, sweep, tracking
 from . import stage1 as stage1_rules
-from .handover import HEAD_NAME, write_handover, write_stage_start
+from .commands import dry_run, stage_command, stage_start
+from .config import RunConfig
+from .handover import HEAD_NAME, write_handover
 from .locks import exclusive
 from .methods import rate_flags, resolve_method, with_learning_rates
-from .pretrained import CARRIED, DIMS, check_fits_data, model_args, read_original
-from .provenance import PLUGIN_DIR, software
+from .pretrained import check_fits_data, model_args, read_original
+from .provenance import software
 from .recipes import apply_recipe, recipe_method
-from .rundir import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT,
-                     LOG, PEFT_FILE, START_FILE, last_update, read_json, recorded_commands,
-                     run_directory, trained_updates, training_seconds, valid_records,
-                     validated_at_the_end, write_done, write_run_record)
+from .rundir import (BEST_CHECKPOINT, DONE_RECORD, LAST_CHECKPOINT, LOG, START_FILE, last_update,
+                     read_json, recorded_commands, run_directory, trained_updates,
+                     training_seconds, valid_records, validated_at_the_end, write_done,
+                     write_run_record)
 
 logger = logging.getLogger(__name__)
 
@@ -40,37 +44,26 @@ _ARCH = {"roberta_base": "roberta_ehft_base", "roberta_large": "roberta_ehft_lar
          "roberta": "roberta_ehft_base"}
 
 
-def warmup_updates(opts, updates):
-    return int(round(opts.warmup_ratio * updates))
+@dataclass
+class SeedRun:
+    """One seed's run of a planned config, as this process takes part in it: rank 0 (the
+    leader) writes the run directory; `first_launch`: how many fairseq-train launches came
+    before it in this command (torchrun ports); `level`: the constant predictor's dev metric
+    and the examples it was measured on (the hand-over's check); `display`: what the user
+    sees (progress.Display, None: fairseq-train's own output); `replace`: the leader is
+    deleting an older run there (--overwrite), whose checkpoints do not count."""
+    config: RunConfig
+    seed: int
+    run_dir: str
+    rank: int = 0
+    first_launch: int = 0
+    level: tuple = None
+    display: object = None
+    replace: bool = False
 
-
-def stage_command(opts, stage, updates, start, save_dir, seed, arch, dims, metric, budget=None):
-    """`budget`: the Stage1Budget of a two-stage method's stage 1, None for other stages."""
-    warmup = warmup_updates(opts, updates)
-    cmd = [
-        os.path.join(os.path.dirname(sys.executable), "fairseq-train"), opts.data,
-        "--user-dir", PLUGIN_DIR,
-        "--task", "glue_ehft", "--criterion", "sentence_prediction_ehft",
-        "--arch", arch, "--peft", stage.peft, "--head-type", opts.head_type,
-        "--finetune-from-model", start, "--save-dir", save_dir,
-        "--optimizer", "ehft_adamw", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06",
-        "--weight-decay", "0.1", "--lr", repr(stage.lr), "--lr-scheduler", "polynomial_decay",
-        "--warmup-updates", str(warmup), "--total-num-update", str(updates),
-        "--max-update", str(updates), "--max-epoch", "0", "--batch-size", str(opts.batch_size),
-        "--seed", str(seed), "--best-checkpoint-metric", metric,
-        "--maximize-best-checkpoint-metric", "--no-epoch-checkpoints",
-        "--log-format", "json", "--log-file", os.path.join(save_dir, LOG),
-    ]
-    for name in DIMS + CARRIED:
-        if name in dims:
-            cmd += ["--" + name.replace("_", "-"), str(dims[name])]
-    if getattr(opts, "log_drift", False):
-        cmd += ["--log-drift-from", os.path.abspath(opts.checkpoint)]
-    if stage.child_share:  # written before the stage starts (_child_mask)
-        cmd += ["--child-tuning-mask", os.path.join(save_dir, CHILD_MASK_FILE)]
-    if budget is not None:
-        cmd += stage1_rules.fairseq_flags(budget, warmup)
-    return cmd + tracking.fairseq_flags(opts, save_dir) + list(opts.fairseq_args)
+    @property
+    def leader(self):
+        return self.rank == 0
 
 
 class HandOver:
@@ -88,16 +81,14 @@ class HandOver:
             os.path.join(stage_dir, LAST_CHECKPOINT)
 
 
-def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
-                 leader=True, env=None, replaced=False, seconds_before=None, display=None,
-                 capped=False):
-    """Run fairseq-train for the stage (unless it already reached its updates or stopped on
-    its patience), then record it; `hand_over` (a HandOver): a later stage starts from this
-    stage's head. Under torchrun only the leader (rank 0) records; `replaced`: the
-    leader is deleting an older run here (--overwrite), whose checkpoints do not count;
+def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
+    """Run fairseq-train for the planned stage (unless it already reached its updates or
+    stopped on its patience), then record it; `hand_over` (a HandOver): a later stage starts
+    from this stage's head. Under torchrun only the leader (rank 0) records;
     `seconds_before`: how long the stage's preparation took (its start checkpoint, a
-    Child-Tuning mask); `display` (progress.Display): what the user sees of it (None:
-    fairseq-train's own output); `capped`: `n` is a cap (a plateau stage 1)."""
+    Child-Tuning mask)."""
+    run_dir, leader, display, metric = run.run_dir, run.leader, run.display, run.config.metric
+    stage_dir, n, replaced = os.path.join(run_dir, stage.name), stage.updates, run.replace
     # wall seconds of this launch (a stage resumed from an earlier one shows only the last):
     # what a second stage costs beyond its updates is read from these
     seconds = dict(seconds_before or {})
@@ -108,15 +99,15 @@ def _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
         # again would take one more update past --max-update
         logger.info("%s: %s already trained for %d updates", run_dir, stage.name, n)
     else:
-        logger.info("%s: %s (%s, lr %g, %d updates)", run_dir, stage.name, stage.peft,
-                    stage.lr, n)
+        logger.info("%s: %s (%s, lr %g, %d updates)", run_dir, stage.name, stage.stage.peft,
+                    stage.stage.lr, n)
         started = time.perf_counter()
         # the leader's fairseq-train output goes to the stage's directory; the other ranks'
         # (fairseq logs only warnings there) to the console, as torchrun shows them
         captured = display is not None and display.captures and leader
         output = os.path.join(stage_dir, progress.OUTPUT) if captured else None
         label = "/".join(os.path.normpath(run_dir).split(os.sep)[-3:]) + " " + stage.name
-        watch = display.watch(log, label, n, metric, capped) \
+        watch = display.watch(log, label, n, metric, stage.capped) \
             if display is not None and leader else None
         if _run_child(cmd, env, output, watch) != 0:
             if output:
@@ -207,64 +198,37 @@ def _child_env(launch):
                 TORCHELASTIC_USE_AGENT_STORE="False")
 
 
-def stage_updates(total, budget):
-    """Updates of each stage: one stage gets `total`; stage 1 of two gets its budget's, stage 2
-    the total (less stage 1's with the ratio rule, whose total covers both)."""
-    if budget is None:
-        return [total]
-    return [budget.updates, total - budget.updates if budget.rule == stage1_rules.RATIO
-            else total]
-
-
-def run_seed(opts, method, seed, original, state_dims, arch, meta, rank=0, first_launch=0,
-             budget=None, level=None, display=None, setting=""):
-    """`setting`: the sweep's name for this run's values (sweep.Setting.label), "" for none."""
-    run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed, setting)
+def run_seed(config, seed, original, rank=0, first_launch=0, level=None, display=None):
+    """Train every stage of a planned config for one seed (those already done are skipped);
+    its run directory."""
+    run_dir = run_directory(config.save_dir, config.task, config.resolved.name, seed,
+                            config.setting)
+    run = SeedRun(config, seed, run_dir, rank, first_launch, level, display)
     # rank 0 alone writes the run directory, and no other `ehft train` may at the same time
     with exclusive(run_dir, "ehft train") if rank == 0 else contextlib.nullcontext():
-        _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch,
-                  run_dir, budget, level, display, setting)
+        _run_seed(run, original)
     if display is not None and rank == 0:
-        done = [os.path.join(run_dir, s.name, DONE_RECORD) for s in method.stages]
+        done = [os.path.join(run_dir, s.name, DONE_RECORD) for s in config.stages]
         display.line(progress.run_summary(run_dir, [
             (s.name, read_json(path) if os.path.isfile(path) else None)
-            for s, path in zip(method.stages, done)]))
+            for s, path in zip(config.stages, done)]))
     return run_dir
 
 
-def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_launch, run_dir,
-              budget, level, display=None, setting=""):
-    updates = stage_updates(opts.total_updates, budget)
-    config = {"method": method.name, "data": os.path.abspath(opts.data),
-              "checkpoint": os.path.abspath(opts.checkpoint), "seed": seed,
-              "total_updates": opts.total_updates, "updates": updates, "arch": arch,
-              **({"total_epochs": opts.total_epochs} if getattr(opts, "total_epochs", None)
-                 is not None else {}),
-              **({"log_drift": True} if getattr(opts, "log_drift", False) else {}),
-              "head_type": opts.head_type, "batch_size": opts.batch_size,
-              "warmup_ratio": opts.warmup_ratio, "fairseq_args": list(opts.fairseq_args),
-              "stages": [dict({"name": s.name, "peft": s.peft, "lr": s.lr},
-                              **({"reserve": True} if s.reserve else {}),
-                              **({"child_share": s.child_share} if s.child_share else {}),
-                              **({"fisher_clip": s.fisher_clip} if s.fisher_clip else {}))
-                         for s in method.stages]}
-    if budget is not None and budget.record() is not None:
-        config["stage1"] = budget.record()
-    if setting:
-        config["setting"] = setting
-    leader = rank == 0
-    previous, replace = recorded_commands(run_dir, config, opts.overwrite)
+def _run_seed(run, original):
+    config, run_dir, leader = run.config, run.run_dir, run.leader
+    record = config.record(run.seed)
+    previous, run.replace = recorded_commands(run_dir, record, config.overwrite)
     if leader:
-        if replace:
+        if run.replace:
             shutil.rmtree(run_dir)
         os.makedirs(run_dir, exist_ok=True)
         # run.json first: another rank checking the directory meanwhile sees either nothing
         # or this record, never stage files without it
-        write_run_record(run_dir, meta["task"], config, previous)
+        write_run_record(run_dir, config.task, record, previous)
     commands = {}
-    metric = meta["metrics"][0]
     start_seconds = {}
-    for index, (stage, n) in enumerate(zip(method.stages, updates)):
+    for stage in config.stages:
         stage_dir = os.path.join(run_dir, stage.name)
         if leader:
             os.makedirs(stage_dir, exist_ok=True)
@@ -272,70 +236,59 @@ def _run_seed(opts, method, seed, original, state_dims, arch, meta, rank, first_
         if os.path.isfile(done) and stage.name in previous:
             commands[stage.name] = previous[stage.name]  # as it was run
         else:
-            head = stage.head_from and os.path.join(run_dir, stage.head_from, HEAD_FILE)
-            peft = stage.reserve and os.path.join(run_dir, stage.head_from, PEFT_FILE)
-            # rank 0 writes it; another rank's fairseq-train reads it only once rank 0's has
-            # joined the process group, that is, after it was written
             started = time.perf_counter()
-            start = write_stage_start(original, opts.checkpoint, head,
-                                      os.path.join(stage_dir, START_FILE), peft, write=leader)
+            start = stage_start(config, run_dir, stage, original, write=leader)
             start_seconds[stage.name] = {
                 "start_checkpoint": round(time.perf_counter() - started, 3)}
-            commands[stage.name] = stage_command(opts, stage, n, start, stage_dir, seed, arch,
-                                                 state_dims, metric,
-                                                 budget if index == 0 and budget else None)
+            commands[stage.name] = stage_command(config, stage, run.seed, start, stage_dir)
         cmd = commands[stage.name]
         if leader:
-            write_run_record(run_dir, meta["task"], config, commands)
-        if os.path.isfile(done) and not replace:
+            write_run_record(run_dir, config.task, record, commands)
+        if os.path.isfile(done) and not run.replace:
             logger.info("%s: %s already done, skipped", run_dir, stage.name)
             continue
-        if stage.child_share and leader:
-            start_seconds.setdefault(stage.name, {})["child_mask"] = _child_mask(stage, cmd)
-        hand_over = None
-        if any(later.head_from == stage.name for later in method.stages):
-            reserve = any(later.head_from == stage.name and later.reserve
-                          for later in method.stages)
-            hand_over = HandOver(
-                budget.head, parse_plan(stage.peft, state_dims["encoder_layers"])
-                if reserve else None, *level,
-                "--stage1-max-epochs, --stage1-patience or --lr-stage1"
-                if budget.rule == stage1_rules.PLATEAU else "stage 1's budget or --lr-stage1")
-        _train_stage(stage, stage_dir, n, cmd, run_dir, metric, hand_over,
-                     leader, tracking.child_env(
-                         opts, stage_dir, [os.path.join(run_dir, s.name)
-                                           for s in method.stages[:index]],
-                         _child_env(first_launch + index)),
-                     replace, start_seconds.get(stage.name), display,
-                     capped=index == 0 and budget is not None
-                     and budget.rule == stage1_rules.PLATEAU)
+        if stage.stage.child_share and leader:
+            start_seconds.setdefault(stage.name, {})["child_mask"] = _child_mask(stage.stage, cmd)
+        _train_stage(run, stage, cmd, _hand_over(run, stage),
+                     tracking.child_env(config, stage_dir,
+                                        [os.path.join(run_dir, s.name)
+                                         for s in config.stages[:stage.index]],
+                                        _child_env(run.first_launch + stage.index)),
+                     start_seconds.get(stage.name))
 
 
-@dataclass
-class Planned:
-    """One setting of the command (of its sweep): its options, resolved method, stage-1
-    budget and the path part naming it."""
-    opts: object
-    method: object
-    budget: object
-    setting: str
+def _hand_over(run, stage):
+    """The HandOver of a stage whose head a later stage starts from, else None."""
+    config = run.config
+    later = [s.stage for s in config.stages if s.stage.head_from == stage.name]
+    if not later:
+        return None
+    budget = config.budget
+    reserve = any(s.reserve for s in later)
+    return HandOver(
+        budget.head, parse_plan(stage.stage.peft, config.dims["encoder_layers"])
+        if reserve else None, *run.level,
+        "--stage1-max-epochs, --stage1-patience or --lr-stage1"
+        if budget.rule == stage1_rules.PLATEAU else "stage 1's budget or --lr-stage1")
 
 
-def plan_runs(opts, meta, num_layers):
-    """Every setting of the command, resolved and checked before anything runs: a bad value
-    anywhere in a sweep stops it before its first run."""
+def plan_runs(opts, meta, dims, arch):
+    """Every setting of the command as a planned RunConfig, each resolved and checked before
+    anything runs: a bad value anywhere in a sweep stops it before its first run."""
     planned, seen = [], set()
     for setting in sweep.settings(opts):
-        one = setting.options(opts)
-        method = resolve_method(one.method, num_layers)
-        apply_recipe(one, meta, method)
-        method = recipe_method(one, method, num_layers)
-        method = with_learning_rates(method, one.lr_stage1, one.lr_stage2)
+        config = RunConfig.from_options(setting.options(opts))
+        method = resolve_method(config.method, dims["encoder_layers"])
+        config = apply_recipe(config, meta, method)
+        method = recipe_method(config, method, dims["encoder_layers"])
+        method = with_learning_rates(method, config.lr_stage1, config.lr_stage2)
         label = setting.label(rate_flags(method) | {"batch_size"})
         if (method.name, label) in seen:  # a swept rate this method does not use
             continue
         seen.add((method.name, label))
-        planned.append(Planned(one, method, plan_stage1(one, method, meta), label))
+        planned.append(config.planned(method, plan_stage1(config, method, meta), setting=label,
+                                      task=meta["task"], metric=meta["metrics"][0],
+                                      dims=dims, arch=arch))
     return planned
 
 
@@ -352,16 +305,14 @@ def train(opts):
     if not arch.startswith("roberta_ehft"):
         raise EhftError("cannot tell the architecture of %s (arch %r); pass --arch "
                         "roberta_ehft_base or roberta_ehft_large" % (opts.checkpoint, dims["arch"]))
-    planned = plan_runs(opts, meta, dims["encoder_layers"])
-    sweep.check_size(len(planned), len(opts.seeds), getattr(opts, "yes", False))
+    configs = plan_runs(opts, meta, dims, arch)
+    sweep.check_size(len(configs), len(opts.seeds), getattr(opts, "yes", False))
     # last of the checks: reading the dictionary imports fairseq, seconds the others spare
     check_fits_data(original, opts.data, opts.checkpoint)
     if getattr(opts, "dry_run", False):
-        return [run_dir for p in planned
-                for run_dir in dry_run(p.opts, p.method, original, dims, arch, meta, p.budget,
-                                       p.setting)]
+        return [run_dir for config in configs for run_dir in dry_run(config, original)]
     level = None
-    if any(p.budget is not None for p in planned):
+    if any(config.budget is not None for config in configs):
         level = stage1_rules.constant_level(opts.data, meta, meta["metrics"][0])
     # under torchrun (or srun: see train's start) every rank runs this launcher and its
     # fairseq-train children join one world; rank 0 alone writes the run directory
@@ -371,74 +322,25 @@ def train(opts):
     display = progress.Display(getattr(opts, "display", "progress") or "progress",
                                every=getattr(opts, "progress_every", 0) or 0)
     run_dirs, launch = [], 0
-    for p in planned:
-        for seed in opts.seeds:
-            run_dirs.append(run_seed(p.opts, p.method, seed, original, dims, arch, meta, rank,
-                                     first_launch=launch, budget=p.budget,
-                                     level=level if p.budget is not None else None,
-                                     display=display, setting=p.setting))
-            launch += len(p.method.stages)
+    for config in configs:
+        for seed in config.seeds:
+            run_dirs.append(run_seed(config, seed, original, rank, first_launch=launch,
+                                     level=level if config.budget is not None else None,
+                                     display=display))
+            launch += len(config.stages)
     return run_dirs
 
 
-def plan_stage1(opts, method, meta):
+def plan_stage1(config, method, meta):
     """The Stage1Budget of a two-stage method; None for one stage, which ignores the
     --stage1-* flags (so one command line can loop over methods). A
     --validate-interval-updates after '--' sets the plateau's interval too, so that every
     validation saves and checkpoint_best.pt is the best head."""
     if not method.two_stage:
         return None
-    budget = stage1_rules.stage1_budget(opts, meta, opts.total_updates)
-    user = list(opts.fairseq_args)
+    budget = stage1_rules.stage1_budget(config, meta, config.total_updates)
+    user = list(config.fairseq_args)
     if budget.rule == stage1_rules.PLATEAU and "--validate-interval-updates" in user[:-1]:
         every = int(user[len(user) - 1 - user[::-1].index("--validate-interval-updates") + 1])
         budget = stage1_rules.replace_interval(budget, every)
     return budget
-
-
-def dry_run(opts, method, original, dims, arch, meta, budget=None, setting=""):
-    """Every seed's and stage's exact fairseq-train command, printed, nothing run or written.
-    A stage that starts from stage 1's head starts from START, which `ehft handover` writes
-    (as `ehft train` does) once stage 1 has finished; a Child-Tuning stage reads the mask
-    `ehft child-mask` writes (as `ehft train` does) before it starts."""
-    import shlex
-
-    updates = stage_updates(opts.total_updates, budget)
-    metric = meta["metrics"][0]
-    run_dirs = []
-    for seed in opts.seeds:
-        run_dir = run_directory(opts.save_dir, meta["task"], method.name, seed, setting)
-        run_dirs.append(run_dir)
-        print("# run %s: %s%s, seed %d" % (run_dir, method.name,
-                                           " (%s)" % setting if setting else "", seed))
-        for stage, n in zip(method.stages, updates):
-            stage_dir = os.path.join(run_dir, stage.name)
-            head = stage.head_from and os.path.join(run_dir, stage.head_from, HEAD_FILE)
-            start = write_stage_start(original, opts.checkpoint, head,
-                                      os.path.join(stage_dir, START_FILE), write=False)
-            print("# seed %d, %s: --peft %s, lr %g, %s" % (
-                seed, stage.name, stage.peft, stage.lr,
-                budget.describe(metric) if budget and stage is method.stages[0]
-                else "%d updates" % n))
-            if start != os.path.abspath(opts.checkpoint) and not stage.head_from:
-                print("# %s: %s without its classification heads (ehft train writes it)"
-                      % (start, opts.checkpoint))
-            if stage.head_from:
-                print("ehft handover --stage1 %s --checkpoint %s --out %s%s" % (
-                    shlex.quote(os.path.join(run_dir, stage.head_from, LAST_CHECKPOINT
-                                             if budget.head == stage1_rules.LAST
-                                             else BEST_CHECKPOINT)),
-                    shlex.quote(os.path.abspath(opts.checkpoint)), shlex.quote(start),
-                    " --reserve '%s'" % method.stages[0].peft if stage.reserve else ""))
-            cmd = [str(part) for part in stage_command(
-                opts, stage, n, start, stage_dir, seed, arch, dims, metric,
-                budget if budget and stage is method.stages[0] else None)]
-            if stage.child_share:
-                at = cmd.index("--child-tuning-mask")
-                print("ehft child-mask --share %g%s --out %s -- %s" % (
-                    stage.child_share, " --fisher-clip %g" % stage.fisher_clip
-                    if stage.fisher_clip else "", shlex.quote(cmd[at + 1]),
-                    " ".join(shlex.quote(part) for part in cmd[1:at] + cmd[at + 2:])))
-            print(" ".join(shlex.quote(part) for part in cmd))
-    return run_dirs
-

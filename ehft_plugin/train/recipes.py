@@ -110,12 +110,12 @@ def _ehft_paper_method(name):
     return {"mixout": EHFT_PAPER_MIXOUT, "child-tuning-d": EHFT_PAPER_CHILD}.get(name, name)
 
 
-def recipe_method(opts, method: Method, num_layers: int) -> Method:
+def recipe_method(config, method: Method, num_layers: int) -> Method:
     """`method` as --recipe runs it (the ehft-paper recipe's LoRA, Mixout and Child-Tuning
     settings and stage-1 rates), under its own name."""
     from dataclasses import replace
 
-    if getattr(opts, "recipe", None) != "ehft-paper":
+    if config.recipe != "ehft-paper":
         return method
     written = _ehft_paper_method(method.name)
     stages = resolve_method(written, num_layers).stages if written != method.name else \
@@ -126,54 +126,59 @@ def recipe_method(opts, method: Method, num_layers: int) -> Method:
     return replace(method, stages=stages)
 
 
-def _apply_ehft_paper(opts, meta, method):
-    """The ehft-paper recipe's defaults: epochs (a two-stage method's stage 1 a fixed tenth,
-    stage 2 the rest), batch, warmup, stage-2 rate; its fairseq arguments."""
+def _ehft_paper_values(config, meta, method):
+    """What the ehft-paper recipe fills in: epochs (a two-stage method's stage 1 a fixed
+    tenth, stage 2 the rest), batch, warmup, stage-2 rate; its fairseq arguments."""
     epochs, stage1_epochs = _ehft_paper_task(meta["task"])
     two_stage = method is not None and method.two_stage
-    stage1_given = any(getattr(opts, name, None) is not None for name in (
+    stage1_given = any(getattr(config, name) is not None for name in (
         "stage1_ratio", "stage1_updates", "stage1_epochs", "stage1_patience", "stage1_max_epochs"))
+    values = {"batch_size": EHFT_PAPER_BATCH, "warmup_ratio": EHFT_PAPER_WARMUP,
+              "lr_stage2": EHFT_PAPER_STAGE2_LR.get(meta["task"], FULL_FINETUNING_LR)}
     if two_stage and not stage1_given:
-        opts.stage1_epochs = stage1_epochs
-    defaults = {"batch_size": EHFT_PAPER_BATCH, "warmup_ratio": EHFT_PAPER_WARMUP,
-                "lr_stage2": EHFT_PAPER_STAGE2_LR.get(meta["task"], FULL_FINETUNING_LR)}
-    if opts.total_updates is None and getattr(opts, "total_epochs", None) is None:
+        values["stage1_epochs"] = stage1_epochs
+    if config.total_updates is None and config.total_epochs is None:
         # the authors' epochs cover both stages: stage 2 gets what stage 1 leaves (with a
         # stage-1 flag of the user's, stage 2 still gets the authors' stage-2 epochs)
-        opts.total_epochs = epochs - stage1_epochs if two_stage else epochs
+        values["total_epochs"] = epochs - stage1_epochs if two_stage else epochs
     extra = EHFT_PAPER_FAIRSEQ
     if method is not None and _ehft_paper_method(method.name).startswith("mixout"):
         extra = extra + EHFT_PAPER_MIXOUT_FAIRSEQ
-    opts.fairseq_args = list(extra) + list(opts.fairseq_args)
-    return defaults
+    return values, tuple(extra)
 
 
-def apply_recipe(opts, meta, method=None):
-    """Fill the options a --recipe sets, unless given on the command line; its fairseq
-    arguments go before the user's, so the user's win. --total-epochs becomes updates.
-    `method` (resolved): what the ehft-paper recipe's budgets depend on."""
-    if opts.total_updates is not None and getattr(opts, "total_epochs", None) is not None:
+def apply_recipe(config, meta, method=None):
+    """The RunConfig with what its --recipe sets filled in where the command line left it
+    out; the recipe's fairseq arguments go before the user's, so the user's win.
+    --total-epochs becomes updates. `method` (resolved): what the ehft-paper recipe's budgets
+    depend on."""
+    if config.total_updates is not None and config.total_epochs is not None:
         raise MethodError("give --total-updates or --total-epochs, not both")
-    defaults = {"total_updates": None, "batch_size": 32, "warmup_ratio": 0.1, "lr_stage2": None}
-    if opts.recipe == "ehft-paper":
-        defaults.update(_apply_ehft_paper(opts, meta, method))
-    elif opts.recipe:
-        recipe = get_recipe(opts.recipe, meta["task"])
-        defaults = {"total_updates": recipe.total_updates, "batch_size": recipe.batch_size,
-                    "warmup_ratio": recipe.warmup_ratio, "lr_stage2": recipe.lr}
-        opts.fairseq_args = list(recipe.fairseq_args) + list(opts.fairseq_args)
-    if getattr(opts, "total_epochs", None) is not None:
-        defaults["total_updates"] = None  # the epochs decide, not the recipe's updates
-    for key, value in defaults.items():
-        if getattr(opts, key) is None:
-            setattr(opts, key, value)
-    if getattr(opts, "total_epochs", None) is not None:
-        args = list(opts.fairseq_args)
-        opts.total_updates = epochs_to_updates(opts.total_epochs, meta, opts.batch_size,
-                                               update_freq(args), world_size(args))
-    if opts.total_updates is None:
+    values = {"total_updates": None, "batch_size": 32, "warmup_ratio": 0.1, "lr_stage2": None}
+    extra = ()
+    if config.recipe == "ehft-paper":
+        paper, extra = _ehft_paper_values(config, meta, method)
+        values.update(paper)
+    elif config.recipe:
+        recipe = get_recipe(config.recipe, meta["task"])
+        values = {"total_updates": recipe.total_updates, "batch_size": recipe.batch_size,
+                  "warmup_ratio": recipe.warmup_ratio, "lr_stage2": recipe.lr}
+        extra = tuple(recipe.fairseq_args)
+    total_epochs = config.total_epochs if config.total_epochs is not None else \
+        values.get("total_epochs")
+    if total_epochs is not None:
+        values["total_updates"] = None  # the epochs decide, not the recipe's updates
+    config = config.replace(
+        fairseq_args=extra + tuple(config.fairseq_args),
+        **{key: value for key, value in values.items() if getattr(config, key) is None})
+    if config.total_epochs is not None:
+        args = list(config.fairseq_args)
+        config = config.replace(total_updates=epochs_to_updates(
+            config.total_epochs, meta, config.batch_size, update_freq(args), world_size(args)))
+    if config.total_updates is None:
         raise EhftError("--total-updates or --total-epochs is required (or a --recipe that "
                         "sets the updates)")
+    return config
 
 
 def epochs_to_updates(epochs, meta, batch_size, update_freq=1, world_size=1):
