@@ -2,7 +2,7 @@
 grid, then `ehft report`. Cells already finished are skipped, so an interrupted grid is
 completed by running the same command again (as many times as it takes).
 
-    .venv/bin/python benchmarks/accuracy_grid.py [--hours H] [--seeds 1 2 3 4] [--tasks ...]
+    .venv/bin/python -m benchmarks.accuracy_grid [--hours H] [--seeds 1 2 3 4] [--tasks ...]
                                                  [--device cpu|cuda] [--jobs N]
                                                  [--batch-order length|random]
 
@@ -34,15 +34,14 @@ import sys
 import threading
 import time
 
+from ehft_plugin.atomic import write_file
+from ehft_plugin.errors import EhftError
+from ehft_plugin.train.locks import acquire
+from ehft_plugin.evaluate.report.stats import welch_p_of_cells
+from ehft_plugin.train.rundir import method_slug
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-
-from ehft_plugin.atomic import write_file  # noqa: E402
-from ehft_plugin.errors import EhftError  # noqa: E402
-from ehft_plugin.train.locks import acquire  # noqa: E402
-from ehft_plugin.evaluate.report.stats import welch_p_of_cells  # noqa: E402
-from ehft_plugin.train.rundir import method_slug  # noqa: E402
 
 # (raw directory under ../shared/data, total updates) at batch 16: about 2 epochs of RTE and
 # CoLA, 1.3 of MRPC, 0.8 of STS-B, 10 of CB and COPA, what this 2-core machine finishes in
@@ -235,7 +234,7 @@ def compare(args):
             p = "n/a" if p is None else "%.2f" % p
             rows.append("| %s | %s | %s | %s | %+.2f | %s |" % (
                 task, method, _mean_std(g), _mean_std(r), r["mean"] - g["mean"], p))
-    command = " ".join(["python", "benchmarks/accuracy_grid.py"] + sys.argv[1:])
+    command = " ".join(["python", "-m", "benchmarks.accuracy_grid"] + sys.argv[1:])
     write_file(os.path.join(args.out, "comparison.md"), (
         "# Dev metric: length-grouped against random batches\n\n"
         "Made by `%s`; the length-grouped cells are from %s. Mean ± std over n seeds; a Welch "

@@ -3,12 +3,12 @@ decide, and the EH-FT paper's other baselines. It runs in slices (`--hours`), ea
 going on where the last one stopped, as the first grid does (accuracy_grid.py, whose cell
 machinery it uses).
 
-    .venv/bin/python benchmarks/converged_grid.py sweep [--hours H] [--jobs 2]
-    .venv/bin/python benchmarks/converged_grid.py grid [--hours H] [--jobs 2]
-    .venv/bin/python benchmarks/converged_grid.py budget --tasks rte --epochs 20 [--jobs 2]
-    .venv/bin/python benchmarks/converged_grid.py report
-    .venv/bin/python benchmarks/converged_grid.py rekeep [--tasks rte] [--jobs 2]
-    .venv/bin/python benchmarks/converged_grid.py diagnostics [--tasks cb rte]
+    .venv/bin/python -m benchmarks.converged_grid sweep [--hours H] [--jobs 2]
+    .venv/bin/python -m benchmarks.converged_grid grid [--hours H] [--jobs 2]
+    .venv/bin/python -m benchmarks.converged_grid budget --tasks rte --epochs 20 [--jobs 2]
+    .venv/bin/python -m benchmarks.converged_grid report
+    .venv/bin/python -m benchmarks.converged_grid rekeep [--tasks rte] [--jobs 2]
+    .venv/bin/python -m benchmarks.converged_grid diagnostics [--tasks cb rte]
 
 Declared before anything was run:
 - tasks and budgets: CB and COPA 20 epochs, RTE 10 epochs (batch 16, the converted
@@ -21,15 +21,14 @@ Declared before anything was run:
 - methods and seeds: FT and EH-FT(BitFit) 8 seeds, EH-FT(LoRA), LP-FT, Mixout (p=0.9) and
   Child-Tuning_D (p_D=0.3) 4 seeds; one p each (the paper searched three), fixed here to keep
   the grid within about 12 hours of this machine.
-`grid` refuses to start before the sweep has chosen every task's rate. `budget` (added when
-RTE's FT still rose at the end of its 10 epochs) trains FT on the sweep's seeds at the chosen
-rate and a longer budget, into benchmarks/accuracy-converged/budget/epochsN/: a last slope above
-0 may be a rise that goes on or the learning rate's decay to 0, which only a longer run tells
-apart. The report:
-benchmarks/accuracy-converged/results.md (and -last), convergence.md, accuracy.json, cost.md,
-code.md. The paper's diagnostics (added after the first cells ran, before any diagnosed one):
-FT, LP-FT and EH-FT(BitFit) on CB and RTE, seeds 1-3, train with --log-drift and keep their
-save dirs in .cache/converged-kept; `diagnostics` runs `ehft analyze` on them into
+`grid` refuses to start before the sweep has chosen every task's rate. `budget` trains FT on
+the sweep's seeds at the chosen rate and a longer budget (whether FT still rises at the end of
+its declared epochs), into benchmarks/accuracy-converged/budget/epochsN/: a last slope above 0
+may be a rise that goes on or the learning rate's decay to 0, which only a longer run tells
+apart. The report: benchmarks/accuracy-converged/results.md (and -last), convergence.md,
+accuracy.json, cost.md, code.md. The paper's diagnostics: FT, LP-FT and EH-FT(BitFit) on CB and
+RTE, seeds 1-3, train with --log-drift and keep their save dirs in .cache/converged-kept;
+`diagnostics` runs `ehft analyze` on them into
 benchmarks/accuracy-converged/diagnostics/TASK/. A new checkout has no .cache: `rekeep`
 retrains the finished diagnosed cells whose save dir is gone, with the grid's settings, into
 .cache/converged-kept, their records into accuracy-converged/retrained/ (the grid's records stay;
@@ -45,16 +44,15 @@ import subprocess
 import sys
 import time
 
+from benchmarks import accuracy_grid as grid
+from benchmarks import converged_report
+from benchmarks import speed
+
+from ehft_plugin.atomic import write_file
+from ehft_plugin.data.binarize import load_metadata
+from ehft_plugin.train.recipes import epochs_to_updates
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import accuracy_grid as grid  # noqa: E402
-import converged_report  # noqa: E402
-import speed  # noqa: E402
-
-from ehft_plugin.atomic import write_file  # noqa: E402
-from ehft_plugin.data.binarize import load_metadata  # noqa: E402
-from ehft_plugin.train.recipes import epochs_to_updates  # noqa: E402
 
 OUT = os.environ.get("EHFT_CONVERGED_OUT", os.path.join(HERE, "accuracy-converged"))
 EPOCHS = {"cb": 20, "copa": 20, "rte": 10}
@@ -157,7 +155,7 @@ def run_cells(cells, args, out_for, lr_for, keep=lambda *cell: False, epochs=Non
 
 
 def this_command():
-    return " ".join(["python", "benchmarks/converged_grid.py"] + sys.argv[1:])
+    return " ".join(["python", "-m", "benchmarks.converged_grid"] + sys.argv[1:])
 
 
 def record_how(folder, entries):
@@ -273,7 +271,7 @@ def diagnostics(args):
 def analyze(dirs, out, args, command, label, **record):
     """`ehft analyze` on kept save dirs into `out`, and out/how.json: `command` (the grid
     step that ran it), the dirs' settings and machine (diagnostics.how_record), and `record`."""
-    from diagnostics import how_record
+    from benchmarks.diagnostics import how_record
 
     # paths relative to the repository: the committed analysis names no machine's layout
     cmd = grid.ehft("analyze", *(os.path.relpath(d, grid.ROOT) for d in dirs), "--out",

@@ -2,7 +2,7 @@
 FT, LP-FT, EH-FT(BitFit) and prefix-tuning on one task with the default backbone and the
 accuracy grid's budget, then `ehft analyze`.
 
-    .venv/bin/python benchmarks/diagnostics.py [--task rte] [--seeds 1] [--methods ...]
+    .venv/bin/python -m benchmarks.diagnostics [--task rte] [--seeds 1] [--methods ...]
                                                [--shares 0.1 0.5 0.9] [--device cpu|cuda]
                                                [--updates N] [--examples N]
 
@@ -20,13 +20,12 @@ import shlex
 import subprocess
 import sys
 
+from benchmarks.accuracy_grid import BATCH, FT_LR, TASKS, cpu_model, ehft, prepare
+
+from ehft_plugin.atomic import write_file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-
-from accuracy_grid import BATCH, FT_LR, TASKS, cpu_model, ehft, prepare  # noqa: E402
-
-from ehft_plugin.atomic import write_file  # noqa: E402
 
 METHODS = ["ft", "lp-ft", "ehft-bitfit", "prefix"]
 

@@ -4,7 +4,7 @@ BitFit) trained on exactly the batches the plugin trains on (glue_ehft's batches
 seed, ids mapped to the WordPiece vocabulary), with HF Trainer's default optimizer. One
 configuration per process:
 
-    python benchmarks/hf_step.py STEPS WARMUP DATA HF_MODEL ft|bitfit|lora|prefix BATCH ORDER
+    python -m benchmarks.hf_step STEPS WARMUP DATA HF_MODEL ft|bitfit|lora|prefix BATCH ORDER
                                  [DEVICE [PRECISION]]
 
 HF_MODEL is a model directory, or `random:SHAPE` (large, base, minilm-random) for a
@@ -22,9 +22,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ehft_plugin.bench import peak_memory_mb  # noqa: E402
+from benchmarks.bench import peak_memory_mb
 
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
         "target_modules": ["query", "key", "value", "attention.output.dense"]}
@@ -135,8 +134,8 @@ class TrainerStep:
 
 def measure(data, model_dir, method, batch_size, order, steps, warmup, device="cpu",
             precision="fp32", replay=False):
-    """As ehft_plugin.bench.measure: `replay` warms up on the timed batches themselves."""
-    from ehft_plugin.bench import percentile, timed_call, warm_and_timed
+    """As benchmarks.bench.measure: `replay` warms up on the timed batches themselves."""
+    from benchmarks.bench import percentile, timed_call, warm_and_timed
 
     device = torch.device(device)
     torch.manual_seed(1)

@@ -2,7 +2,7 @@
 kernels, on the same parameters and gradients (RoBERTa-shaped tensors, float32, CPU unless
 --device cuda). Writes benchmarks/results/optimizer_step.{json,md}; prints how it was run.
 
-    .venv/bin/python benchmarks/optimizer_step.py [--shapes minilm base] [--steps 20]
+    .venv/bin/python -m benchmarks.optimizer_step [--shapes minilm base] [--steps 20]
 """
 
 import argparse
@@ -15,10 +15,9 @@ import time
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+from ehft_plugin.atomic import write_file
 
-from ehft_plugin.atomic import write_file  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (layers, hidden, ffn, vocabulary, positions): all-MiniLM-L6-v2 as converted, RoBERTa base/large
 SHAPES = {"minilm": (6, 384, 1536, 30526, 514), "base": (12, 768, 3072, 50265, 514),

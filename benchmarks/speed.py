@@ -1,7 +1,7 @@
 """Speed and memory, side by side in one run: the plugin's training step against stock
 fairseq and against HF transformers + HF PEFT, on the same backbone and the same real batches.
 
-    .venv/bin/python benchmarks/speed.py [--backbone DIR] [--steps 15] [--rounds 6]
+    .venv/bin/python -m benchmarks.speed [--backbone DIR] [--steps 15] [--rounds 6]
                                          [--hours H] [--resume] [--batch-size 32]
 
 Default: the converted all-MiniLM-L6-v2, the GLUE RTE train pairs from
@@ -24,21 +24,17 @@ import argparse
 import glob
 import hashlib
 import json
-import math
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
 
+from benchmarks.speed_report import CHILD, TARGETS, write_results
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)  # speed_report, when this file is imported rather than run
-
-from ehft_plugin.atomic import write_file  # noqa: E402
 
 # on every layer ("all" is replaced by 0-(L-1)): what HF PEFT's configs in hf_step.py do
 LORA_PLAN = "all:lora(r=8,alpha=16,dropout=0,targets=q+k+v+out)"
@@ -53,14 +49,9 @@ PLUGIN = [("plugin ft, random batches", "full", "random"),
           # with the pretrained ones, Child-Tuning_D masks the gradients outside its child
           ("plugin mixout, random batches", "mixout(p=0.9)", "random"),
           ("plugin child-tuning-d, random batches", "full", "random")]
-CHILD = "plugin child-tuning-d, random batches"
 WALL_METHODS = ("ft", "ehft-bitfit")
 CHILD_SHARE = 0.3
 HF = ["ft", "bitfit", "lora", "prefix"]
-TARGETS = {"stage2_vs_fairseq": 0.98, "bitfit_vs_ft": 1.3, "lora_vs_ft": 1.15,
-           "prefix_vs_ft": 1.2, "ft_vs_hf": 1.0, "bitfit_vs_hf": 1.0, "lora_vs_hf": 1.0,
-           "default_pipeline_vs_hf": 1.5, "mfu": 0.5, "ft_vs_ehft_wall": 1 / 1.05}
-
 
 def busy_cpu_seconds(stat_text):
     """CPU seconds the whole machine has spent busy, from /proc/stat's first ("cpu") line."""
@@ -169,14 +160,14 @@ def configurations(args, data, mask=None):
     """(name, command) of every measured configuration, in the order of an even round."""
     steps = [str(args.steps), str(args.warmup)]
     configs = [("stock fairseq ft (sentence_prediction)",
-                [sys.executable, "-m", "ehft_plugin.bench", *steps,
+                [sys.executable, "-m", "benchmarks.bench", *steps,
                  *fairseq_argv(args, data, stock=True)])]
-    configs += [(name, [sys.executable, "-m", "ehft_plugin.bench", *steps,
+    configs += [(name, [sys.executable, "-m", "benchmarks.bench", *steps,
                         *fairseq_argv(args, data, False, peft, order),
                         *(["--child-tuning-mask", mask] if name == CHILD else [])])
                 for name, peft, order in PLUGIN if name != CHILD or mask]
     configs += [("hf %s, random batches" % m,
-                 [sys.executable, os.path.join(HERE, "hf_step.py"), *steps, data, args.hf_model,
+                 [sys.executable, "-m", "benchmarks.hf_step", *steps, data, args.hf_model,
                   m, str(args.batch_size), "random"]) for m in HF]
     return configs
 
@@ -206,18 +197,6 @@ def measure_round(args, data, configs, number):
     return {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 1), "other_cpu_share": load.share(),
             "measurements": measurements, "walls": walls, "wall_stages": wall_stages}
-
-
-def median_rows(rounds):
-    """Each configuration's median run over the rounds (the Measurements table), with the
-    seq/s of every run."""
-    rows = {}
-    for name in rounds[0]["measurements"]:
-        runs = [r["measurements"][name] for r in rounds if name in r["measurements"]]
-        ordered = sorted(runs, key=lambda r: r["sequences_per_s"])
-        rows[name] = dict(ordered[(len(ordered) - 1) // 2],
-                          runs_sequences_per_s=[r["sequences_per_s"] for r in runs])
-    return rows
 
 
 def ehft_wall(args, data, method):
@@ -261,116 +240,15 @@ def stage_seconds(run_dir, total):
 
 
 def code_digest():
-    """What the measured code is: the plugin's and the HF step's sources. Rounds share an
-    interval only when they measured the same code."""
+    """What the measured code is: the plugin's sources, the measuring step's (bench.py) and
+    the HF step's. Rounds share an interval only when they measured the same code."""
     digest = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(ROOT, "ehft_plugin", "**", "*.py"), recursive=True)
-                       ) + [os.path.join(HERE, "hf_step.py")]:
+                       ) + [os.path.join(HERE, "bench.py"), os.path.join(HERE, "hf_step.py")]:
         digest.update(os.path.relpath(path, ROOT).encode() + b"\0")
         with open(path, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
-
-
-def figure(per_round, target=None, **raw):
-    """A figure measured once per round: its geometric mean over the rounds, the 95% interval
-    of that mean (Student's t on the logarithms: a ratio's errors multiply), and against a
-    target, met (True), missed (False) or unresolved (None) by the interval."""
-    from speed_report import settle
-
-    from ehft_plugin.evaluate.report.stats import mean_interval
-
-    centre, interval = mean_interval([math.log(v) for v in per_round])
-    entry = {"value": math.exp(centre), "per_round": per_round, "ci95": None, **raw}
-    if interval:
-        entry["ci95"] = [math.exp(end) for end in interval]
-    if target is not None:
-        entry.update(target=target, met=settle(entry["ci95"], target))
-    return entry
-
-
-STOCK = "stock fairseq ft (sentence_prediction)"
-FT, DEFAULT = "plugin ft, random batches", "plugin ft, default pipeline"
-# key: (numerator, denominator, figure): a ratio of the two configurations within each round
-RATIOS = {
-    # stock fairseq adds one more separator per pair: compare tokens, not sequences
-    "stage2_vs_fairseq": (FT, STOCK, "tokens_per_s"),
-    "bitfit_vs_ft": ("plugin bitfit, random batches", FT, "sequences_per_s"),
-    "lora_vs_ft": ("plugin lora, random batches", FT, "sequences_per_s"),
-    "prefix_vs_ft": ("plugin prefix, random batches", FT, "sequences_per_s"),
-    "ft_vs_hf": (FT, "hf ft, random batches", "sequences_per_s"),
-    "bitfit_vs_hf": ("plugin bitfit, random batches", "hf bitfit, random batches",
-                     "sequences_per_s"),
-    "lora_vs_hf": ("plugin lora, random batches", "hf lora, random batches", "sequences_per_s"),
-    "prefix_vs_hf": ("plugin prefix, random batches", "hf prefix, random batches",
-                     "sequences_per_s"),
-    "default_pipeline_vs_hf": (DEFAULT, "hf ft, random batches", "tokens_per_s"),
-    # the EH-FT paper's other baselines (no targets)
-    "mixout_vs_ft": ("plugin mixout, random batches", FT, "sequences_per_s"),
-    "child_tuning_vs_ft": (CHILD, FT, "sequences_per_s"),
-}
-
-
-def ratio(rounds, numerator, denominator, key, target=None):
-    """numerator / denominator of `key` within each round; the medians over rounds as raw
-    figures."""
-    both = [r["measurements"] for r in rounds]
-    return figure([m[numerator][key] / m[denominator][key] for m in both], target, of=key,
-                  numerator=statistics.median_low(m[numerator][key] for m in both),
-                  denominator=statistics.median_low(m[denominator][key] for m in both))
-
-
-def ratios(rounds):
-    out = {}
-    for key, (numerator, denominator, measure) in RATIOS.items():
-        if all(numerator in r["measurements"] for r in rounds):  # Mixout and Child-Tuning_D
-            out[key] = ratio(rounds, numerator, denominator, measure, TARGETS.get(key))
-    default = [r["measurements"][DEFAULT] for r in rounds]
-    out["mfu"] = figure(
-        [m["mfu"] for m in default], TARGETS["mfu"],
-        model_flops_per_s=statistics.median_low(m["model_flops_per_s"] for m in default),
-        matmul_peak_flops_per_s=statistics.median_low(m["matmul_peak_flops_per_s"]
-                                                      for m in default))
-    walls = [r["walls"] for r in rounds]
-    out["ft_vs_ehft_wall"] = figure(
-        [w["ft"] / w["ehft-bitfit"] for w in walls], TARGETS["ft_vs_ehft_wall"],
-        ft_seconds=statistics.median_low(w["ft"] for w in walls),
-        ehft_seconds=statistics.median_low(w["ehft-bitfit"] for w in walls),
-        where=rounds[-1]["wall_stages"])  # the last round's, stage by stage
-    rows = median_rows(rounds)
-    for key in ("bitfit_vs_ft", "lora_vs_ft", "prefix_vs_ft", "mixout_vs_ft",
-                "child_tuning_vs_ft"):
-        name = RATIOS[key][0]
-        if key in out:  # frozen weights carry no gradient or optimizer state
-            out[key].update(peak_memory_mb=rows[name]["peak_memory_mb"],
-                            ft_peak_memory_mb=rows[FT]["peak_memory_mb"],
-                            lower_memory=rows[name]["peak_memory_mb"]
-                            < rows[FT]["peak_memory_mb"])
-    return out
-
-
-def summary(run, rounds):
-    """The run's record with what its rounds say: how many, same batches in all of them, the
-    busiest round's share of other processes' CPU."""
-    digests = {r["measurements"][n]["batches_digest"] for r in rounds for n in r["measurements"]
-               if "random" in n or "stock" in n}
-    shares = [r["other_cpu_share"] for r in rounds if r.get("other_cpu_share") is not None]
-    return dict(run, rounds=len(rounds), same_batches=len(digests) == 1,
-                other_cpu_share=max(shares) if shares else None)
-
-
-def write_results(out, run, rounds):
-    """speed.json (every measurement), results.json (the figures) and RESULTS.md, from the
-    rounds so far."""
-    from speed_report import write_markdown
-
-    os.makedirs(os.path.join(out, "results"), exist_ok=True)
-    write_file(os.path.join(out, "results", "speed.json"),
-               json.dumps(dict(run=run, rounds=rounds), indent=1) + "\n")
-    results = dict(run=summary(run, rounds), **ratios(rounds))
-    write_file(os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n")
-    write_markdown(os.path.join(out, "RESULTS.md"), results["run"], rounds, results)
-    return results
 
 
 SETTINGS = ("machine", "threads", "python", "torch", "backbone", "batch_size", "max_length",
@@ -432,7 +310,7 @@ def main():
         args.backbone, "ehft_backbone.json")))["source"]
     import torch
 
-    run = {"command": " ".join(["python", "benchmarks/speed.py"] + sys.argv[1:]),
+    run = {"command": " ".join(["python", "-m", "benchmarks.speed"] + sys.argv[1:]),
            "machine": "%s, %d cores" % (platform.machine(), os.cpu_count()),
            "threads": torch.get_num_threads(), "python": platform.python_version(),
            "torch": torch.__version__, "backbone": os.path.relpath(args.backbone, ROOT),

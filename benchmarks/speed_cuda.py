@@ -2,8 +2,8 @@
 prefix stages, and HF transformers (+ HF PEFT) on one GPU, on identical batches (checked by
 digest), in fp16 and bf16.
 
-    python benchmarks/speed_cuda.py [--shapes large minilm] [--steps 40] [--warmup 20]
-    python benchmarks/speed_cuda.py --device cpu --shapes tiny --steps 2 --warmup 1  # (tests)
+    python -m benchmarks.speed_cuda [--shapes large minilm] [--steps 40] [--warmup 20]
+    python -m benchmarks.speed_cuda --device cpu --shapes tiny --steps 2 --warmup 1  # (tests)
 
 Shapes: `large`, RoBERTa-large with random weights on RTE tokenised with the GPT-2 BPE (speed
 does not depend on the weights); `minilm`, the converted all-MiniLM-L6-v2 on RTE tokenised
@@ -32,12 +32,10 @@ import traceback
 
 import torch
 
+from ehft_plugin.atomic import write_file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
-
-from ehft_plugin.atomic import write_file  # noqa: E402
 
 LORA_PLAN = "all:lora(r=8,alpha=16,dropout=0,targets=q+k+v+out)"  # = hf_step.LORA
 PREFIX_PLAN = "all:prefix(len=16)"  # = hf_step.PREFIX_TOKENS
@@ -111,7 +109,7 @@ def shape_flags(args, shape):
                 "--encoder-ffn-embed-dim", ffn, "--encoder-attention-heads", heads,
                 "--max-positions", 512]
         return [str(a) for a in dims], [], layers, "random:" + shape
-    from speed import model_flags  # the converted backbone's dimension flags, as on CPU
+    from benchmarks.speed import model_flags  # the converted backbone's dimension flags, as on CPU
 
     dims, record = model_flags(args.backbone)
     model = record["model"]
@@ -163,7 +161,7 @@ def configurations(args, shape, setting, precision):
 
 def run_configuration(args, shape, setting, precision, data, name, kind, kwargs, replay=False,
                       profile=0):
-    from ehft_plugin import bench
+    from benchmarks import bench
 
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -180,7 +178,7 @@ def run_configuration(args, shape, setting, precision, data, name, kind, kwargs,
             row["command"] = "fairseq-train " + " ".join(
                 os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in argv)
         else:
-            import hf_step
+            from benchmarks import hf_step
 
             model = shape_flags(args, shape)[3]
             row = hf_step.measure(data, model, kwargs["method"], 32, "random", args.steps,
@@ -206,7 +204,7 @@ def ratio(num, den, key="sequences_per_s"):
 
 
 def ratios(rows, shape):
-    from speed_report import meets
+    from benchmarks.speed_report import meets
 
     def row(name, setting="rte", precision="fp16"):
         return rows.get((shape, setting, precision, name))
@@ -356,7 +354,7 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         print("speed_cuda: skipped, no CUDA device here (nothing written)")
         return 0
-    run = dict(environment(args), command=" ".join(["python", "benchmarks/speed_cuda.py"] +
+    run = dict(environment(args), command=" ".join(["python", "-m", "benchmarks.speed_cuda"] +
                                                    (sys.argv[1:] if argv is None else argv)))
     print("speed_cuda: %s" % json.dumps(run), flush=True)
     if args.headline:
@@ -393,7 +391,7 @@ def _summary(row):
 
 
 def markdown(run, rows, results):
-    from speed_report import verdict
+    from benchmarks.speed_report import verdict
 
     lines = ["# GPU speed, side by side", "",
              "Command: `%s`  " % run["command"],

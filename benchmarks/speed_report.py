@@ -1,11 +1,129 @@
-"""benchmarks/RESULTS.md from what benchmarks/speed.py measured (nothing typed in)."""
+"""The figures of `python -m benchmarks.speed` (results.json) and benchmarks/RESULTS.md, from
+the rounds it measured (results/speed.json; nothing typed in): each ratio within each round,
+the rounds' interval, and the verdict against its target. `python -m benchmarks.speed_report
+[OUT]` writes both again from speed.json alone."""
 
 import json
 import math
 import os
+import statistics
 import sys
 
 from ehft_plugin.atomic import write_file
+from ehft_plugin.evaluate.report.stats import mean_interval
+
+TARGETS = {"stage2_vs_fairseq": 0.98, "bitfit_vs_ft": 1.3, "lora_vs_ft": 1.15,
+           "prefix_vs_ft": 1.2, "ft_vs_hf": 1.0, "bitfit_vs_hf": 1.0, "lora_vs_hf": 1.0,
+           "default_pipeline_vs_hf": 1.5, "mfu": 0.5, "ft_vs_ehft_wall": 1 / 1.05}
+
+
+def median_rows(rounds):
+    """Each configuration's median run over the rounds (the Measurements table), with the
+    seq/s of every run."""
+    rows = {}
+    for name in rounds[0]["measurements"]:
+        runs = [r["measurements"][name] for r in rounds if name in r["measurements"]]
+        ordered = sorted(runs, key=lambda r: r["sequences_per_s"])
+        rows[name] = dict(ordered[(len(ordered) - 1) // 2],
+                          runs_sequences_per_s=[r["sequences_per_s"] for r in runs])
+    return rows
+
+
+def figure(per_round, target=None, **raw):
+    """A figure measured once per round: its geometric mean over the rounds, the 95% interval
+    of that mean (Student's t on the logarithms: a ratio's errors multiply), and against a
+    target, met (True), missed (False) or unresolved (None) by the interval."""
+    centre, interval = mean_interval([math.log(v) for v in per_round])
+    entry = {"value": math.exp(centre), "per_round": per_round, "ci95": None, **raw}
+    if interval:
+        entry["ci95"] = [math.exp(end) for end in interval]
+    if target is not None:
+        entry.update(target=target, met=settle(entry["ci95"], target))
+    return entry
+
+
+STOCK = "stock fairseq ft (sentence_prediction)"
+CHILD = "plugin child-tuning-d, random batches"
+FT, DEFAULT = "plugin ft, random batches", "plugin ft, default pipeline"
+# key: (numerator, denominator, figure): a ratio of the two configurations within each round
+RATIOS = {
+    # stock fairseq adds one more separator per pair: compare tokens, not sequences
+    "stage2_vs_fairseq": (FT, STOCK, "tokens_per_s"),
+    "bitfit_vs_ft": ("plugin bitfit, random batches", FT, "sequences_per_s"),
+    "lora_vs_ft": ("plugin lora, random batches", FT, "sequences_per_s"),
+    "prefix_vs_ft": ("plugin prefix, random batches", FT, "sequences_per_s"),
+    "ft_vs_hf": (FT, "hf ft, random batches", "sequences_per_s"),
+    "bitfit_vs_hf": ("plugin bitfit, random batches", "hf bitfit, random batches",
+                     "sequences_per_s"),
+    "lora_vs_hf": ("plugin lora, random batches", "hf lora, random batches", "sequences_per_s"),
+    "prefix_vs_hf": ("plugin prefix, random batches", "hf prefix, random batches",
+                     "sequences_per_s"),
+    "default_pipeline_vs_hf": (DEFAULT, "hf ft, random batches", "tokens_per_s"),
+    # the EH-FT paper's other baselines (no targets)
+    "mixout_vs_ft": ("plugin mixout, random batches", FT, "sequences_per_s"),
+    "child_tuning_vs_ft": (CHILD, FT, "sequences_per_s"),
+}
+
+
+def ratio(rounds, numerator, denominator, key, target=None):
+    """numerator / denominator of `key` within each round; the medians over rounds as raw
+    figures."""
+    both = [r["measurements"] for r in rounds]
+    return figure([m[numerator][key] / m[denominator][key] for m in both], target, of=key,
+                  numerator=statistics.median_low(m[numerator][key] for m in both),
+                  denominator=statistics.median_low(m[denominator][key] for m in both))
+
+
+def ratios(rounds):
+    out = {}
+    for key, (numerator, denominator, measure) in RATIOS.items():
+        if all(numerator in r["measurements"] for r in rounds):  # Mixout and Child-Tuning_D
+            out[key] = ratio(rounds, numerator, denominator, measure, TARGETS.get(key))
+    default = [r["measurements"][DEFAULT] for r in rounds]
+    out["mfu"] = figure(
+        [m["mfu"] for m in default], TARGETS["mfu"],
+        model_flops_per_s=statistics.median_low(m["model_flops_per_s"] for m in default),
+        matmul_peak_flops_per_s=statistics.median_low(m["matmul_peak_flops_per_s"]
+                                                      for m in default))
+    walls = [r["walls"] for r in rounds]
+    out["ft_vs_ehft_wall"] = figure(
+        [w["ft"] / w["ehft-bitfit"] for w in walls], TARGETS["ft_vs_ehft_wall"],
+        ft_seconds=statistics.median_low(w["ft"] for w in walls),
+        ehft_seconds=statistics.median_low(w["ehft-bitfit"] for w in walls),
+        where=rounds[-1]["wall_stages"])  # the last round's, stage by stage
+    rows = median_rows(rounds)
+    for key in ("bitfit_vs_ft", "lora_vs_ft", "prefix_vs_ft", "mixout_vs_ft",
+                "child_tuning_vs_ft"):
+        name = RATIOS[key][0]
+        if key in out:  # frozen weights carry no gradient or optimizer state
+            out[key].update(peak_memory_mb=rows[name]["peak_memory_mb"],
+                            ft_peak_memory_mb=rows[FT]["peak_memory_mb"],
+                            lower_memory=rows[name]["peak_memory_mb"]
+                            < rows[FT]["peak_memory_mb"])
+    return out
+
+
+def summary(run, rounds):
+    """The run's record with what its rounds say: how many, same batches in all of them, the
+    busiest round's share of other processes' CPU."""
+    digests = {r["measurements"][n]["batches_digest"] for r in rounds for n in r["measurements"]
+               if "random" in n or "stock" in n}
+    shares = [r["other_cpu_share"] for r in rounds if r.get("other_cpu_share") is not None]
+    return dict(run, rounds=len(rounds), same_batches=len(digests) == 1,
+                other_cpu_share=max(shares) if shares else None)
+
+
+def write_results(out, run, rounds):
+    """speed.json (every measurement), results.json (the figures) and RESULTS.md, from the
+    rounds so far."""
+    os.makedirs(os.path.join(out, "results"), exist_ok=True)
+    write_file(os.path.join(out, "results", "speed.json"),
+               json.dumps(dict(run=run, rounds=rounds), indent=1) + "\n")
+    results = dict(run=summary(run, rounds), **ratios(rounds))
+    write_file(os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n")
+    write_markdown(os.path.join(out, "RESULTS.md"), results["run"], rounds, results)
+    return results
+
 
 EXPLAIN = {
     "stage2_vs_fairseq": "plugin full finetuning (EH-FT stage 2) vs stock fairseq "
@@ -142,9 +260,7 @@ def slices_text(run):
 
 
 def write_markdown(path, run, rounds, results):
-    from speed import median_rows  # the Measurements table: each configuration's median run
-
-    rows = median_rows(rounds)
+    rows = median_rows(rounds)  # the Measurements table: each configuration's median run
     met = [k for k, e in results.items() if isinstance(e, dict) and e.get("target") is not None]
     counts = {v: sum(results[k]["met"] is v for k in met) for v in (True, False, None)}
     lines = ["# Benchmarks", "",
@@ -210,8 +326,6 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(out, "results", "speed.json")) as f:
         saved = json.load(f)
-    from speed import write_results  # one source for the figures: the rounds in speed.json
-
     write_results(out, saved["run"], saved["rounds"])
 
 

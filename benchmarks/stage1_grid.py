@@ -3,11 +3,11 @@ with stage 1 budgeted on its own (`ehft train`'s default: until its dev metric s
 improving, its best head handed over). Runs in slices (`--hours`), each command going on
 where the last one stopped, with the converged grid's cell machinery (converged_grid.py).
 
-    .venv/bin/python benchmarks/stage1_grid.py probe [--tasks ...] [--hours H] [--jobs 2]
-    .venv/bin/python benchmarks/stage1_grid.py grid [--tasks ...] [--methods ...] [--hours H]
-    .venv/bin/python benchmarks/stage1_grid.py head-init [--hours H] [--jobs 2]
-    .venv/bin/python benchmarks/stage1_grid.py report
-    .venv/bin/python benchmarks/stage1_grid.py diagnostics [--tasks cb rte]
+    .venv/bin/python -m benchmarks.stage1_grid probe [--tasks ...] [--hours H] [--jobs 2]
+    .venv/bin/python -m benchmarks.stage1_grid grid [--tasks ...] [--methods ...] [--hours H]
+    .venv/bin/python -m benchmarks.stage1_grid head-init [--hours H] [--jobs 2]
+    .venv/bin/python -m benchmarks.stage1_grid report
+    .venv/bin/python -m benchmarks.stage1_grid diagnostics [--tasks cb rte]
 
 Declared before anything was run (the converted all-MiniLM-L6-v2, batch 16, the data and
 seeds of the converged grid):
@@ -41,14 +41,12 @@ import os
 import subprocess
 import sys
 
+from benchmarks import accuracy_grid as grid
+from benchmarks import converged_grid as converged
+
+from ehft_plugin.atomic import write_file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import accuracy_grid as grid  # noqa: E402
-import converged_grid as converged  # noqa: E402
-
-from ehft_plugin.atomic import write_file  # noqa: E402
-
 ROOT = grid.ROOT
 PROBE = os.path.join(HERE, "stage1", "probe")
 HEAD_INIT = os.path.join(HERE, "stage1", "head-init")
@@ -75,7 +73,7 @@ HEAD_INIT_SEEDS = 4
 
 
 def this_command():
-    return " ".join(["python", "benchmarks/stage1_grid.py"] + sys.argv[1:])
+    return " ".join(["python", "-m", "benchmarks.stage1_grid"] + sys.argv[1:])
 
 
 def seeds_of(method, task):
@@ -142,7 +140,7 @@ def probe_report():
              "patience ended them. Made by `%s` from the records in probe/lr*/runs/." % (
                  ", ".join("%d epochs on %s" % (e, t.upper()) for t, e in PROBE_EPOCHS.items()),
                  PROBE_PATIENCE, list(PROBE_SEEDS),
-                 "python benchmarks/stage1_grid.py report"), "",
+                 "python -m benchmarks.stage1_grid report"), "",
              "| task | method | " + " | ".join("lr %g" % lr for lr in PROBE_LRS)
              + " | best rate | updates |", "|---|---|" + "---|" * len(PROBE_LRS)
              + "---|---|"]

@@ -1,7 +1,7 @@
 """Operations and host synchronisations per training step, counted without a GPU.
 
-    .venv/bin/python benchmarks/step_ops.py [--label after] [--steps 3] [--batch-size 8]
-    .venv/bin/python benchmarks/step_ops.py --shape tiny --out DIR        # (tests)
+    .venv/bin/python -m benchmarks.step_ops [--label after] [--steps 3] [--batch-size 8]
+    .venv/bin/python -m benchmarks.step_ops --shape tiny --out DIR        # (tests)
 
 On RTE-sized batches a GPU finishes a step's arithmetic in a few milliseconds, so a step is
 bound by how fast the host issues kernels and how often it stops to wait for the GPU. Both
@@ -53,8 +53,6 @@ from torch.utils._pytree import tree_flatten
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
 
 # layers, dim, ffn, heads; minilm-random: all-MiniLM-L6-v2's shape (the CPU comparison with HF)
 SHAPES = {"large-depth": (24, 32, 64, 4), "minilm-random": (6, 384, 1536, 12),
@@ -205,7 +203,7 @@ def count(step, steps):
 
 def fairseq_argv(args, data, peft="full", stock=False, precision=None, mask=None):
     """`precision`: the configuration's own (bf16), else --precision's (fp16 or fp32)."""
-    import speed_cuda
+    from benchmarks import speed_cuda
 
     precision = precision or getattr(args, "precision", "fp16")
     speed_cuda.SHAPES.setdefault(args.shape, SHAPES[args.shape])
@@ -221,7 +219,7 @@ def fairseq_argv(args, data, peft="full", stock=False, precision=None, mask=None
 def child_mask(args, data, out):
     """A random 30% child of the model's parameters (what the step costs does not depend on
     which entries are chosen), written as `ehft child-mask` writes one."""
-    from ehft_plugin import bench
+    from benchmarks import bench
     from ehft_plugin.peft.child_tuning import choose_child, save_mask
 
     _, trainer = bench.build_trainer(fairseq_argv(args, data, precision="bf16"))
@@ -307,7 +305,7 @@ def module_walks_ms(model, repeats=50):
 # ---- HF transformers (+ PEFT), as transformers.Trainer steps on a GPU -------------------
 
 def hf_counts(args, data, method):
-    import hf_step
+    from benchmarks import hf_step
 
     layers, dim, ffn, heads = SHAPES[args.shape]
     hf_step.RANDOM_ROBERTA.setdefault(args.shape, {
@@ -365,7 +363,7 @@ def environment(args):
     import fairseq
     import transformers
 
-    return {"command": "python benchmarks/step_ops.py " + " ".join(sys.argv[1:]),
+    return {"command": "python -m benchmarks.step_ops " + " ".join(sys.argv[1:]),
             "shape": dict(zip(("layers", "dim", "ffn", "heads"), SHAPES[args.shape]),
                           name=args.shape),
             "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
@@ -448,7 +446,7 @@ def run_one(args, name, kind, kwargs, data):
         job = {"kind": kind, "data": data, **kwargs}
     job.update(steps=args.steps, warmup=args.warmup, shape=args.shape,
                batch_size=args.batch_size, precision=args.precision)
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--job",
+    result = subprocess.run([sys.executable, "-m", "benchmarks.step_ops", "--job",
                              json.dumps(job)], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["exit status %d" % result.returncode]
@@ -486,7 +484,7 @@ def main(argv=None):
         return None
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
-    import speed_cuda
+    from benchmarks import speed_cuda
 
     from ehft_plugin.atomic import write_file
 

@@ -1,11 +1,11 @@
 """Training-step throughput of the plugin's fairseq training: tokens/s and model FLOPs
 utilisation per precision and --peft plan, RoBERTa-large shaped with random weights by default
 (speed does not depend on the weights). On a GPU: fp16 and bf16. Each configuration runs in a
-process of its own (python -m ehft_plugin.bench), so peak memory is its own.
+process of its own (python -m benchmarks.bench), so peak memory is its own.
 
-    .venv/bin/python benchmarks/train_step.py --device cuda [--data DIR] [--batch-size 32]
-    .venv/bin/python benchmarks/train_step.py --device cpu --shape base --precision fp32 bf16
-    .venv/bin/python benchmarks/train_step.py --device cuda --profile 5   # + where a step's time goes
+    .venv/bin/python -m benchmarks.train_step --device cuda [--data DIR] [--batch-size 32]
+    .venv/bin/python -m benchmarks.train_step --device cpu --shape base --precision fp32 bf16
+    .venv/bin/python -m benchmarks.train_step --device cuda --profile 5  # + a step's time
 
 Without --data, RTE from ../shared/data (or $EHFT_SHARED_DATA) is prepared with RoBERTa's
 GPT-2 BPE. Writes
@@ -22,11 +22,10 @@ import sys
 
 import torch
 
+from ehft_plugin.atomic import write_file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-
-from ehft_plugin.atomic import write_file  # noqa: E402
 
 SHAPES = {  # fairseq flags of each shape
     "large": ["--arch", "roberta_ehft_large"],
@@ -61,7 +60,7 @@ def fairseq_args(args, peft, precision):
 
 
 def run_one(args, peft, precision):
-    cmd = [sys.executable, "-m", "ehft_plugin.bench", str(args.steps), str(args.warmup),
+    cmd = [sys.executable, "-m", "benchmarks.bench", str(args.steps), str(args.warmup),
            *(["--profile", str(args.profile)] if args.profile else []),
            *fairseq_args(args, peft, precision)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

@@ -76,7 +76,7 @@ headline() {
     export EHFT_SHARED_DATA=$PWD/$DIR/shared/data PYTHONUNBUFFERED=1
     # rows.jsonl, results-cuda.json, RESULTS-cuda.md, profile-ft.json, headline.log (+ the
     # build log): each row is on disk as soon as it is measured
-    "$PYTHON" benchmarks/speed_cuda.py --headline --out "$out" 2>&1 | tee "$out/headline.log"
+    "$PYTHON" -m benchmarks.speed_cuda --headline --out "$out" 2>&1 | tee "$out/headline.log"
 }
 
 run() {
@@ -89,9 +89,9 @@ run() {
     # (it holds the targets: RoBERTa-large, 22 configurations); MiniLM's weights do not fit a
     # carry, so SPEED_SHAPES="large minilm-random" adds its shape with random weights
     # shellcheck disable=SC2086
-    "$PYTHON" benchmarks/speed_cuda.py --shapes ${SPEED_SHAPES:-large} --out "$out/speed-cuda" \
+    "$PYTHON" -m benchmarks.speed_cuda --shapes ${SPEED_SHAPES:-large} --out "$out/speed-cuda" \
         2>&1 | tee "$out/speed_cuda.log" || status=1
-    "$PYTHON" benchmarks/train_step.py --device cuda --profile 5 \
+    "$PYTHON" -m benchmarks.train_step --device cuda --profile 5 \
         --out "$out/train_step-cuda" 2>&1 | tee "$out/train_step.log" || status=1
     exit $status
 }

@@ -18,17 +18,15 @@ from ehft_plugin.train.rundir import write_done
 
 
 def _script(name, *args):
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *map(str, args)],
+    module = "benchmarks." + name[:-len(".py")]
+    result = subprocess.run([sys.executable, "-m", module, *map(str, args)],
                             capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout
 
 
 def _load_benchmark(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / (name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks." + name)
 
 
 @pytest.mark.slow
@@ -143,7 +141,7 @@ def test_the_batch_order_comparison_tests_the_difference_over_seeds(tmp_path):
 @pytest.mark.slow
 def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
     def grid(*args):
-        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy_grid.py"),
+        return subprocess.run([sys.executable, "-m", "benchmarks.accuracy_grid",
                                "--tasks", "cb", "--seeds", "1", "--device", "cpu",
                                "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json"),
                                "--work", str(tmp_path / "w"), *args],
@@ -222,7 +220,7 @@ def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     assert results["run"]["slices"][-1]["child_mask"]["examples"] == 16
     assert results["ft_vs_hf"]["numerator"] > 0 and results["ft_vs_hf"]["denominator"] > 0
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "Made by `python benchmarks/speed.py --steps 1" in text and "--resume` (1 round" in text
+    assert "Made by `python -m benchmarks.speed --steps 1" in text and "--resume` (1 round" in text
     assert "stock fairseq ft (sentence_prediction)" in text and "hf lora" in text
     speed = json.loads((tmp_path / "results" / "speed.json").read_text())
     assert [len(r["measurements"]) for r in speed["rounds"]] == [12, 12]
@@ -247,7 +245,7 @@ def test_speed_benchmark_writes_every_ratio_with_its_figures(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert (tmp_path / "RESULTS.md").read_text() == text
     # rounds of other settings are not pooled: a resume that changes one is refused
-    refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "speed.py"),
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.speed",
                               *map(str, tiny), "--steps", "2", "--rounds", "3", "--resume"],
                              capture_output=True, text=True, cwd=REPO, timeout=600)
     assert refused.returncode != 0
@@ -292,16 +290,16 @@ def test_a_target_is_settled_only_by_the_interval_over_rounds():
 def test_a_ratio_over_rounds_has_a_t_interval_on_its_logarithms():
     from scipy import stats
 
-    speed = _load_benchmark("speed")
+    report = _load_benchmark("speed_report")
     per_round = [1.10, 1.14, 1.12, 1.15]
-    entry = speed.figure(per_round, 1.3, of="sequences_per_s")
+    entry = report.figure(per_round, 1.3, of="sequences_per_s")
     logs = [math.log(v) for v in per_round]
     low, high = stats.t.interval(0.95, len(logs) - 1, loc=statistics.mean(logs),
                                  scale=stats.sem(logs))
     assert entry["value"] == pytest.approx(statistics.geometric_mean(per_round))
     assert entry["ci95"] == pytest.approx([math.exp(low), math.exp(high)])
     assert entry["met"] is False and entry["of"] == "sequences_per_s"  # 1.3 is above it all
-    assert speed.figure([1.2], 1.0)["ci95"] is None  # one round
+    assert report.figure([1.2], 1.0)["ci95"] is None  # one round
 
 
 def test_the_wall_time_is_split_by_stage_and_the_launcher_gets_the_rest(tmp_path):
@@ -357,7 +355,7 @@ def test_speed_report_explains_a_trainable_count_gap_only_when_it_is_one_dense_l
 
 @pytest.mark.slow
 def test_gpu_side_by_side_runs_every_peer_on_the_same_batches(tmp_path):
-    """benchmarks/speed_cuda.py's code path on the CPU (tiny shape, one precision): stock
+    """benchmarks.speed_cuda's code path on the CPU (tiny shape, one precision): stock
     fairseq, the plugin and HF on identical batches, each row with its step-time spread and
     warm-up cost; a target whose configurations did not run is "not measured", not missed."""
     _script("speed_cuda.py", "--device", "cpu", "--shapes", "tiny", "--settings", "rte",
@@ -382,7 +380,7 @@ def test_gpu_side_by_side_runs_every_peer_on_the_same_batches(tmp_path):
 def test_mfu_counts_frozen_matmuls_at_four_flops_per_parameter():
     from peft_helpers import tiny_model
 
-    from ehft_plugin.bench import flops_per_token
+    from benchmarks.bench import flops_per_token
 
     full, bitfit = tiny_model("full"), tiny_model("bitfit")
     lora = tiny_model("0-1:lora(r=2,alpha=4,targets=q)")

@@ -1,4 +1,4 @@
-"""benchmarks/converged_grid.py: the learning-rate sweep decides FT's rate before the grid
+"""benchmarks.converged_grid: the learning-rate sweep decides FT's rate before the grid
 starts, the grid has its declared seeds, and the report shows whether FT has converged."""
 
 import argparse
@@ -66,7 +66,7 @@ def test_the_grid_has_its_declared_seeds_and_waits_for_the_sweep(converged, tmp_
     assert count == {"ft": 16, "ehft-bitfit": 16, "ehft-lora": 8, "lp-ft": 8,
                      "mixout(p=0.9)": 8, "child-tuning-d(p=0.3)": 8}
     assert [c[2] for c in cells[:12]] == [1] * 12  # seed by seed: a partial grid is balanced
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "converged_grid.py"),
+    result = subprocess.run([sys.executable, "-m", "benchmarks.converged_grid",
                              "grid", "--tasks", "cb"], capture_output=True, text=True,
                             env=dict(os.environ, EHFT_CONVERGED_OUT=str(tmp_path)), cwd=REPO)
     assert result.returncode == 1
@@ -241,7 +241,7 @@ def test_cells_starting_side_by_side_prepare_their_task_once(converged, monkeypa
 def test_a_later_sweep_keeps_the_earlier_tasks_commands_and_cost_names_each(converged,
                                                                            monkeypatch):
     os.makedirs(os.path.join(converged.OUT, "sweep"))
-    earlier = "python benchmarks/converged_grid.py sweep --tasks copa --jobs 1"
+    earlier = "python -m benchmarks.converged_grid sweep --tasks copa --jobs 1"
     with open(os.path.join(converged.OUT, "sweep", "how.json"), "w") as f:
         json.dump({"copa": {"command": earlier, "jobs": 1}}, f)
     for lr in converged.SWEEP_LRS:
@@ -251,10 +251,10 @@ def test_a_later_sweep_keeps_the_earlier_tasks_commands_and_cost_names_each(conv
     assert converged.sweep(_args(jobs=2)) == []
     how = converged.sweep_how()
     assert how["copa"] == {"command": earlier, "jobs": 1}
-    assert how["cb"] == {"command": "python benchmarks/converged_grid.py sweep --tasks cb",
+    assert how["cb"] == {"command": "python -m benchmarks.converged_grid sweep --tasks cb",
                          "jobs": 2}
     text = converged.cost(["cb", "copa"])
-    assert ("`python benchmarks/converged_grid.py sweep --tasks cb` (2 cells side by side) "
+    assert ("`python -m benchmarks.converged_grid sweep --tasks cb` (2 cells side by side) "
             "for cb; `%s` (one cell at a time) for copa" % earlier) in text
 
 

@@ -20,7 +20,7 @@ LAYERS = [
     {"train"},
     {"evaluate"},
     {"interop"},
-    {"cli", "__init__", "bench"},  # entry points (bench: the benchmarks' helpers)
+    {"cli", "__init__"},  # entry points
 ]
 RANK = {part: rank for rank, layer in enumerate(LAYERS) for part in layer}
 

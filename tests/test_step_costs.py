@@ -1,4 +1,4 @@
-"""What a training step costs a GPU, counted on a CPU (benchmarks/step_ops.py): it reads device
+"""What a training step costs a GPU, counted on a CPU (benchmarks.step_ops): it reads device
 values on the host at most twice and launches fewer kernels than stock fairseq's, and the
 changes that get it there leave every number as fairseq computes it: the confusion counts,
 the values the Trainer logs and returns, the clipping factor, the loss scaler's decisions
@@ -25,8 +25,7 @@ from ehft_plugin.fairseq_compat import compat
 from ehft_plugin import metrics as m
 from ehft_plugin.criterions.sentence_prediction_ehft import SentencePredictionEhftCriterion
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-import step_ops  # noqa: E402
+from benchmarks import step_ops
 
 
 @pytest.mark.parametrize("classes", [2, 3])
@@ -151,9 +150,9 @@ def test_fp16_clipping_reads_the_norm_once():
 
 @pytest.mark.slow
 def test_a_training_step_syncs_at_most_twice_where_stock_fairseq_syncs_more(tmp_path):
-    """benchmarks/step_ops.py on a 2-layer model: fairseq's Trainer, fp16 and bf16."""
+    """benchmarks.step_ops on a 2-layer model: fairseq's Trainer, fp16 and bf16."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "step_ops.py"), "--shape", "tiny",
+        [sys.executable, "-m", "benchmarks.step_ops", "--shape", "tiny",
          "--steps", "1", "--warmup", "1", "--only", "plugin ft", "stock", "--out",
          str(tmp_path), "--label", "test"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -184,7 +183,7 @@ def _trained(precision, extra=(), steps=3):
     from conftest import shared
 
     shared("glue", "RTE")
-    import speed_cuda
+    from benchmarks import speed_cuda
 
     data = speed_cuda.prepare("large", "rte", None)
     args = argparse.Namespace(shape="tiny", batch_size=4)
@@ -276,7 +275,7 @@ def test_batches_say_on_the_host_whether_they_hold_padding(multiple):
     from ehft_plugin.tasks.glue_ehft import GlueEhftConfig, GlueEhftTask
 
     shared("glue", "RTE")
-    import speed_cuda
+    from benchmarks import speed_cuda
 
     task = GlueEhftTask.setup_task(GlueEhftConfig(data=speed_cuda.prepare("large", "rte", None),
                                                   pad_to_multiple=multiple, seed=1,

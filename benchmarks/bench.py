@@ -25,7 +25,7 @@ def build_trainer(fairseq_argv):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
-    from .fairseq_compat.preflight import check
+    from ehft_plugin.fairseq_compat.preflight import check
 
     ehft_plugin.register()
 
@@ -242,7 +242,7 @@ def _device_name(device):
 
 
 def main(argv=None):
-    """`python -m ehft_plugin.bench STEPS WARMUP [--profile N] FAIRSEQ_ARGS...`: one
+    """`python -m benchmarks.bench STEPS WARMUP [--profile N] FAIRSEQ_ARGS...`: one
     configuration, one JSON line on stdout (benchmarks run each configuration in a process of
     its own)."""
     import json
