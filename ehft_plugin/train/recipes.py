@@ -164,14 +164,10 @@ def apply_recipe(config, meta, method=None):
         values = {"total_updates": recipe.total_updates, "batch_size": recipe.batch_size,
                   "warmup_ratio": recipe.warmup_ratio, "lr_stage2": recipe.lr}
         extra = tuple(recipe.fairseq_args)
-    total_epochs = config.total_epochs if config.total_epochs is not None else \
-        values.get("total_epochs")
-    if total_epochs is not None:
-        values["total_updates"] = None  # the epochs decide, not the recipe's updates
     config = config.replace(
         fairseq_args=extra + tuple(config.fairseq_args),
         **{key: value for key, value in values.items() if getattr(config, key) is None})
-    if config.total_epochs is not None:
+    if config.total_epochs is not None:  # the epochs decide, not the recipe's updates
         args = list(config.fairseq_args)
         config = config.replace(total_updates=epochs_to_updates(
             config.total_epochs, meta, config.batch_size, update_freq(args), world_size(args)))
