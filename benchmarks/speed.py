@@ -90,7 +90,8 @@ class OtherLoad:
         if self.start is None or end is None:
             return None
         busy, own, wall = (b - a for a, b in zip(self.start, end))
-        return max(0.0, (busy - own) / (wall * os.cpu_count()))
+        # /proc/stat counts in clock ticks: over a short wall its rounding alone can pass 1
+        return min(1.0, max(0.0, (busy - own) / (wall * os.cpu_count())))
 
 
 def sh(cmd, **kwargs):
