@@ -34,6 +34,8 @@ import sys
 import threading
 import time
 
+from benchmarks import records
+
 from ehft_plugin.atomic import write_file
 from ehft_plugin.errors import EhftError
 from ehft_plugin.train.locks import acquire
@@ -60,6 +62,14 @@ KEEP = ("run.json", "done.json")
 
 def ehft(*args):
     return [os.path.join(os.path.dirname(sys.executable), "ehft"), *map(str, args)]
+
+
+def ehft_report(*args):
+    """`ehft report` run from the repository with the paths under it made relative, so that
+    the command a report names (its first lines) is the same on every clone."""
+    args = [os.path.relpath(a, ROOT) if isinstance(a, str) and os.path.isabs(a)
+            and not os.path.relpath(a, ROOT).startswith("..") else a for a in args]
+    subprocess.run(ehft("report", *args), check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
 
 
 _PREPARING = threading.Lock()
@@ -198,13 +208,12 @@ def summarise(args):
         return
     # `roots`: only some tasks' run directories, e.g. those every method has finished
     roots = getattr(args, "roots", None) or [runs]
-    subprocess.run(ehft("report", *roots, "--out", os.path.join(args.out, "results.md")),
-                   check=True, stdout=subprocess.DEVNULL)
+    ehft_report(*roots, "--out", os.path.join(args.out, "results.md"))
     # the best of a run's validations is picked on the dev set it is scored on, which flatters
     # every method on dev sets of 56 (CB) or 100 (COPA) examples; the final validation is the
     # other view, kept beside it so that a verdict can be checked against both
-    subprocess.run(ehft("report", *roots, "--out", os.path.join(args.out, "results-last.md"),
-                        "--select", "last", "--no-plots"), check=True, stdout=subprocess.DEVNULL)
+    ehft_report(*roots, "--out", os.path.join(args.out, "results-last.md"), "--select", "last",
+                "--no-plots")
     # the report's JSON is already {task: {method: {mean, std, seeds, metric}}, "avg": ...}
     if args.json:
         with open(os.path.join(args.out, "results.json")) as f:
@@ -275,6 +284,8 @@ def main():
                         help="the length-grouped report that random batches are compared with")
     parser.add_argument("--device", choices=["cpu", "cuda"],
                         help="where cells train (default: cuda when torch sees a GPU)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: only make the report from the records in --out")
     parser.add_argument("--jobs", type=int, default=1,
                         help="cells trained at once (on a GPU several small cells fit side by side)")
     parser.add_argument("--work", default=os.path.join(ROOT, ".cache", "grid-runs"),
@@ -287,6 +298,10 @@ def main():
         args.out = os.path.join(HERE, "accuracy" if default_order else "accuracy-random-batches")
     if args.json is None and default_order:
         args.json = os.path.join(HERE, "accuracy.json")
+    records.ensure_unpacked(args.out)
+    if args.report:
+        summarise(args)
+        return
     if args.device is None:
         import torch
         args.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -448,6 +448,7 @@ def main():
         parser.error("--jobs must be at least 1, got %d" % args.jobs)
     if args.epochs < 0 or (args.epochs and args.step != "budget"):
         parser.error("--epochs takes a positive number of epochs, for the budget step only")
+    grid.records.ensure_unpacked(OUT)
     failed = {"sweep": sweep, "grid": run_grid, "budget": check_budget,
               "report": lambda a: report(a) or [], "rekeep": rekeep,
               "diagnostics": diagnostics}[args.step](args)

@@ -38,7 +38,6 @@ seeds of the converged grid):
 
 import argparse
 import os
-import subprocess
 import sys
 
 from benchmarks import accuracy_grid as grid
@@ -268,16 +267,13 @@ def report(args):
             os.path.join(converged.OUT, "runs", t, "ft") for t in TASKS
             if os.path.isdir(os.path.join(OUT, "runs", t))]
         for name, select in (("results.md", "best"), ("results-last.md", "last")):
-            subprocess.run(grid.ehft("report", *roots, "--out", os.path.join(OUT, name),
-                                     "--select", select,
-                                     *(["--no-plots"] if select == "last" else [])),
-                           check=True, stdout=subprocess.DEVNULL)
+            grid.ehft_report(*roots, "--out", os.path.join(OUT, name), "--select", select,
+                             *(["--no-plots"] if select == "last" else []))
     if os.path.isdir(HEAD_INIT):
         roots = [os.path.join(HEAD_INIT, "runs")]
         if os.path.isdir(roots[0]):
-            subprocess.run(grid.ehft("report", *roots, "--out",
-                                     os.path.join(HEAD_INIT, "results.md"), "--no-plots"),
-                           check=True, stdout=subprocess.DEVNULL)
+            grid.ehft_report(*roots, "--out", os.path.join(HEAD_INIT, "results.md"),
+                             "--no-plots")
     return []
 
 
@@ -319,6 +315,8 @@ def main():
     if unknown:
         parser.error("--methods: unknown %s; the grid's are %s" % (unknown, list(SEEDS)))
     args.batch_order, args.updates = "length", None
+    for folder in (OUT, PROBE, HEAD_INIT, converged.OUT):  # FT's cells are the converged grid's
+        grid.records.ensure_unpacked(folder)
     step = {"probe": probe, "grid": run_grid, "head-init": head_init, "report": report,
             "diagnostics": diagnostics}[args.step]
     failed = step(args)

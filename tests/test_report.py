@@ -384,6 +384,38 @@ def test_runs_of_one_method_with_different_settings_are_not_pooled(tmp_path):
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
+def test_wall_time_is_shown_only_when_every_run_timed_its_stages(tmp_path):
+    root = tmp_path / "runs"
+    for seed, method in ((1, "ft"), (2, "ft"), (1, "lp")):
+        fake_run(root, "rte", method, seed, one_stage({"num_updates": 10, "accuracy": 60.0}))
+    for seed, spent in ((1, 30.0), (2, 50.0)):  # both FT runs timed, LP's run from before
+        done = root / "rte" / "ft" / ("seed%d" % seed) / "finetune" / "done.json"
+        record = json.loads(done.read_text())
+        record["seconds"] = {"fairseq_train": spent, "training": spent - 5}
+        done.write_text(json.dumps(record))
+    report([root], str(tmp_path / "r.md"), plots=False)
+    rows = {line.split("|")[2].strip(): line for line in
+            (tmp_path / "r.md").read_text().splitlines() if line.startswith("| RTE |")
+            and line.count("|") == 9}
+    assert "| 40 |" in rows["ft"]  # the mean of 30 and 50; the training loop is inside them
+    assert "| — |" in rows["lp"]  # not 0: the run recorded no timings
+    summary = json.loads((tmp_path / "r.json").read_text())["cost"]["rte"]
+    assert summary["ft"]["seconds"] == 40.0 and summary["lp"]["seconds"] is None
+
+
+def test_a_task_argument_given_at_its_default_is_the_same_setting():
+    from ehft_plugin.evaluate.report import settings
+    from ehft_plugin.tasks.glue_ehft import GlueEhftConfig
+
+    for flag, value in settings.TASK_DEFAULTS.items():  # the defaults are glue_ehft's own
+        assert getattr(GlueEhftConfig, flag[2:].replace("-", "_")) == value
+    same = settings._learning_args
+    assert same(["--cpu", "--batch-order", "length"]) == same(["--cpu"]) == ["--cpu"]
+    assert same(["--batch-order=length", "--cpu"]) == ["--cpu"]
+    assert same(["--cpu", "--batch-order", "random"]) == ["--cpu", "--batch-order", "random"]
+    assert same(["--batch-order"]) == ["--batch-order"]  # cut short: kept, as fairseq refuses it
+
+
 @pytest.mark.slow
 def test_select_dev_reports_the_setting_with_the_best_mean_dev_score(tmp_path):
     root = sweep_runs(tmp_path / "runs")

@@ -87,6 +87,12 @@ def by_task_and_method(runs):
     return groups
 
 
+def _mean_or_none(values):
+    """The mean, or None when a value is missing: a mean over the timed runs alone would
+    pass for the whole group's."""
+    return None if None in values else sum(values) / len(values)
+
+
 def cost_of(runs):
     """What each task × method spent: mean updates (every stage, as trained) and wall seconds
     over its runs, and its stage-1 heads: a gain bought with more compute, or a stage 1 that
@@ -96,7 +102,7 @@ def cost_of(runs):
         heads = [h for h in (r.stage1_head() for r in group) if h]
         cost[key] = {"runs": len(group),
                      "updates": sum(sum(r.updates) for r in group) / len(group),
-                     "seconds": sum(r.wall_seconds() for r in group) / len(group),
+                     "seconds": _mean_or_none([r.wall_seconds() for r in group]),
                      "stage1": heads,
                      "at_chance": sum(1 for h in heads if h.get("at_chance"))}
     return cost

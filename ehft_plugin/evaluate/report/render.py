@@ -155,9 +155,9 @@ def render_cost(summary):
             dev = "%.2f" % (sum(h["dev"] for h in heads) / len(heads))
             level = "%.2f" % heads[0]["constant_level"]
             chance = "%d of %d" % (cost["at_chance"], len(heads))
-        out.write("| %s | %s | %d | %.0f | %.0f | %s | %s | %s |\n" % (
-            display_name(task), method, cost["runs"], cost["updates"], cost["seconds"], dev,
-            level, chance))
+        out.write("| %s | %s | %d | %.0f | %s | %s | %s | %s |\n" % (
+            display_name(task), method, cost["runs"], cost["updates"],
+            "—" if cost["seconds"] is None else "%.0f" % cost["seconds"], dev, level, chance))
     return out.getvalue()
 
 

@@ -14,6 +14,10 @@ _LOGGING = {"--tensorboard-logdir": 1, "--wandb-project": 1, "--azureml-logging"
             "--log-interval": 1, "--log-format": 1, "--log-file": 1, "--no-progress-bar": 0,
             "--num-workers": 1, "--aim-repo": 1, "--aim-run-hash": 1}
 
+# glue_ehft's arguments at their defaults: giving one changes nothing a run learns, so a run
+# that names it pools with one that does not (tests check these against GlueEhftConfig)
+TASK_DEFAULTS = {"--batch-order": "length"}
+
 NONE = "(none)"  # the value of a setting a run's record lacks
 
 DEV_SELECTION_RULE = (
@@ -57,6 +61,22 @@ def _learning_args(args):
             skip = _LOGGING[name] if "=" not in arg else 0
             continue
         out.append(arg)
+    return _without_task_defaults(out)
+
+
+def _without_task_defaults(args):
+    out, i = [], 0
+    while i < len(args):
+        name, _, value = args[i].partition("=")
+        if name in TASK_DEFAULTS and not value and i + 1 < len(args):
+            if args[i + 1] == TASK_DEFAULTS[name]:
+                i += 2
+                continue
+        elif name in TASK_DEFAULTS and value == TASK_DEFAULTS[name]:
+            i += 1
+            continue
+        out.append(args[i])
+        i += 1
     return out
 
 

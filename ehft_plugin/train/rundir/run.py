@@ -189,9 +189,12 @@ class Run:
 
     def wall_seconds(self):
         """Seconds the run's stages took, start checkpoints, Child-Tuning masks and hand-overs
-        included (a stage resumed over several launches counts its last launch)."""
-        return sum(wall_seconds((self.done(stage) or {}).get("seconds") or {})
-                   for stage in self.stages)
+        included (a stage resumed over several launches counts its last launch); None when a
+        stage recorded no timings (runs from before stages were timed)."""
+        timings = [(self.done(stage) or {}).get("seconds") for stage in self.stages]
+        if not all(timings):
+            return None
+        return sum(wall_seconds(t) for t in timings)
 
     def stage1_head(self):
         """What stage 1 of a two-stage run recorded of the head it handed over (dev, best_dev,
