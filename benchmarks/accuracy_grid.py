@@ -22,6 +22,9 @@ failed (exit 1), so two grids never write the same cell.
 default length-grouped ones, into benchmarks/accuracy-random-batches/, and compares its cells
 with the same cells of the default grid (comparison.md: difference of means and Welch's t-test
 over seeds), which shows whether grouping batches by length changes dev accuracy.
+
+Longer than ~300 lines because the other grids (converged_grid, stage1_grid) reuse its
+cell runner, record keeping and report call; they stay thin by living here.
 """
 
 import argparse

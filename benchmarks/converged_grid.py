@@ -34,6 +34,10 @@ retrains the finished diagnosed cells whose save dir is gone, with the grid's se
 .cache/converged-kept, their records into accuracy-converged/retrained/ (the grid's records stay;
 a retrained cell matches its grid cell to the bit only on the same kind of machine, see
 rerun/).
+
+Longer than ~300 lines because it holds the grid's whole declared design (sweep, budget
+check, grid, re-keeping and diagnostics share its constants and cell runner); the figures
+it writes are converged_report's.
 """
 
 import argparse

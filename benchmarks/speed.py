@@ -18,6 +18,9 @@ interval. After every round the files are rewritten, so a stopped run loses one 
 
 Writes benchmarks/results.json (ratio keys, each with its raw figures), benchmarks/RESULTS.md
 and benchmarks/results/speed.json (every measurement).
+
+Longer than ~300 lines because the rounds, their resumption and the end-to-end wall-time
+runs share one record format (speed.json); the figures are speed_report's.
 """
 
 import argparse

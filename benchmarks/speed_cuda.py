@@ -18,6 +18,9 @@ records its warm-up cost and its step-time distribution. Writes benchmarks/resul
 (one key per target, each {value, target, met, ...}), benchmarks/RESULTS-cuda.md and
 benchmarks/results/speed-cuda.json (every measurement). With no GPU it says so and writes
 nothing.
+
+Longer than ~300 lines because every peer is measured in this one process on the same
+batches (the point of the side by side), so their set-up lives beside the timing loop.
 """
 
 import argparse

@@ -1,7 +1,10 @@
 """The figures of `python -m benchmarks.speed` (results.json) and benchmarks/RESULTS.md, from
 the rounds it measured (results/speed.json; nothing typed in): each ratio within each round,
 the rounds' interval, and the verdict against its target. `python -m benchmarks.speed_report
-[OUT]` writes both again from speed.json alone."""
+[OUT]` writes both again from speed.json alone.
+
+Longer than ~300 lines because each target's figure, its interval and the sentence
+RESULTS.md says about it are written side by side, so a figure cannot drift from its words."""
 
 import json
 import math

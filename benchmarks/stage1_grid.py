@@ -34,6 +34,9 @@ seeds of the converged grid):
   1-4, as in the grid but with the head drawn from N(0, 0.005) (--head-init-std, the EH-FT
   authors' initialisation); against the default initialisation of the same seeds (the
   converged grid's FT, the new grid's EH-FT(BitFit)).
+
+Longer than ~300 lines because its three experiments share the probe's rates, which the
+grid and head-init read; their declaration above is one text.
 """
 
 import argparse

@@ -108,3 +108,16 @@ def test_an_old_package_path_reads_the_moved_package_and_leaves_its_names_alone(
         importlib.import_module("ehft_plugin.report.collect")
     assert old_run is Run
     assert callable(report.collect)  # the package's function, not the submodule of that name
+
+
+LONG = 300  # lines: a module longer than this says why at its top
+
+
+@pytest.mark.parametrize("path", MODULES + sorted((REPO / "benchmarks").glob("*.py")),
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_a_long_module_says_why_at_its_top(path):
+    text = path.read_text()
+    if text.count("\n") > LONG:
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        assert "Longer than" in docstring, "%s: %d lines and no reason in its docstring" % (
+            path.relative_to(REPO), text.count("\n"))

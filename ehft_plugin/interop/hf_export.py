@@ -29,6 +29,9 @@ export-peft only for transformers' own heads.
 export-peft writes a uniform LoRA plan as a PEFT adapter (adapter_config.json,
 adapter_model.safetensors, the head in `modules_to_save`) and, unless given one, the HF export
 of the frozen base it applies to.
+
+Longer than ~300 lines because export-hf and export-peft write the same backbone, head and
+tokeniser through the same name maps; apart, they would share a dozen private helpers.
 """
 
 import json

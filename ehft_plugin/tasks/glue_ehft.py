@@ -6,6 +6,9 @@ from the data directory's metadata instead, so one flag set fits every task.
 Inputs are built as RoBERTa expects: `<s> A </s> </s> B </s>` (and a third
 segment the same way for WiC); a ranking task (COPA) gets one such input per
 choice, scored by a one-output head and compared with a softmax.
+
+Longer than ~300 lines because fairseq's task is one class (data loading, batching,
+model building and validation hooks); the readers and binarising live in data/.
 """
 
 import contextlib
