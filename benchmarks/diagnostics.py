@@ -64,6 +64,9 @@ def main():
                         help="total updates of every run (default: the accuracy grid's budget)")
     parser.add_argument("--examples", type=int, default=512,
                         help="training examples whose features are compared (Figure 1)")
+    parser.add_argument("--grad-batches", type=int, default=4,
+                        help="training batches whose backbone gradient each head is measured "
+                             "on (ehft analyze --grad-batches)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     if any(not 0 < s < 1 for s in args.shares):
@@ -79,7 +82,8 @@ def main():
     out = os.path.join(args.out, args.task)
     # paths relative to the repository: the committed analysis.json names no machine's layout
     cmd = ehft("analyze", *sorted({os.path.relpath(d, ROOT) for d in save_dirs}), "--out",
-               os.path.relpath(out, ROOT), "--examples", args.examples, "--device", args.device)
+               os.path.relpath(out, ROOT), "--examples", args.examples, "--grad-batches",
+               args.grad_batches, "--device", args.device)
     print("diagnostics: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     how = " ".join(["python"] + [shlex.quote(a) for a in sys.argv])

@@ -259,6 +259,34 @@ def head_init(args):
                                work_for=lambda work: os.path.join(work, "head-init"))
 
 
+def head_init_report():
+    """head-init.md: each method's best dev on CB with the head drawn from N(0, 0.005) against
+    the default initialisation of the same seeds, once every seed of both has finished."""
+    from ehft_plugin.evaluate.report.stats import mean_std, p_text, welch_p
+
+    seeds = range(1, HEAD_INIT_SEEDS + 1)
+    lines = ["# The head's initialisation: default against N(0, %g)" % HEAD_INIT_STD, "",
+             "CB, seeds %d-%d, best dev accuracy of each run. Default: the converged grid's FT "
+             "and the stage-1 grid's EH-FT(BitFit) (the same settings and seeds); N(0, %g): "
+             "the same runs with --head-init-std %g, the EH-FT authors' initialisation "
+             "(head-init/runs/). Made by `python -m benchmarks.stage1_grid report`." % (
+                 seeds[0], seeds[-1], HEAD_INIT_STD, HEAD_INIT_STD), "",
+             "| method | default | N(0, %g) | difference | Welch p |" % HEAD_INIT_STD,
+             "|---|---|---|---|---|"]
+    for method, default_out in (("ft", converged.OUT), ("ehft-bitfit", OUT)):
+        default = [converged._best("cb", method, s, default_out) for s in seeds]
+        small = [converged._best("cb", method, s, HEAD_INIT) for s in seeds]
+        if None in default or None in small:
+            lines.append("| %s | waits for %d of %d runs |  |  |  |" % (
+                method, default.count(None) + small.count(None), 2 * len(seeds)))
+            continue
+        cells = [mean_std(v) for v in (default, small)]
+        lines.append("| %s | %.2f ± %.2f | %.2f ± %.2f | %+.2f | %s |" % (
+            method, *cells[0], *cells[1], cells[1][0] - cells[0][0],
+            p_text(welch_p(small, default))))
+    return "\n".join(lines) + "\n"
+
+
 # ---- reports ---------------------------------------------------------------------------
 
 def report(args):
@@ -272,11 +300,10 @@ def report(args):
         for name, select in (("results.md", "best"), ("results-last.md", "last")):
             grid.ehft_report(*roots, "--out", os.path.join(OUT, name), "--select", select,
                              *(["--no-plots"] if select == "last" else []))
-    if os.path.isdir(HEAD_INIT):
-        roots = [os.path.join(HEAD_INIT, "runs")]
-        if os.path.isdir(roots[0]):
-            grid.ehft_report(*roots, "--out", os.path.join(HEAD_INIT, "results.md"),
-                             "--no-plots")
+    if os.path.isdir(os.path.join(HEAD_INIT, "runs")):
+        grid.ehft_report(os.path.join(HEAD_INIT, "runs"), "--out",
+                         os.path.join(HEAD_INIT, "results.md"), "--no-plots")
+        write_file(os.path.join(HEAD_INIT, "head-init.md"), head_init_report())
     return []
 
 

@@ -173,7 +173,8 @@ def test_accuracy_grid_reports_a_failed_cell_and_refuses_bad_flags(tmp_path):
 @pytest.mark.slow
 def test_diagnostics_benchmark_trains_the_runs_and_analyzes_them(tmp_path):
     args = ["--task", "cb", "--methods", "ft", "ehft-bitfit", "--shares", "0.5", "--updates", "10",
-            "--examples", "8", "--work", tmp_path / "runs", "--out", tmp_path / "d"]
+            "--examples", "8", "--grad-batches", "1", "--work", tmp_path / "runs",
+            "--out", tmp_path / "d"]
     out = _script("diagnostics.py", *args)
     assert "diagnostics: ehft-bitfit seed 1 (stage 1 share 0.5)" in out
     folder = tmp_path / "d" / "cb"
@@ -184,7 +185,7 @@ def test_diagnostics_benchmark_trains_the_runs_and_analyzes_them(tmp_path):
     assert {c["method"] for c in how["runs"].values()} == {"ft", "ehft-bitfit"}
     assert all(c["total_updates"] == 10 for c in how["runs"].values())
     analysis = json.loads((folder / "analysis.json").read_text())
-    assert analysis["settings"]["examples"] == 8
+    assert analysis["settings"]["examples"] == 8 and analysis["settings"]["grad_batches"] == 1
     drift = analysis["feature_drift"]["cb"]["methods"]
     assert set(drift) == {"ft", "ehft-bitfit (stage 1 10%)", "ehft-bitfit (stage 1 50%)"}
     assert all(d["mean"] > 0 for d in drift.values())  # every method moved the backbone

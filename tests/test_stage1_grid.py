@@ -61,3 +61,20 @@ def test_the_grid_has_its_declared_cells_and_flags(stage1):
     assert own == [] and "--mixout-head" in fairseq and fairseq[fairseq.index("--dropout") + 1] \
         == "0"
     assert stage1.diagnosed("rte", "lp-ft", 3) and not stage1.diagnosed("copa", "lp-ft", 1)
+
+
+def test_the_head_init_report_compares_each_method_with_its_default_seeds(stage1, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(stage1, "HEAD_INIT", str(tmp_path / "head-init"))
+    monkeypatch.setattr(stage1.converged, "OUT", str(tmp_path / "converged"))
+    for seed, (default, small) in enumerate([(70, 72), (72, 76), (74, 74), (76, 78)], 1):
+        fake_record(stage1.converged.OUT, "cb", "ft", seed, [50.0, default], 100)
+        fake_record(stage1.HEAD_INIT, "cb", "ft", seed, [50.0, small], 100)
+    for seed in range(1, 4):  # EH-FT(BitFit) with the small init: seed 4 still to run
+        fake_record(stage1.OUT, "cb", "ehft-bitfit", seed, [60.0], 100)
+        fake_record(stage1.HEAD_INIT, "cb", "ehft-bitfit", seed, [61.0], 100)
+    fake_record(stage1.OUT, "cb", "ehft-bitfit", 4, [60.0], 100)
+    text = stage1.head_init_report()
+    # default 73.00 ± 2.58, N(0, 0.005) 75.00 ± 2.58: +2.00, t 1.10 on 6 df
+    assert "| ft | 73.00 ± 2.58 | 75.00 ± 2.58 | +2.00 | p 0.32 |" in text
+    assert "| ehft-bitfit | waits for 1 of 8 runs |" in text
