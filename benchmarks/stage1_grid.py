@@ -158,8 +158,11 @@ def probe_report():
                     means[lr] = sum(values) / len(values)
                     cells.append("%s → %.2f" % (", ".join("%.2f" % v for v in values),
                                                 means[lr]))
-                else:
-                    cells.append("—")
+                else:  # the seeds finished so far, no mean until every seed has
+                    partial = [converged._best(task, method, seed, probe_dir(lr))
+                               for seed in PROBE_SEEDS]
+                    cells.append(", ".join("—" if v is None else "%.2f" % v for v in partial)
+                                 if any(v is not None for v in partial) else "—")
             if len(means) == len(PROBE_LRS):
                 lr = max(means, key=means.get)
                 best[method] = (lr, means[lr])

@@ -78,3 +78,12 @@ def test_the_head_init_report_compares_each_method_with_its_default_seeds(stage1
     # default 73.00 ± 2.58, N(0, 0.005) 75.00 ± 2.58: +2.00, t 1.10 on 6 df
     assert "| ft | 73.00 ± 2.58 | 75.00 ± 2.58 | +2.00 | p 0.32 |" in text
     assert "| ehft-bitfit | waits for 1 of 8 runs |" in text
+
+
+def test_the_probe_report_shows_the_seeds_finished_so_far(stage1):
+    _probe(stage1, "rte", "bitfit", 5e-4, (51.0, 53.0))
+    fake_record(stage1.probe_dir(2e-3), "rte", "bitfit", 1, [50.0, 54.0], 100)  # seed 2 to run
+    text = stage1.probe_report()
+    assert "| RTE | bitfit | 51.00, 53.00 → 52.00 | 54.00, — | — | 100 |" in text
+    assert "| RTE | lp | — | — | — | — |" in text
+    assert stage1.stage1_rates() == {}  # no rate is chosen from part of the seeds
