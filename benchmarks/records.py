@@ -61,7 +61,6 @@ def run_dirs(folder):
         parts = os.path.relpath(path, folder).split(os.sep)
         if "runs" in parts[:-1] and "run.json" in files:
             found.append("/".join(parts))
-            dirs[:] = [d for d in dirs if not d.endswith(".pt")]
     return sorted(found)
 
 
@@ -148,8 +147,10 @@ def unpack(folder, into=None):
 
 def ensure_unpacked(folder):
     """For the grid scripts: the runs of folder's experiment on disk before a slice decides
-    which cells are finished (a fresh clone has only records.jsonl)."""
-    while folder.startswith(HERE) and folder != HERE:
+    which cells are finished (a fresh clone has only records.jsonl). A folder outside
+    benchmarks/ (a test's) belongs to no experiment."""
+    folder = os.path.abspath(folder)
+    while os.path.commonpath([folder, HERE]) == HERE and folder != HERE:
         if os.path.isfile(os.path.join(folder, CONFIG)):
             return unpack(folder)
         folder = os.path.dirname(folder)
@@ -166,30 +167,44 @@ def check(names, keep=None):
         shutil.copytree(HERE, copy, ignore=shutil.ignore_patterns("runs", "__pycache__"))
         for folder in experiments(copy).values():
             unpack(folder)
-        problems = []
+        # experiments made by one command (stage1_grid's report makes three) run it once
+        by_command = {}
         for name in names:
             config = read_config(found[name])
-            there = os.path.join(copy, name)
-            for rel in config["outputs"] + config.get("plots", []):
-                if os.path.exists(os.path.join(there, rel)):
-                    os.remove(os.path.join(there, rel))
-            result = subprocess.run([sys.executable, *config["report"]], cwd=temp,
+            by_command.setdefault(tuple(config["report"]), []).append((name, config))
+        problems = []
+        for command, made in by_command.items():
+            for name, config in made:
+                for rel in config["outputs"] + config.get("plots", []):
+                    if os.path.exists(os.path.join(copy, name, rel)):
+                        os.remove(os.path.join(copy, name, rel))
+            result = subprocess.run([sys.executable, *command], cwd=temp,
                                     env=dict(os.environ, PYTHONPATH=temp),
                                     capture_output=True, text=True)
             if result.returncode != 0:
-                problems.append("%s: `%s` failed:\n%s" % (name, " ".join(config["report"]),
+                problems.append("%s: `%s` failed:\n%s" % (", ".join(n for n, _ in made),
+                                                          " ".join(command),
                                                           result.stderr[-2000:]))
                 continue
-            for rel in config["outputs"]:
-                problems += _compare(os.path.join(found[name], rel), os.path.join(there, rel),
-                                     os.path.join(name, rel))
-            for rel in config.get("plots", []):
-                if not os.path.isfile(os.path.join(there, rel)):
-                    problems.append("%s: not remade" % os.path.join(name, rel))
+            for name, config in made:
+                problems += _remade(found[name], os.path.join(copy, name), name, config)
         return problems
     finally:
         if keep is None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _remade(committed, remade, name, config):
+    """Problems with what one experiment's report remade: an output that differs from the
+    committed file, or a plot not made."""
+    problems = []
+    for rel in config["outputs"]:
+        problems += _compare(os.path.join(committed, rel), os.path.join(remade, rel),
+                             os.path.join(name, rel))
+    for rel in config.get("plots", []):
+        if not os.path.isfile(os.path.join(remade, rel)):
+            problems.append("%s: not remade" % os.path.join(name, rel))
+    return problems
 
 
 def _compare(committed, remade, name):

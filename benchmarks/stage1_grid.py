@@ -109,13 +109,14 @@ def probe(args):
 
 
 def probe_results(tasks=TASKS):
-    """{task: {method: {lr: [best dev of each seed]}}} of the finished probe cells."""
+    """{task: {method: {lr: [best dev of each seed, None where not finished]}}} of the probe
+    cells of which at least one seed has finished."""
     out = {}
     for task in tasks:
         for method in PROBE_METHODS:
             for lr in PROBE_LRS:
                 values = [converged._best(task, method, s, probe_dir(lr)) for s in PROBE_SEEDS]
-                if None not in values:
+                if any(v is not None for v in values):
                     out.setdefault(task, {}).setdefault(method, {})["%g" % lr] = values
     return out
 
@@ -126,6 +127,7 @@ def stage1_rates():
     rates = {}
     for task, methods in probe_results().items():
         for method, by_lr in methods.items():
+            by_lr = {lr: v for lr, v in by_lr.items() if None not in v}  # every seed finished
             if len(by_lr) == len(PROBE_LRS):
                 best = max(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
                 rates.setdefault(task, {})[method] = float(best)
@@ -154,15 +156,13 @@ def probe_report():
             cells, means = [], {}
             for lr in PROBE_LRS:
                 values = by_lr.get("%g" % lr)
-                if values:
+                if values and None not in values:
                     means[lr] = sum(values) / len(values)
                     cells.append("%s → %.2f" % (", ".join("%.2f" % v for v in values),
                                                 means[lr]))
                 else:  # the seeds finished so far, no mean until every seed has
-                    partial = [converged._best(task, method, seed, probe_dir(lr))
-                               for seed in PROBE_SEEDS]
-                    cells.append(", ".join("—" if v is None else "%.2f" % v for v in partial)
-                                 if any(v is not None for v in partial) else "—")
+                    cells.append(", ".join("—" if v is None else "%.2f" % v for v in values)
+                                 if values else "—")
             if len(means) == len(PROBE_LRS):
                 lr = max(means, key=means.get)
                 best[method] = (lr, means[lr])

@@ -51,30 +51,19 @@ def _words(value):
 
 
 def _learning_args(args):
-    out, skip = [], 0
-    for arg in args:
-        if skip:
-            skip -= 1
-            continue
-        name = arg.split("=", 1)[0]
-        if name in _LOGGING:
-            skip = _LOGGING[name] if "=" not in arg else 0
-            continue
-        out.append(arg)
-    return _without_task_defaults(out)
-
-
-def _without_task_defaults(args):
+    """The fairseq arguments that change what a run learns: logging dropped, and glue_ehft's
+    arguments given at their defaults (TASK_DEFAULTS)."""
     out, i = [], 0
     while i < len(args):
-        name, _, value = args[i].partition("=")
-        if name in TASK_DEFAULTS and not value and i + 1 < len(args):
-            if args[i + 1] == TASK_DEFAULTS[name]:
-                i += 2
-                continue
-        elif name in TASK_DEFAULTS and value == TASK_DEFAULTS[name]:
-            i += 1
+        name, inline, value = args[i].partition("=")
+        if name in _LOGGING:
+            i += 1 + (0 if inline else _LOGGING[name])
             continue
+        if name in TASK_DEFAULTS:
+            given = value if inline else args[i + 1] if i + 1 < len(args) else None
+            if given == TASK_DEFAULTS[name]:
+                i += 1 if inline else 2
+                continue
         out.append(args[i])
         i += 1
     return out
