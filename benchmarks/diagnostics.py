@@ -23,6 +23,7 @@ import sys
 from benchmarks.accuracy_grid import BATCH, FT_LR, TASKS, cpu_model, ehft, prepare
 
 from ehft_plugin.atomic import write_file
+from ehft_plugin.train.rundir import Run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -100,8 +101,7 @@ def how_record(how, save_dirs):
     for save_dir in sorted(set(save_dirs)):
         for folder, _, files in sorted(os.walk(save_dir)):
             if "run.json" in files:
-                with open(os.path.join(folder, "run.json")) as f:
-                    config = json.load(f)["config"]
+                config = Run.read(folder).config.to_dict()
                 runs[os.path.relpath(folder, ROOT)] = {
                     k: v for k, v in config.items() if k not in ("data", "checkpoint")}
     return {"command": how, "machine": "%s, %d cores" % (platform.machine(), os.cpu_count()),

@@ -1,10 +1,11 @@
-"""The `ehft` command imports fairseq (seconds) only for the subcommands that need it; importing
-the package never imports fairseq, and registers the plugin once fairseq is imported, as
-fairseq's --user-dir needs."""
+"""The `ehft` command imports fairseq (seconds) only for the subcommands that need it (`ehft
+train` leaves it to its fairseq-train children); importing the package never imports fairseq,
+and registers the plugin once fairseq is imported, as fairseq's --user-dir needs."""
 
 import subprocess
 import sys
 import pytest
+from conftest import prepare_rte, stock_checkpoint
 
 pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
 
@@ -35,6 +36,19 @@ def test_help_report_and_refused_arguments_answer_without_importing_fairseq(tmp_
                                         "--checkpoint", "x.pt", "--save-dir", str(tmp_path),
                                         "--batch-size", "0"])
     assert line == "fairseq imported: False"
+
+
+def test_ehft_train_runs_two_stages_and_the_hand_over_without_importing_fairseq(tmp_path):
+    data = prepare_rte(tmp_path, rows=40)
+    checkpoint = stock_checkpoint(data, tmp_path / "pretrained")
+    line, err = _probe("/venv/bin/ehft", [
+        "train", "--method", "lp-ft", "--data", str(data), "--checkpoint", str(checkpoint),
+        "--save-dir", str(tmp_path / "runs"), "--total-updates", "2", "--stage1-updates", "1",
+        "--batch-size", "8", "--quiet", "--", "--cpu", "--num-workers", "0",
+        "--max-positions", "128"])
+    run = tmp_path / "runs" / "rte" / "lp-ft" / "seed1"
+    assert (run / "stage1" / "head.safetensors").is_file(), err[-3000:]
+    assert (run / "stage2" / "done.json").is_file() and line == "fairseq imported: False"
 
 
 def test_subcommands_that_need_fairseq_register_the_plugin(tmp_path):

@@ -197,7 +197,8 @@ def test_a_kept_cell_keeps_what_analyze_reads_and_drops_the_other_checkpoints(co
                  "stage2/checkpoint_best.pt", "stage2/train.log", "stage2/done.json"):
         (run / path).parent.mkdir(parents=True, exist_ok=True)
         (run / path).write_text("x")
-    write_run_record(run, "cb", {"stages": [{"name": "stage1"}, {"name": "stage2"}]}, {})
+    write_run_record(run, "cb", {"method": "ehft-bitfit", "seed": 1,
+                                 "stages": [{"name": "stage1"}, {"name": "stage2"}]}, {})
     converged.grid.keep_for_analysis(str(run), str(work), str(tmp_path / "kept"))
     kept = tmp_path / "kept" / "cb-ehft-bitfit-1-length" / "cb" / "ehft-bitfit" / "seed1"
     assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [

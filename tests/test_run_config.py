@@ -37,9 +37,42 @@ def test_planning_lays_out_each_settings_stages_and_the_record_run_json_holds():
         ("stage1", 30, True), ("stage2", 100, False)]
     assert [(s.name, s.updates) for s in ft.stages] == [("finetune", 100)]
     assert ehft.seeds == (1, 2) and ehft.metric == "accuracy" and ehft.task == "rte"
-    record = ehft.record(seed=2)
+    record = ehft.record(seed=2).to_dict()
     assert record["seed"] == 2 and record["updates"] == [30, 100]
     assert record["stage1"] == {"rule": "updates", "updates": 30, "head": "last"}
     assert [s["name"] for s in record["stages"]] == ["stage1", "stage2"]
     assert record["fairseq_args"] == ["--cpu"]
     assert opts.method == ["ehft-bitfit", "ft"]  # the options themselves are left as given
+
+
+def test_run_json_reads_back_as_the_typed_config_it_was_written_from(tmp_path):
+    from ehft_plugin.train.rundir import Run, RunError, write_run_record
+
+    opts = _options("--method", "child-tuning-d(p=0.1,fisher_clip=1.0)", "--total-updates",
+                    "100", "--", "--cpu")
+    [config] = plan_runs(opts, META, DIMS, "roberta_ehft_base")
+    record = config.record(seed=3)
+    write_run_record(str(tmp_path), "rte", record, {"finetune": ["fairseq-train"]})
+    run = Run.read(str(tmp_path))
+    assert run.config == record and run.seed == 3
+    assert (run.config.stages[0].child_share, run.config.stages[0].fisher_clip) == (0.1, 1.0)
+    # what every run.json holds is required, with the file named
+    (tmp_path / "run.json").write_text('{"task": "rte", "config": {"seed": 1, "stages": []}}')
+    with pytest.raises(RunError, match=r"run.json: not a run record of ehft train \(missing "
+                                       r"or wrong 'method'\)"):
+        Run.read(str(tmp_path))
+
+
+def test_every_committed_run_record_reads_back_to_the_same_bytes():
+    import json
+
+    from conftest import REPO
+
+    from ehft_plugin.train.rundir import RecordedConfig
+
+    configs = [json.loads(line)["files"]["run.json"]["config"]
+               for path in (REPO / "benchmarks").rglob("records.jsonl")
+               for line in open(path) if '"run.json"' in line]
+    assert len(configs) > 400
+    for config in configs:
+        assert json.dumps(RecordedConfig.from_dict(config).to_dict()) == json.dumps(config)

@@ -195,6 +195,19 @@ def test_a_stage1_left_at_chance_is_reported(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_dev_class_counts_ehft_prepare_records_are_those_of_the_binarised_labels(tmp_path):
+    from ehft_plugin.data.binarize import load_metadata
+
+    data = prepare_rte(tmp_path, rows=40)
+    meta = load_metadata(str(data))
+    recorded = stage1.dev_class_counts(str(data), meta)
+    assert sum(recorded) == meta["splits"]["valid"]["examples"] == 40 and min(recorded) > 0
+    # data prepared before the counts were recorded: read from label/valid.bin with fairseq
+    del meta["splits"]["valid"]["label_counts"]
+    assert stage1.dev_class_counts(str(data), meta) == recorded
+
+
+@pytest.mark.slow
 def test_a_dry_run_shows_the_stage1_rule(tmp_path):
     data = prepare_rte(tmp_path, rows=40)
     checkpoint = stock_checkpoint(data, tmp_path / "pretrained")

@@ -166,6 +166,35 @@ def test_a_srcdict_that_is_not_a_fairseq_dictionary_is_named(tmp_path):
         load_dictionary(str(bad))
 
 
+def test_the_dictionary_size_read_without_fairseq_is_fairseqs(tmp_path):
+    from ehft_plugin.data.tokenisers import dictionary_size, load_dictionary
+
+    real = str(shared("bpe", "dict.txt"))
+    assert dictionary_size(real) == len(load_dictionary(real))
+    # a line flagged #fairseq:overwrite adds an entry too (fairseq re-points the symbol at it);
+    # <mask> is appended unless listed
+    flagged = tmp_path / "flagged.txt"
+    flagged.write_text("a 5\nb 3\n<unk> 1 #fairseq:overwrite\na 2 #fairseq:overwrite\n")
+    assert dictionary_size(str(flagged)) == len(load_dictionary(str(flagged))) == 4 + 4 + 1
+    flagged.write_text("a 5\n<mask> 0\n")
+    assert dictionary_size(str(flagged)) == len(load_dictionary(str(flagged))) == 4 + 2
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a 5\njustonecolumn\n", r"flagged.txt, line 2: not a fairseq dictionary line \(expected "
+                             r"'<token> <count> \[flags\]'\): 'justonecolumn'"),
+    ("a 5\nb x\n", r"line 2: not a fairseq dictionary line"),
+    ("a 5\nb 3\na 1\n", r"flagged.txt, line 3: 'a' is listed twice"),
+])
+def test_a_dictionary_fairseq_would_refuse_is_named_with_its_line(tmp_path, text, message):
+    from ehft_plugin.data.tokenisers import dictionary_size
+
+    bad = tmp_path / "flagged.txt"
+    bad.write_text(text)
+    with pytest.raises(TokeniserError, match=message):
+        dictionary_size(str(bad))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("flag,source,message", [
     ("--gpt2-encoder-json", "vocab.bpe", r"--gpt2-encoder-json \S+vocab.bpe: not GPT-2's "

@@ -17,10 +17,33 @@ import torch.nn.functional as F
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
+from fairseq.logging.meters import Meter
 
 from ..data.task_table import RANKING, REGRESSION
-from ..metrics import (CM_PREFIX, PREDICTIONS_KEY, TARGETS_KEY, ConcatMeter,
-                       confusion_matrix_logging)
+from ..metrics import CM_PREFIX, PREDICTIONS_KEY, TARGETS_KEY, confusion_matrix_logging
+
+
+class ConcatMeter(Meter):
+    """Keeps every value it is given (dev-set predictions for correlations)."""
+
+    def __init__(self):
+        self.values = []
+
+    def reset(self):
+        self.values = []
+
+    def update(self, values):
+        self.values.extend(float(v) for v in values)
+
+    def state_dict(self):
+        return {"values": list(self.values)}
+
+    def load_state_dict(self, state_dict):
+        self.values = list(state_dict["values"])
+
+    @property
+    def smoothed_value(self) -> float:
+        return len(self.values)
 
 
 def candidate_logits(model, sample, kind, num_candidates, head_name):

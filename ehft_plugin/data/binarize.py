@@ -108,10 +108,16 @@ def _write_labels(spec, label_dir, split, examples):
     _write_indexed(os.path.join(label_dir, split), items, len(label_dict))
 
 
-def _write_label_dict(spec, label_dir, train_examples):
+def label_counts(spec, examples):
+    """Examples of each class, in `spec.labels` order."""
     counts = [0] * len(spec.labels)
-    for ex in train_examples:
+    for ex in examples:
         counts[int(ex.label)] += 1
+    return counts
+
+
+def _write_label_dict(spec, label_dir, train_examples):
+    counts = label_counts(spec, train_examples)
     with open(os.path.join(label_dir, "dict.txt"), "w") as f:
         for value, count in zip(spec.labels, counts):
             f.write("%s %d\n" % (label_token(value), count))
@@ -164,6 +170,8 @@ def _write_all(spec, raw_dir, tmp, tokeniser, dictionary, encode, splits, pair_f
             _write_indexed(os.path.join(d, split), items, len(dictionary))
         _write_labels(spec, label_dir, split, examples)
         split_info[split] = {"raw_file": spec.splits[split], "examples": len(examples)}
+        if spec.kind != REGRESSION:  # per class, in `labels` order (the constant level)
+            split_info[split]["label_counts"] = label_counts(spec, examples)
         logger.info("%s: %d examples", split, len(examples))
     counter.check(tokeniser)
     meta = {

@@ -132,6 +132,39 @@ def build_encoder(spec: TokeniserSpec) -> Callable[[str], str]:
     return lambda text: " ".join(sp.encode(text, out_type=str))
 
 
+FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq's Dictionary starts with these
+
+
+def dictionary_size(path: str) -> int:
+    """len(load_dictionary(path)), read without importing fairseq (which takes seconds), as
+    fairseq's Dictionary.add_from_file reads the file: its four special symbols, one entry a
+    line (a line flagged #fairseq:overwrite adds an entry too), and <mask> unless listed."""
+    known, size = set(FAIRSEQ_SPECIALS), len(FAIRSEQ_SPECIALS)
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    word, field = line.rstrip().rsplit(" ", 1)
+                    overwrite = field == "#fairseq:overwrite"
+                    if overwrite:
+                        word, field = word.rsplit(" ", 1)
+                    int(field)
+                except ValueError:
+                    raise TokeniserError("%s, line %d: not a fairseq dictionary line (expected "
+                                         "'<token> <count> [flags]'): %r"
+                                         % (path, number, line.rstrip("\n"))) from None
+                if word in known and not overwrite:
+                    raise TokeniserError("%s, line %d: %r is listed twice (fairseq refuses a "
+                                         "duplicate without #fairseq:overwrite)"
+                                         % (path, number, word))
+                known.add(word)
+                size += 1
+    except (OSError, UnicodeError) as e:
+        raise TokeniserError("%s: cannot be read as a fairseq dictionary (%s)" % (path, e)) \
+            from None
+    return size + ("<mask>" not in known)
+
+
 def load_dictionary(path: str):
     """The fairseq dictionary, with RoBERTa's <mask> appended as fairseq does."""
     from fairseq.data import Dictionary

@@ -132,7 +132,7 @@ def _check_one_family(chosen):
     """A leaderboard entry is one model: every task's run starts from the same backbone."""
     seen = None
     for task, c in chosen.items():
-        family = (c.run.config.get("checkpoint"), c.run.config.get("arch"))
+        family = (c.run.config.checkpoint, c.run.config.arch)
         if seen is None:
             seen = (task, family)
         elif family != seen[1]:

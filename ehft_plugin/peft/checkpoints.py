@@ -35,6 +35,21 @@ def load_checkpoint(path):
         raise CheckpointError("--checkpoint %s: cannot be read (%s)" % (path, e)) from None
 
 
+def read_saved(path, name="%s"):
+    """A checkpoint's state as saved (not fairseq's upgraded view of it), read safely and
+    without importing fairseq; `name` % path names it in errors ("--checkpoint %s")."""
+    from ..fairseq_compat.safe_loading import safe_load
+
+    if not os.path.isfile(path):
+        raise CheckpointError("%s: file not found" % (name % path))
+    try:
+        return safe_load(path, map_location="cpu")
+    except CheckpointError:
+        raise
+    except Exception as e:  # a truncated file fails inside torch's zip reader
+        raise CheckpointError("%s: cannot be read (%s)" % (name % path, e)) from None
+
+
 def extract(model_state, plan):
     return {name: t for name, t in model_state.items() if is_trainable(name, plan)}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Optional, Tuple
 
 from .methods import Method, Stage
+from .rundir.record import RecordedConfig, StageRecord
 from .stage1 import PLATEAU, RATIO, Stage1Budget
 
 
@@ -108,22 +109,15 @@ class RunConfig:
         """The configuration run.json holds for one seed (a relaunch with another one is
         refused, or replaces the run with --overwrite)."""
         method = self.resolved
-        config = {"method": method.name, "data": os.path.abspath(self.data),
-                  "checkpoint": os.path.abspath(self.checkpoint), "seed": seed,
-                  "total_updates": self.total_updates,
-                  "updates": [s.updates for s in self.stages], "arch": self.arch,
-                  **({"total_epochs": self.total_epochs}
-                     if self.total_epochs is not None else {}),
-                  **({"log_drift": True} if self.log_drift else {}),
-                  "head_type": self.head_type, "batch_size": self.batch_size,
-                  "warmup_ratio": self.warmup_ratio, "fairseq_args": list(self.fairseq_args),
-                  "stages": [dict({"name": s.name, "peft": s.peft, "lr": s.lr},
-                                  **({"reserve": True} if s.reserve else {}),
-                                  **({"child_share": s.child_share} if s.child_share else {}),
-                                  **({"fisher_clip": s.fisher_clip} if s.fisher_clip else {}))
-                             for s in method.stages]}
-        if self.budget is not None and self.budget.record() is not None:
-            config["stage1"] = self.budget.record()
-        if self.setting:
-            config["setting"] = self.setting
-        return config
+        return RecordedConfig(
+            method=method.name, data=os.path.abspath(self.data),
+            checkpoint=os.path.abspath(self.checkpoint), seed=seed,
+            total_updates=self.total_updates, updates=tuple(s.updates for s in self.stages),
+            arch=self.arch, total_epochs=self.total_epochs, log_drift=self.log_drift,
+            head_type=self.head_type, batch_size=self.batch_size,
+            warmup_ratio=self.warmup_ratio, fairseq_args=tuple(self.fairseq_args),
+            stages=tuple(StageRecord(s.name, s.peft, s.lr, bool(s.reserve),
+                                     s.child_share or None, s.fisher_clip or None)
+                         for s in method.stages),
+            stage1=self.budget.record() if self.budget is not None else None,
+            setting=self.setting)

@@ -17,7 +17,7 @@ import os
 
 from ..atomic import atomic_file
 from ..errors import CheckpointError
-from ..peft.checkpoints import (load_adapter, load_checkpoint, load_tensors, save_adapter,
+from ..peft.checkpoints import (load_adapter, load_tensors, read_saved, save_adapter,
                                 save_tensors)
 from ..peft.trainable import is_trainable
 from .rundir import HEAD_FILE, LAST_CHECKPOINT, PEFT_FILE
@@ -98,7 +98,9 @@ def write_handover(stage1_dir, head_name=HEAD_NAME, reserve_plan=None, checkpoin
     (default: stage 1's checkpoint_last.pt; checkpoint_best.pt hands over its best head);
     with `reserve_plan` (the stage-1 plan of a -reserve variant) also what that plan trained
     in the backbone -> stage1/peft.safetensors."""
-    state = load_checkpoint(checkpoint or os.path.join(stage1_dir, LAST_CHECKPOINT))
+    # as saved: the stage's own fairseq-train wrote it, there is nothing to upgrade, and the
+    # launcher does not import fairseq
+    state = read_saved(checkpoint or os.path.join(stage1_dir, LAST_CHECKPOINT))
     path = os.path.join(stage1_dir, HEAD_FILE)
     save_tensors(extract_head(state["model"], head_name), path,
                  {"format": HEAD_FORMAT, "head_name": head_name})

@@ -14,16 +14,9 @@ DIMS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
 def read_original(path):
     """The pretrained checkpoint as saved (not fairseq's upgraded view of it), read once:
     its sizes, its vocabulary and the stage starts all come from this one read."""
-    from ..fairseq_compat.safe_loading import safe_load
+    from ..peft.checkpoints import read_saved
 
-    if not os.path.isfile(path):
-        raise CheckpointError("--checkpoint %s: file not found" % path)
-    try:
-        return safe_load(path, map_location="cpu")
-    except CheckpointError:
-        raise
-    except Exception as e:  # a truncated file fails inside torch's zip reader
-        raise CheckpointError("--checkpoint %s: cannot be read (%s)" % (path, e)) from None
+    return read_saved(path, "--checkpoint %s")
 
 
 def model_args(state):
@@ -39,14 +32,14 @@ def model_args(state):
 
 def check_fits_data(state, data, path):
     """The checkpoint's vocabulary must be the data's dictionary (plus <mask>)."""
-    from ..data.tokenisers import load_dictionary
+    from ..data.tokenisers import dictionary_size
 
-    dictionary = load_dictionary(os.path.join(data, "input0", "dict.txt"))
+    entries = dictionary_size(os.path.join(data, "input0", "dict.txt"))
     # 2019 releases name the encoder "decoder.sentence_encoder"; fairseq renames it on load
     [rows] = [v.shape[0] for k, v in state["model"].items()
               if k.endswith(".sentence_encoder.embed_tokens.weight")]
-    if rows != len(dictionary):
+    if rows != entries:
         raise CheckpointError(
             "--checkpoint %s has %d token embeddings but the dictionary of %s has %d entries: "
             "the data was prepared with another dictionary (ehft prepare --srcdict)"
-            % (path, rows, data, len(dictionary)))
+            % (path, rows, data, entries))

@@ -5,22 +5,33 @@ which plugin code and which libraries produced it: a later change to the trainin
 up in the records it made instead of being indistinguishable from the earlier cells.
 """
 
+import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ehft_plugin/
 
 
 def software():
-    import fairseq
     import torch
 
     from .. import __version__
 
-    return dict({"ehft_plugin": __version__, "fairseq": fairseq.__version__,
+    return dict({"ehft_plugin": __version__, "fairseq": fairseq_version(),
                  "torch": torch.__version__, "python": platform.python_version()},
                 **git_state(os.path.dirname(PLUGIN_DIR)))
+
+
+def fairseq_version():
+    """fairseq's __version__, read from its distribution when fairseq is not imported: `ehft
+    train` does not import it (every task, model and criterion registering itself takes
+    seconds), its fairseq-train children do."""
+    if "fairseq" in sys.modules:
+        return sys.modules["fairseq"].__version__
+    [distribution] = importlib.metadata.packages_distributions()["fairseq"][:1]
+    return importlib.metadata.version(distribution)
 
 
 def git_state(root):

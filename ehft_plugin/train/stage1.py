@@ -159,14 +159,19 @@ def stopped_early(log_path):
 
 def dev_class_counts(data_dir, meta):
     """Examples of each class in the dev split ("valid") of a prepared data directory; None
-    for regression."""
-    from fairseq.data import data_utils
-
+    for regression. `ehft prepare` records them; data it prepared before that are read from
+    the binarised labels (with fairseq, which `ehft train` otherwise does not import)."""
     from ..data.task_table import REGRESSION
-    from ..data.tokenisers import load_dictionary
 
     if meta.get("kind") == REGRESSION:
         return None
+    recorded = meta.get("splits", {}).get("valid", {}).get("label_counts")
+    if recorded is not None:
+        return list(recorded)
+    from fairseq.data import data_utils
+
+    from ..data.tokenisers import load_dictionary
+
     label_dir = os.path.join(data_dir, "label")
     labels = load_dictionary(os.path.join(label_dir, "dict.txt"))
     dataset = data_utils.load_indexed_dataset(os.path.join(label_dir, "valid"), labels)

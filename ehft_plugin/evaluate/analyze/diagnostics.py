@@ -43,7 +43,7 @@ def _reference(run, device):
         raise AnalyzeError("%s: run.json records no command for stage %s"
                            % (run.path, run.stages[-1]))
     built = Built(last, run.path + "/run.json", seed=run.seed, peft="full", device=device)
-    return built.load(run.config["checkpoint"], strict=False)
+    return built.load(run.config.checkpoint, strict=False)
 
 
 def _features_by_id(built, split, limit, batch_size):
@@ -64,7 +64,7 @@ def feature_drift(runs, examples, batch_size, device, log):
         before = {}
         per_label = collections.defaultdict(dict)
         for run in sorted(with_model, key=lambda r: (r.label, r.seed)):
-            original = run.config["checkpoint"]
+            original = run.config.checkpoint
             if original not in before:
                 log("feature drift: %s: features of the pretrained backbone %s" % (task, original))
                 before[original] = _features_by_id(_reference(run, device), "train", examples,

@@ -33,16 +33,17 @@ def settings_of(run) -> Dict[str, str]:
     beyond logging. Not compared: the seed, paths, and logging."""
     config = run.config
     out = {}
-    for stage in config.get("stages", []):
+    for stage in config.stages:
+        recorded = stage.to_dict()
         for key in ("peft", "lr", "child_share", "fisher_clip", "reserve"):
-            if key in stage:
-                out["%s %s" % (stage["name"], key)] = _words(stage[key])
-    out["updates"] = _words(config.get("updates"))
+            if key in recorded:
+                out["%s %s" % (stage.name, key)] = _words(recorded[key])
+    out["updates"] = _words(list(config.updates))
     if run.stage1_rule is not None:
-        out["stage 1 rule"] = _words(config.get("stage1") or {"rule": "ratio"})
+        out["stage 1 rule"] = _words(dict(config.stage1 or {"rule": "ratio"}))
     for key in ("batch_size", "warmup_ratio", "head_type"):
-        out[key.replace("_", " ")] = _words(config.get(key))
-    out["fairseq args"] = " ".join(_learning_args(config.get("fairseq_args") or []))
+        out[key.replace("_", " ")] = _words(getattr(config, key))
+    out["fairseq args"] = " ".join(_learning_args(list(config.fairseq_args)))
     return out
 
 

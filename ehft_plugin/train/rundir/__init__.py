@@ -12,8 +12,9 @@
         stage2/start.pt       original checkpoint + that head (removed once the stage is done;
                               also written, without head, for an original that holds one)
 
-files.py: the paths and the records' formats; logs.py: fairseq's JSON log of a stage;
-run.py: `Run`, one run as its readers see it.
+files.py: the paths and the records' formats; record.py: `RecordedConfig`, the configuration
+run.json holds, typed; logs.py: fairseq's JSON log of a stage; run.py: `Run`, one run as its
+readers see it.
 """
 
 from .files import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT,
@@ -22,10 +23,12 @@ from .files import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LA
                     write_run_record)
 from .logs import (last_update, log_records, train_records, training_seconds, valid_records,
                    validated_at_the_end)
+from .record import RecordedConfig, StageRecord
 from .run import Run
 
-__all__ = ["Run", "RunError", "BEST_CHECKPOINT", "CHILD_MASK_FILE", "last_update", "RUN_RECORD", "DONE_RECORD", "LOG", "LAST_CHECKPOINT",
-           "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs", "method_slug", "read_json",
+__all__ = ["Run", "RunError", "RecordedConfig", "StageRecord", "BEST_CHECKPOINT",
+           "CHILD_MASK_FILE", "last_update", "RUN_RECORD", "DONE_RECORD", "LOG",
+           "LAST_CHECKPOINT", "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs", "method_slug", "read_json",
            "recorded_commands", "run_directory", "trained_updates", "write_done",
            "write_run_record", "log_records", "train_records", "training_seconds",
            "valid_records", "validated_at_the_end"]

@@ -58,9 +58,14 @@ def write_json(path, value):
 
 
 def write_run_record(run_dir, task, config, commands):
-    """run.json: the resolved configuration and every stage's fairseq-train command."""
+    """run.json: the resolved configuration (a RecordedConfig, or its dict form, which is
+    read as run.json would be) and every stage's fairseq-train command."""
+    from .record import RecordedConfig
+
+    if not isinstance(config, RecordedConfig):
+        config = RecordedConfig.from_dict(config, os.path.join(run_dir, RUN_RECORD))
     write_json(os.path.join(run_dir, RUN_RECORD),
-               {"task": task, "config": config, "commands": commands})
+               {"task": task, "config": config.to_dict(), "commands": commands})
 
 
 def write_done(stage_dir, updates, metric, valid, software, seconds, **extra):
@@ -92,8 +97,11 @@ def recorded_commands(run_dir, config, overwrite):
     if not os.path.isfile(recorded):
         raise RunError("%s holds files of something else; pass --overwrite to replace them"
                        % run_dir)
+    from .record import RecordedConfig
+
     record = read_json(recorded)
-    previous = record["config"]
+    previous = RecordedConfig.from_dict(record.get("config"), recorded).to_dict()
+    config = config.to_dict()
     if previous != config:
         changed = sorted(k for k in set(config) | set(previous)
                          if config.get(k) != previous.get(k))

@@ -10,6 +10,7 @@ from ...data.task_table import column_name, paper_metric
 from .files import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, RUN_RECORD, RunError, read_json,
                     wall_seconds)
 from .logs import train_records
+from .record import RecordedConfig
 
 _NOT_METRICS = ("loss", "nll_loss", "ppl", "wps", "wpb", "bsz", "num_updates")
 
@@ -20,7 +21,7 @@ class Run:
     task: str
     method: str
     seed: int
-    config: dict
+    config: RecordedConfig
     commands: Dict[str, List[str]]
     # set by `select`: column -> {metric: value} of the selected validation, and the dev
     # curve [(total updates, paper metric)] over every stage
@@ -33,27 +34,20 @@ class Run:
     def read(cls, run_dir):
         path = os.path.join(run_dir, RUN_RECORD)
         record = read_json(path)
-        try:
-            config = record["config"]
-            return cls(run_dir, record.get("task") or os.path.normpath(run_dir).split(os.sep)[-3],
-                       config["method"], int(config["seed"]), config,
-                       record.get("commands") or {})
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise RunError("%s: not a run record of ehft train (missing or wrong %s)"
-                           % (path, e)) from None
+        if not isinstance(record, dict):
+            raise RunError("%s: not a run record of ehft train (not a JSON object)" % path)
+        config = RecordedConfig.from_dict(record.get("config"), path)
+        return cls(run_dir, record.get("task") or os.path.normpath(run_dir).split(os.sep)[-3],
+                   config.method, config.seed, config, record.get("commands") or {})
 
     @property
     def stages(self) -> List[str]:
-        try:
-            return [s["name"] for s in self.config["stages"]]
-        except (KeyError, TypeError) as e:
-            raise RunError("%s: not a run record of ehft train (missing %s)"
-                           % (os.path.join(self.path, RUN_RECORD), e)) from None
+        return self.config.stage_names
 
     @property
     def planned_updates(self) -> List[int]:
         """Each stage's --max-update (a plateau stage 1's cap)."""
-        return list(self.config["updates"])
+        return list(self.config.updates)
 
     @property
     def updates(self) -> List[int]:
@@ -71,14 +65,12 @@ class Run:
     def stage1_rule(self) -> Optional[str]:
         """How stage 1 of a two-stage run was budgeted (plateau, updates, epochs, ratio), None
         for one stage."""
-        if len(self.config.get("stages", [])) < 2:
-            return None
-        return (self.config.get("stage1") or {}).get("rule", "ratio")
+        return self.config.stage1_rule
 
     @property
     def plans(self) -> Tuple[str, ...]:
         """Each stage's --peft plan."""
-        return tuple(str(s.get("peft", "")) for s in self.config["stages"])
+        return tuple(str(s.peft) for s in self.config.stages)
 
     @property
     def single_stage_peft(self):
@@ -106,7 +98,7 @@ class Run:
             return "stage 1 %.0f%%" % (100 * self.share)
         if rule == "plateau":
             return "stage 1 to a plateau"
-        record = self.config["stage1"]
+        record = self.config.stage1
         if rule == "epochs":
             return "stage 1 %g epochs" % record.get("epochs")
         return "stage 1 %d updates" % record.get("updates")
