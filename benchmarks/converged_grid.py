@@ -300,12 +300,13 @@ def kept_dir(task, method, seed):
 
 
 def rekeep(args):
-    """Retrains the diagnosed cells of --tasks that the grid finished but whose kept save dir
-    is gone (a new checkout), at the grid's rate and budget: the save dir goes to KEPT, the
+    """Retrains the diagnosed cells of --tasks (and --methods) that the grid finished but whose
+    kept save dir is gone (a new checkout), at the grid's rate and budget: the save dir goes to KEPT, the
     record to OUT/retrained/ (a stale one from a lost save dir is replaced)."""
     rates = rates_for(args.tasks)
+    methods = getattr(args, "methods", None) or DIAGNOSED["methods"]
     finished = [c for t in args.tasks if t in DIAGNOSED["tasks"] for c in diagnosed_cells(t)
-                if grid.finished(*c, argparse.Namespace(out=OUT))]
+                if c[1] in methods and grid.finished(*c, argparse.Namespace(out=OUT))]
     cells = [c for c in finished if not os.path.isdir(kept_dir(*c))]
     for cell in cells:
         shutil.rmtree(grid.record_dir(*cell, argparse.Namespace(out=retrained_dir())),
@@ -436,7 +437,8 @@ def main():
                                              "diagnostics"))
     parser.add_argument("--tasks", nargs="+", default=list(EPOCHS), choices=EPOCHS)
     parser.add_argument("--methods", nargs="+", default=list(SEEDS), choices=SEEDS,
-                        help="grid: only these methods' cells (default: all)")
+                        help="grid and rekeep: only these methods' cells (default: all; "
+                             "the stage-1 grid's diagnostics need only ft's kept)")
     parser.add_argument("--hours", type=float, default=0,
                         help="start no new cell after this many hours (0: run them all)")
     parser.add_argument("--backbone", default=os.path.join(grid.ROOT, ".cache", "backbones",

@@ -383,6 +383,20 @@ def test_rekeep_retrains_the_finished_diagnosed_cells_whose_save_dir_is_gone(con
     # ft seed 4 is not diagnosed; the grid itself keeps the diagnosed cells it has yet to run
 
 
+def test_rekeep_retrains_only_the_methods_asked_for(converged, monkeypatch):
+    monkeypatch.setattr(converged, "KEPT", str(converged.OUT) + "/kept")
+    seen = []
+    monkeypatch.setattr(converged.grid, "run_cell", lambda task, method, seed, a: seen.append(
+        (method, seed)))
+    os.makedirs(os.path.join(converged.OUT, "sweep"))
+    converged.write_file(os.path.join(converged.OUT, "sweep", "rates.json"),
+                         json.dumps({"rte": {"chosen": 5e-5}}))
+    for method, seed in [("ft", 1), ("lp-ft", 1), ("ehft-bitfit", 2)]:
+        fake_record(converged.OUT, "rte", method, seed, [50.0], 100)
+    assert converged.rekeep(_args(tasks=["rte"], step="rekeep", methods=["ft"])) == []
+    assert seen == [("ft", 1)]
+
+
 def test_diagnostics_name_the_retrained_cells_beside_the_grids(converged):
     fake_record(converged.OUT, "rte", "ft", 1, [50.0, 60.0], 100)
     fake_record(converged.retrained_dir(), "rte", "ft", 1, [50.0, 61.0], 100)
