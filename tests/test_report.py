@@ -403,6 +403,21 @@ def test_wall_time_is_shown_only_when_every_run_timed_its_stages(tmp_path):
     assert summary["ft"]["seconds"] == 40.0 and summary["lp"]["seconds"] is None
 
 
+def test_the_compute_table_totals_runs_and_machine_hours(tmp_path):
+    root = tmp_path / "runs"
+    for seed, spent in ((1, 1800.0), (2, 5400.0)):
+        fake_run(root, "rte", "ft", seed, one_stage({"num_updates": 10, "accuracy": 60.0}))
+        done = root / "rte" / "ft" / ("seed%d" % seed) / "finetune" / "done.json"
+        record = json.loads(done.read_text())
+        record["seconds"] = {"fairseq_train": spent}
+        done.write_text(json.dumps(record))
+    report([root], str(tmp_path / "r.md"), plots=False)
+    assert "Total: 2 runs, 2.0 machine hours of wall time" in (tmp_path / "r.md").read_text()
+    fake_run(root, "rte", "lp", 1, one_stage({"num_updates": 10, "accuracy": 55.0}))  # untimed
+    report([root], str(tmp_path / "r.md"), plots=False)
+    assert "Total: 3 runs; some recorded no wall time." in (tmp_path / "r.md").read_text()
+
+
 def test_a_task_argument_given_at_its_default_is_the_same_setting():
     from ehft_plugin.evaluate.report import settings
     from ehft_plugin.tasks.glue_ehft import GlueEhftConfig

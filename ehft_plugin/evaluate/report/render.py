@@ -158,7 +158,19 @@ def render_cost(summary):
         out.write("| %s | %s | %d | %.0f | %s | %s | %s | %s |\n" % (
             display_name(task), method, cost["runs"], cost["updates"],
             "—" if cost["seconds"] is None else "%.0f" % cost["seconds"], dev, level, chance))
+    out.write("\n" + _total_line(summary.cost.values()) + "\n")
     return out.getvalue()
+
+
+def _total_line(costs):
+    """The runs and machine hours of the whole table, what a grid's compute budget counts."""
+    costs = list(costs)
+    runs = sum(c["runs"] for c in costs)
+    if any(c["seconds"] is None for c in costs):
+        return "Total: %d runs; some recorded no wall time." % runs
+    hours = sum(c["seconds"] * c["runs"] for c in costs) / 3600
+    return ("Total: %d runs, %.1f machine hours of wall time (a stage resumed over several "
+            "launches counts its last launch)." % (runs, hours))
 
 
 def render_versus(summary, baseline, gains=None):
