@@ -301,8 +301,8 @@ def kept_dir(task, method, seed):
 
 def rekeep(args):
     """Retrains the diagnosed cells of --tasks (and --methods) that the grid finished but whose
-    kept save dir is gone (a new checkout), at the grid's rate and budget: the save dir goes to KEPT, the
-    record to OUT/retrained/ (a stale one from a lost save dir is replaced)."""
+    kept save dir is gone (a new checkout), at the grid's rate and budget: the save dir goes
+    to KEPT, the record to OUT/retrained/ (a stale one from a lost save dir is replaced)."""
     rates = rates_for(args.tasks)
     methods = getattr(args, "methods", None) or DIAGNOSED["methods"]
     finished = [c for t in args.tasks if t in DIAGNOSED["tasks"] for c in diagnosed_cells(t)

@@ -39,13 +39,13 @@ atexit.register(_record)
 
 def kind(argv):
     """A process's kind from its argv: the console script's name (with its subcommand for
-    `ehft`), or the script or module Python ran."""
+    `ehft`), the script Python ran (for `python -m`, the module's file), or `python -c`."""
     if not argv:
         return "python"
     name = os.path.basename(argv[0]) or "python"
     if name == "ehft" and len(argv) > 1:
         return "ehft " + argv[1]
-    return {"-c": "python -c", "-m": "python -m"}.get(name, name)
+    return "python -c" if name == "-c" else name
 
 
 def summary(lines):

@@ -61,6 +61,10 @@ def test_run_json_reads_back_as_the_typed_config_it_was_written_from(tmp_path):
     with pytest.raises(RunError, match=r"run.json: not a run record of ehft train \(missing "
                                        r"or wrong 'method'\)"):
         Run.read(str(tmp_path))
+    (tmp_path / "run.json").write_text('{"task": "rte", "commands": {}}')
+    with pytest.raises(RunError, match=r"run.json: not a run record of ehft train \(missing "
+                                       r"or wrong 'config'\)"):
+        Run.read(str(tmp_path))
 
 
 def test_every_committed_run_record_reads_back_to_the_same_bytes():

@@ -28,7 +28,8 @@ from .run import Run
 
 __all__ = ["Run", "RunError", "RecordedConfig", "StageRecord", "BEST_CHECKPOINT",
            "CHILD_MASK_FILE", "last_update", "RUN_RECORD", "DONE_RECORD", "LOG",
-           "LAST_CHECKPOINT", "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs", "method_slug", "read_json",
+           "LAST_CHECKPOINT", "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs",
+           "method_slug", "read_json",
            "recorded_commands", "run_directory", "trained_updates", "write_done",
            "write_run_record", "log_records", "train_records", "training_seconds",
            "valid_records", "validated_at_the_end"]

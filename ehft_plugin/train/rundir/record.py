@@ -82,6 +82,9 @@ class RecordedConfig:
     @classmethod
     def from_dict(cls, value, path="run.json"):
         """The config of a run.json's "config"; `path` names the file in errors."""
+        if not isinstance(value, dict):
+            raise RunError("%s: not a run record of ehft train (missing or wrong 'config')"
+                           % path)
         known = {"method", "seed", "stages", "data", "checkpoint", "total_updates", "updates",
                  "arch", "total_epochs", "log_drift", "head_type", "batch_size", "warmup_ratio",
                  "fairseq_args", "stage1", "setting"}
