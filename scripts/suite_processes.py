@@ -6,7 +6,9 @@ anything, so the number of processes bounds the suite's time from below. Each Py
 of the run (pytest's workers, and everything they start, at any depth) appends one JSON line
 when it exits, through a sitecustomize module put first on PYTHONPATH for the run; a process
 killed by a signal writes none. Seconds of a process include those of its children (`ehft
-train`'s include its fairseq-train stages').
+train`'s include its fairseq-train stages'). Every process starts cold (EHFT_COLD=1: none is
+forked from the suite's warm server, tests/warm/warm.py), so what is counted is what each
+process would cost started on its own.
 
     .venv/bin/python scripts/suite_processes.py [--log FILE] -- -n 2 --dist loadfile tests
 """
@@ -75,7 +77,7 @@ def main():
             f.write(SITECUSTOMIZE)
         log = os.path.abspath(args.log) if args.log else os.path.join(tmp, "processes.jsonl")
         open(log, "w").close()
-        env = dict(os.environ, EHFT_PROCESS_LOG=log,
+        env = dict(os.environ, EHFT_PROCESS_LOG=log, EHFT_COLD="1",
                    PYTHONPATH=os.pathsep.join(p for p in (tmp, os.environ.get("PYTHONPATH"))
                                               if p))
         code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], env=env)

@@ -35,6 +35,47 @@ FAST_LANE = os.environ.get("EHFT_FAST_LANE") == "1"
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: starts processes (fairseq-train, ehft, torchrun, "
                                        "a benchmark script); left out of `make test-fast`")
+    config.addinivalue_line("markers", "cold: its processes start cold, not forked from the "
+                                       "worker's warm server (tests/warm/warm.py)")
+
+
+# The processes the tests start are forked from a server that has imported torch and fairseq
+# (tests/warm/warm.py), one per worker; EHFT_COLD=1 starts every one cold.
+WARM = REPO / "tests" / "warm"
+_warm_server = None
+
+
+def pytest_sessionstart(session):
+    global _warm_server
+    config = session.config
+    controller = getattr(config.option, "numprocesses", None) and not hasattr(
+        config, "workerinput")
+    if FAST_LANE or controller or os.environ.get("EHFT_COLD") == "1":
+        return
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="ehft-warm-")
+    path = os.path.join(directory, "socket")
+    _warm_server = subprocess.Popen([sys.executable, str(WARM / "warm.py"), path],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path):
+        if _warm_server.poll() is not None or time.monotonic() > deadline:
+            _warm_server.kill()
+            _warm_server = None
+            return  # every process starts cold, as it would without the server
+        time.sleep(0.05)
+    os.environ["EHFT_WARM_SOCKET"] = path
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(WARM), os.environ.get("PYTHONPATH")) if p)
+
+
+def pytest_sessionfinish(session):
+    if _warm_server is not None:
+        _warm_server.terminate()
+        _warm_server.wait()
+        shutil.rmtree(os.path.dirname(os.environ.pop("EHFT_WARM_SOCKET")), True)
 
 
 def _no_process(self, *args, **kwargs):
@@ -48,6 +89,9 @@ def pytest_runtest_setup(item):
     if FAST_LANE and item.get_closest_marker("slow") is None:
         item._ehft_popen = subprocess.Popen.__init__
         subprocess.Popen.__init__ = _no_process
+    if item.get_closest_marker("cold") is not None and "EHFT_COLD" not in os.environ:
+        os.environ["EHFT_COLD"] = "1"
+        item._ehft_cold = True
     yield
 
 
@@ -56,6 +100,8 @@ def pytest_runtest_teardown(item):
     yield
     if hasattr(item, "_ehft_popen"):
         subprocess.Popen.__init__ = item._ehft_popen
+    if hasattr(item, "_ehft_cold"):
+        del os.environ["EHFT_COLD"]
 
 
 def shared(*parts) -> Path:

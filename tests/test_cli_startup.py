@@ -7,7 +7,9 @@ import sys
 import pytest
 from conftest import prepare_rte, stock_checkpoint
 
-pytestmark = pytest.mark.slow  # these tests (or their fixtures) start processes
+# these tests (or their fixtures) start processes; cold, since what they check is what a
+# process imports from its start
+pytestmark = [pytest.mark.slow, pytest.mark.cold]
 
 PROBE = """
 import sys

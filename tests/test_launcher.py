@@ -361,6 +361,7 @@ def test_report_reads_real_run_directories(setup, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cold  # it looks for fairseq-train among the launcher's children
 def test_sigterm_stops_the_launcher_and_its_fairseq_train(setup, tmp_path):
     # torchrun ends a failed job with SIGTERM to each launcher: training must not go on
     import os
