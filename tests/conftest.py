@@ -249,6 +249,22 @@ def ehft(*args, **kwargs):
     return run([BIN / "ehft", *args], **kwargs)
 
 
+def benchmark_script(name, *args):
+    """`python -m benchmarks.NAME ARGS` from the repository root; returns what it printed."""
+    module = "benchmarks." + name[:-len(".py")]
+    result = subprocess.run([sys.executable, "-m", module, *map(str, args)],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def load_benchmark(name):
+    """The module benchmarks.NAME, imported in this process."""
+    import importlib
+
+    return importlib.import_module("benchmarks." + name)
+
+
 def fairseq_train(data, save_dir, *extra, user_dir=None, updates=4, check=True, cwd=None):
     """fairseq-train with the plugin and a tiny model; returns (result, valid records)."""
     cmd = [

@@ -8,19 +8,17 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
-
-from test_benchmarks import _load_benchmark
+from conftest import REPO, load_benchmark
 
 from ehft_plugin.train.rundir import write_done, write_run_record
 
 
-converged_report = _load_benchmark("converged_report")
+converged_report = load_benchmark("converged_report")
 
 
 @pytest.fixture
 def converged(tmp_path, monkeypatch):
-    module = _load_benchmark("converged_grid")
+    module = load_benchmark("converged_grid")
     monkeypatch.setattr(module, "OUT", str(tmp_path))
     return module
 

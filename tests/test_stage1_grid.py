@@ -6,13 +6,13 @@ import argparse
 import os
 
 import pytest
-from test_benchmarks import _load_benchmark
+from conftest import load_benchmark
 from test_converged_grid import fake_record
 
 
 @pytest.fixture
 def stage1(tmp_path, monkeypatch):
-    module = _load_benchmark("stage1_grid")
+    module = load_benchmark("stage1_grid")
     monkeypatch.setattr(module, "PROBE", str(tmp_path / "probe"))
     monkeypatch.setattr(module, "OUT", str(tmp_path / "grid"))
     return module
