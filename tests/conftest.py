@@ -19,12 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EHFT_SHARED_DATA", REPO.parent / "shared" / "data"))
 BIN = Path(sys.executable).parent  # fairseq-train and ehft live next to this python
 
-# 2 layers, 16 dims, 4 heads, no dropout: fast and deterministic
-TINY_ROBERTA = [
-    "--arch", "roberta_base", "--encoder-layers", "2", "--encoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--encoder-attention-heads", "4",
-    "--dropout", "0", "--attention-dropout", "0", "--max-positions", "128",
-]
+# The tiny RoBERTa of every test, fast and deterministic: 2 layers, 16 dims, 4 heads, no
+# dropout. TINY_ROBERTA spells it as fairseq-train flags; tiny_model() builds it in-process.
+TINY = {"encoder_layers": 2, "encoder_embed_dim": 16, "encoder_ffn_embed_dim": 32,
+        "encoder_attention_heads": 4, "dropout": 0, "attention_dropout": 0,
+        "max_positions": 128}
+TINY_ROBERTA = ["--arch", "roberta_base", *(
+    part for name, value in TINY.items() for part in ("--" + name.replace("_", "-"), str(value)))]
 
 
 # `make test-fast` (EHFT_FAST_LANE=1, -m "not slow"): in-process tests only. A test that starts
@@ -305,3 +306,62 @@ def train_output(result, *run_dirs) -> str:
         for out in sorted(Path(run_dir).glob("*/fairseq.out")):
             text += out.read_text()
     return text
+
+
+# ---- the tiny model in-process (imports fairseq: only the tests that build one pay for it) ----
+
+def tiny_dictionary(size=60):
+    from fairseq.data import Dictionary
+
+    d = Dictionary()
+    for i in range(size):
+        d.add_symbol("w%d" % i)
+    d.add_symbol("<mask>")
+    return d
+
+
+def tiny_args(peft="full", layers=TINY["encoder_layers"], head_type="fairseq", **extra):
+    """TINY as the arguments of the plugin's model, with a PEFT plan and a head type."""
+    import argparse
+
+    from ehft_plugin.models.roberta_ehft import roberta_ehft_base
+
+    args = argparse.Namespace(**dict(
+        TINY, encoder_layers=layers, activation_dropout=0.0, pooler_dropout=0.0, peft=peft,
+        head_type=head_type, **extra))
+    roberta_ehft_base(args)
+    return args
+
+
+def tiny_model(peft="full", num_classes=3, seed=0, **kwargs):
+    """TINY built in-process with a classification head named "head"."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ehft_plugin.models.roberta_ehft import RobertaEhftModel
+
+    torch.manual_seed(seed)
+    task = SimpleNamespace(source_dictionary=tiny_dictionary(),
+                           max_positions=lambda: TINY["max_positions"])
+    model = RobertaEhftModel.build_model(tiny_args(peft, **kwargs), task)
+    model.register_classification_head("head", num_classes=num_classes)
+    return model
+
+
+def tiny_batch(seed=0, batch=4, length=12):
+    """Token ids with <s> … </s> and right padding of different lengths."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, 60, (batch, length), generator=g)
+    tokens[:, 0] = 0
+    for i in range(batch):
+        end = length - i * 2
+        tokens[i, end - 1] = 2
+        tokens[i, end:] = 1  # padding
+    return tokens
+
+
+def logits(model, tokens):
+    return model(tokens, features_only=True, classification_head_name="head")[0]

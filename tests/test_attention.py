@@ -4,7 +4,7 @@ its confusion counts on the logits' device; --pad-to-multiple changes shapes, no
 
 import pytest
 import torch
-from peft_helpers import logits, tiny_batch, tiny_model
+from conftest import logits, tiny_batch, tiny_model
 
 from ehft_plugin.models.attention import SdpaSelfAttention
 from ehft_plugin.peft.prefix import PrefixSelfAttention

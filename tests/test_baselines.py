@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import REPO, ehft, fairseq_train, prepare_rte, stock_checkpoint
-from peft_helpers import logits, tiny_batch, tiny_model
+from conftest import (REPO, ehft, fairseq_train, logits, prepare_rte, stock_checkpoint, tiny_batch,
+                      tiny_model)
 
 from ehft_plugin.peft.child_tuning import apply_mask, choose_child, fisher_information
 from ehft_plugin.errors import CheckpointError

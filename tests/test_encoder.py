@@ -4,8 +4,8 @@ TransformerEncoder computes."""
 
 import pytest
 import torch
+from conftest import tiny_batch, tiny_model
 from fairseq.models.transformer import TransformerEncoder
-from peft_helpers import tiny_batch, tiny_model
 
 
 def _host_reads(monkeypatch):
@@ -77,7 +77,7 @@ def test_a_model_built_with_either_kernel_holds_fairseqs_weights_for_a_seed(kern
     from types import SimpleNamespace
 
     from fairseq.models.roberta import RobertaModel
-    from peft_helpers import tiny_args, tiny_dictionary
+    from conftest import tiny_args, tiny_dictionary
 
     from ehft_plugin.models.roberta_ehft import RobertaEhftModel
 

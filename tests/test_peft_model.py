@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from peft_helpers import logits, tiny_batch, tiny_dictionary, tiny_model
+from conftest import logits, tiny_batch, tiny_dictionary, tiny_model
 
 from ehft_plugin.models.roberta_ehft import RobertaEhftModel, roberta_ehft_large
 

@@ -238,7 +238,7 @@ def test_gpu_side_by_side_runs_every_peer_on_the_same_batches(tmp_path):
 
 
 def test_mfu_counts_frozen_matmuls_at_four_flops_per_parameter():
-    from peft_helpers import tiny_model
+    from conftest import tiny_model
 
     from benchmarks.bench import flops_per_token
 

@@ -238,7 +238,7 @@ def test_fp16_hands_its_scale_to_the_fused_kernel_instead_of_unscaling(monkeypat
 
 
 def test_every_real_receiver_of_the_update_count_gets_it_once():
-    from peft_helpers import tiny_model
+    from conftest import tiny_model
 
     model = tiny_model()
     calls = []
@@ -257,7 +257,7 @@ def test_every_real_receiver_of_the_update_count_gets_it_once():
 
 
 def test_train_mode_is_set_where_any_module_differs():
-    from peft_helpers import tiny_model
+    from conftest import tiny_model
 
     model = tiny_model().train()
     model.encoder.sentence_encoder.layers[0].eval()  # e.g. a user's frozen stratum
@@ -296,7 +296,7 @@ def test_batches_say_on_the_host_whether_they_hold_padding(multiple):
 
 
 def test_the_flag_changes_nothing_the_model_computes():
-    from peft_helpers import tiny_batch, tiny_model
+    from conftest import tiny_batch, tiny_model
 
     model = tiny_model().eval()
     tokens = tiny_batch()
