@@ -45,8 +45,10 @@ def test_a_warm_program_gets_the_arguments_directory_environment_and_streams(tmp
     assert seen["preloaded"] and seen["parent"] != os.getpid()  # forked from the server
 
 
-def test_ehft_cold_starts_it_cold(tmp_path):
-    seen = json.loads(_probe("describe", input="", env=dict(os.environ, EHFT_COLD="1")).stdout)
+@pytest.mark.parametrize("env", [{"EHFT_COLD": "1"}, {"EHFT_WARM_SOCKET": "/nonexistent"}],
+                         ids=["EHFT_COLD", "no server"])
+def test_ehft_cold_or_no_server_starts_it_cold(env):
+    seen = json.loads(_probe("describe", input="", env=dict(os.environ, **env)).stdout)
     assert not seen["preloaded"] and seen["parent"] == os.getpid()
 
 
@@ -80,3 +82,13 @@ def test_killing_the_started_process_kills_the_program_and_its_children():
     started.kill()  # SIGKILL: nothing of the stand-in runs
     started.wait()
     assert _gone(program) and _gone(child)
+
+
+def test_a_garbled_request_leaves_the_server_serving():
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as garbled:
+        garbled.connect(os.environ["EHFT_WARM_SOCKET"])
+        garbled.sendall(b"\0" * 8 + b"not json")
+        assert garbled.recv(16) == b""  # refused: closed without a pid
+    assert json.loads(_probe("describe", input="").stdout)["preloaded"]

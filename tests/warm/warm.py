@@ -52,9 +52,14 @@ def program(orig_argv, environ):
 # ---- the stand-in (runs in the started process, before site-packages' imports) ----
 
 def hand_over(path, kind, name, argv):
-    """Have the server run the program; never returns: exits as the program did."""
+    """Have the server run the program; never returns (exits as the program did) once the
+    server has taken it. Returns at once where no server answers: the process goes on cold."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    connection.connect(path)
+    try:
+        connection.connect(path)
+    except OSError:
+        connection.close()
+        return
     life_read, life_write = os.pipe()  # the program dies if this process does (EOF)
     streams = []
     for fd in (0, 1, 2):
@@ -107,14 +112,17 @@ def serve(path):
         ready, _, _ = select.select([listener], [], [], 0.05)
         if ready:
             connection, _ = listener.accept()
-            pid = _fork(listener, connection)
-            if pid:
-                waiting[pid] = connection
+            try:
+                waiting[_fork(listener, connection)] = connection
+            except (OSError, ValueError):  # a stand-in gone or garbled: the server goes on
+                connection.close()
         while waiting:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if not pid:
                 break
-            connection = waiting.pop(pid)
+            connection = waiting.pop(pid, None)
+            if connection is None:  # its stand-in went before it was told the pid
+                continue
             result = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
                       else {"code": os.waitstatus_to_exitcode(status)})
             try:
@@ -138,13 +146,18 @@ def _fork(listener, connection):
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             received.frombytes(data[:len(data) - len(data) % received.itemsize])
     request = json.loads(payload)
+    if len(received) != 4:
+        raise ValueError("expected 4 file descriptors, got %d" % len(received))
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        listener.close()
-        connection.close()
-        _run(request, list(received))  # never returns
+        try:
+            listener.close()
+            connection.close()
+            _run(request, list(received))  # exits as the program did
+        finally:
+            os._exit(1)  # never back into the server's loop
     for fd in received:
         os.close(fd)
     try:
