@@ -216,6 +216,12 @@ def grid_cells(args):
             if s <= seeds_of(m, t) and m in args.methods]
 
 
+def complete(task):
+    """Whether every grid cell of `task` has finished."""
+    cells = grid_cells(argparse.Namespace(tasks=[task], methods=list(SEEDS)))
+    return all(grid.finished(*cell, argparse.Namespace(out=OUT)) for cell in cells)
+
+
 def diagnosed(task, method, seed):
     return (task in DIAGNOSED["tasks"] and method in DIAGNOSED["methods"]
             and seed <= DIAGNOSED["seeds"])
@@ -296,10 +302,13 @@ def report(args):
     if os.path.isdir(PROBE):
         write_file(os.path.join(PROBE, "probe.md"), probe_report())
     if os.path.isdir(os.path.join(OUT, "runs")):
+        # over the complete tasks (a task whose methods have not all run would leave every
+        # method's Avg and verdict out; before any task is complete, over what has run), with
         # FT's cells of the converged grid beside the new rows, in one report
-        roots = [os.path.join(OUT, "runs")] + [
-            os.path.join(converged.OUT, "runs", t, "ft") for t in TASKS
-            if os.path.isdir(os.path.join(OUT, "runs", t))]
+        started = [t for t in TASKS if os.path.isdir(os.path.join(OUT, "runs", t))]
+        tasks = [t for t in started if complete(t)] or started
+        roots = ([os.path.join(OUT, "runs", t) for t in tasks]
+                 + [os.path.join(converged.OUT, "runs", t, "ft") for t in tasks])
         for name, select in (("results.md", "best"), ("results-last.md", "last")):
             grid.ehft_report(*roots, "--out", os.path.join(OUT, name), "--select", select,
                              *(["--no-plots"] if select == "last" else []))

@@ -87,3 +87,35 @@ def test_the_probe_report_shows_the_seeds_finished_so_far(stage1):
     assert "| RTE | bitfit | 51.00, 53.00 → 52.00 | 54.00, — | — | 100 |" in text
     assert "| RTE | lp | — | — | — | — |" in text
     assert stage1.stage1_rates() == {}  # no rate is chosen from part of the seeds
+
+
+def test_a_task_is_complete_when_every_declared_cell_has_finished(stage1, monkeypatch):
+    cells = stage1.grid_cells(argparse.Namespace(tasks=["rte"], methods=list(stage1.SEEDS)))
+    assert len(cells) == 4 + 4 + 3 * 4  # EH-FT(BitFit) and LP-FT 4 seeds, the others 4
+    finished = set(cells[:-1])
+    monkeypatch.setattr(stage1.grid, "finished", lambda *cell: cell[:3] in finished)
+    assert not stage1.complete("rte")
+    finished.add(cells[-1])
+    assert stage1.complete("rte")
+
+
+def test_the_results_hold_the_complete_tasks_once_one_is(stage1, monkeypatch):
+    """A task still running would leave every method's Avg and verdict out."""
+    reports = []
+    monkeypatch.setattr(stage1.grid, "ehft_report", lambda *args: reports.append(args))
+    monkeypatch.setattr(stage1, "HEAD_INIT", os.path.join(stage1.OUT, "no-head-init"))
+    for task in ("cb", "rte"):
+        os.makedirs(os.path.join(stage1.OUT, "runs", task))
+
+    def roots():
+        reports.clear()
+        stage1.report(None)
+        return {os.path.relpath(a, os.path.dirname(stage1.converged.OUT))
+                if a.startswith(stage1.converged.OUT) else os.path.relpath(a, stage1.OUT)
+                for a in reports[0][:reports[0].index("--out")]}
+
+    monkeypatch.setattr(stage1, "complete", lambda task: False)  # none yet: what has run
+    assert roots() == {"runs/cb", "runs/rte", "accuracy-converged/runs/cb/ft",
+                       "accuracy-converged/runs/rte/ft"}
+    monkeypatch.setattr(stage1, "complete", lambda task: task == "cb")
+    assert roots() == {"runs/cb", "accuracy-converged/runs/cb/ft"}
