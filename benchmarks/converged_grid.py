@@ -336,12 +336,16 @@ def complete(task):
     return all(grid.finished(*cell, argparse.Namespace(out=OUT)) for cell in cells)
 
 
+def reported_tasks(tasks, out, complete):
+    """The tasks a grid's results are over: those of `tasks` that are `complete` (a task whose
+    methods have not all run would leave every method's Avg and verdict out), or before any
+    is, those with runs in `out`."""
+    started = [t for t in tasks if os.path.isdir(os.path.join(out, "runs", t))]
+    return [t for t in started if complete(t)] or started
+
+
 def report(args):
-    # results over the complete tasks of --tasks: a task whose methods have not all run yet
-    # would leave every method's Avg out; before any task is complete, over what has run
-    started = [t for t in args.tasks if os.path.isdir(os.path.join(OUT, "runs", t))]
-    roots = [os.path.join(OUT, "runs", t)
-             for t in ([t for t in started if complete(t)] or started)]
+    roots = [os.path.join(OUT, "runs", t) for t in reported_tasks(args.tasks, OUT, complete)]
     summary = argparse.Namespace(out=OUT, json=os.path.join(OUT, "accuracy.json"),
                                  batch_order="length", roots=roots)
     grid.summarise(summary)

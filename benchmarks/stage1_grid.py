@@ -302,11 +302,8 @@ def report(args):
     if os.path.isdir(PROBE):
         write_file(os.path.join(PROBE, "probe.md"), probe_report())
     if os.path.isdir(os.path.join(OUT, "runs")):
-        # over the complete tasks (a task whose methods have not all run would leave every
-        # method's Avg and verdict out; before any task is complete, over what has run), with
-        # FT's cells of the converged grid beside the new rows, in one report
-        started = [t for t in TASKS if os.path.isdir(os.path.join(OUT, "runs", t))]
-        tasks = [t for t in started if complete(t)] or started
+        # over the complete tasks, with FT's cells of the converged grid beside the new rows
+        tasks = converged.reported_tasks(TASKS, OUT, complete)
         roots = ([os.path.join(OUT, "runs", t) for t in tasks]
                  + [os.path.join(converged.OUT, "runs", t, "ft") for t in tasks])
         for name, select in (("results.md", "best"), ("results-last.md", "last")):

@@ -202,15 +202,16 @@ def _run(request, fds):
     torch.set_num_threads(int(threads) if threads and threads.isdigit() else os.cpu_count())
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     base = [p for p in sys.path[1:] if p not in extra]
+    script = request["kind"] == "script"
+    # sys.path[0] as Python sets it: the script's folder, or for -m the working directory
+    sys.path[:] = ([os.path.dirname(os.path.abspath(request["name"])) if script
+                    else os.getcwd()] + extra + base)
+    sys.argv = [request["name"], *request["argv"]]
     code = 0
     try:
-        if request["kind"] == "script":
-            sys.path[:] = [os.path.dirname(os.path.abspath(request["name"]))] + extra + base
-            sys.argv = [request["name"], *request["argv"]]
+        if script:
             runpy.run_path(request["name"], run_name="__main__")
         else:
-            sys.path[:] = [os.getcwd()] + extra + base
-            sys.argv = [request["name"], *request["argv"]]
             runpy.run_module(request["name"], run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = _exit_code(e.code)
