@@ -12,7 +12,7 @@ import ehft_plugin
 from ehft_plugin.train.handover import HEAD_FORMAT
 from ehft_plugin.train.handover import write_stage_start as stage_start
 from ehft_plugin.train.pretrained import read_original
-from ehft_plugin.train.rundir import training_seconds
+from ehft_plugin.train.rundir import Run, record_launch, training_seconds
 from ehft_plugin.peft.checkpoints import load_tensors
 from ehft_plugin.errors import EhftError
 
@@ -57,6 +57,10 @@ def test_run_directory_layout_and_budget(setup):
         seconds = done["seconds"]
         assert seconds["fairseq_train"] > seconds["training"] > 0
         assert seconds["start_checkpoint"] >= 0  # the original, its head stripped
+        # one launch, recorded beside the stage; nothing earlier to charge
+        assert done["launches"] == 1 and "earlier_launches" not in seconds
+        assert [json.loads(line)["exit"] for line in
+                (run_dir / stage / "launches.jsonl").read_text().splitlines()] == [0]
     assert "hand_over" in json.loads((run_dir / "stage1" / "done.json").read_text())["seconds"]
     assert not (run_dir / "stage2" / "start.pt").exists()  # rebuilt on demand, not kept
 
@@ -115,6 +119,8 @@ def test_a_relaunch_skips_finished_stages_and_resumes_an_interrupted_one(setup, 
     command = [c.replace(str(setup["run"]), str(run_dir)) for c in command]
     command[command.index("--max-update") + 1] = "3"
     run(command)
+    # as a launcher that was stopped after 12.5 s records it
+    record_launch(str(run_dir / "stage2"), 12.5, None)
     stage1_mtime = (run_dir / "stage1" / "checkpoint_last.pt").stat().st_mtime
 
     result = ehft("train", "--method", "ehft-bitfit", "--save-dir", runs, *setup["args"],
@@ -128,6 +134,9 @@ def test_a_relaunch_skips_finished_stages_and_resumes_an_interrupted_one(setup, 
     done = json.loads((run_dir / "stage2" / "done.json").read_text())
     assert done["valid"][-1]["valid_num_updates"] == "5"
     assert done["seconds"]["fairseq_train"] > done["seconds"]["training"] > 0  # the last launch
+    # the stopped launch is charged too: the run's wall time holds both
+    assert done["launches"] == 2 and done["seconds"]["earlier_launches"] == 12.5
+    assert Run.read(str(run_dir)).wall_seconds() > 12.5 + done["seconds"]["fairseq_train"]
 
 
 @pytest.mark.slow
@@ -143,6 +152,11 @@ def test_a_stage_trained_but_not_recorded_is_not_trained_again(setup, tmp_path):
     assert (run_dir / "stage2" / "checkpoint_last.pt").stat().st_mtime == mtime
     done = json.loads((run_dir / "stage2" / "done.json").read_text())
     assert "fairseq_train" not in done["seconds"]  # no training time is claimed for this launch
+    # the launch that trained it is charged, from its record beside the stage
+    first = json.loads((setup["run"] / "stage2" / "done.json").read_text())["seconds"]
+    assert done["launches"] == 1
+    assert done["seconds"]["earlier_launches"] == pytest.approx(
+        first["fairseq_train"] + first["start_checkpoint"], abs=0.002)
 
 
 @pytest.mark.slow
@@ -388,6 +402,10 @@ def test_sigterm_stops_the_launcher_and_its_fairseq_train(setup, tmp_path):
     while os.path.exists("/proc/%s" % children[0]) and time.time() < deadline:
         time.sleep(0.2)
     assert not os.path.exists("/proc/%s" % children[0]), "fairseq-train outlived its launcher"
+    # the stopped launch is recorded: a relaunch that finishes the stage is charged for it
+    launches = (log.parent / "launches.jsonl").read_text().splitlines()
+    assert len(launches) == 1
+    assert json.loads(launches[0])["exit"] is None and json.loads(launches[0])["seconds"] > 0
 
 
 @pytest.mark.slow

@@ -418,6 +418,27 @@ def test_the_compute_table_totals_runs_and_machine_hours(tmp_path):
     assert "Total: 3 runs; some recorded no wall time." in (tmp_path / "r.md").read_text()
 
 
+def test_the_compute_table_charges_every_launch_of_a_resumed_stage(tmp_path):
+    root = tmp_path / "runs"
+    for seed, record in ((1, {"launches": 2, "seconds": {"fairseq_train": 1800.0,
+                                                          "earlier_launches": 1800.0}}),
+                         (2, {"launches": 1, "seconds": {"fairseq_train": 3600.0}})):
+        fake_run(root, "rte", "ft", seed, one_stage({"num_updates": 10, "accuracy": 60.0}))
+        done = root / "rte" / "ft" / ("seed%d" % seed) / "finetune" / "done.json"
+        done.write_text(json.dumps({**json.loads(done.read_text()), **record}))
+    report([root], str(tmp_path / "r.md"), plots=False)
+    assert "Total: 2 runs, 2.0 machine hours of wall time.\n" in (tmp_path / "r.md").read_text()
+    # a run recorded before launches were counted holds its last launch only: said so
+    fake_run(root, "rte", "lp", 1, one_stage({"num_updates": 10, "accuracy": 55.0}))
+    done = root / "rte" / "lp" / "seed1" / "finetune" / "done.json"
+    done.write_text(json.dumps({**json.loads(done.read_text()),
+                                "seconds": {"fairseq_train": 3600.0}}))
+    report([root], str(tmp_path / "r.md"), plots=False)
+    assert ("Total: 3 runs, 3.0 machine hours of wall time (in the 1 run recorded before "
+            "launches were counted, a stage resumed over several launches counts its last "
+            "launch).") in (tmp_path / "r.md").read_text()
+
+
 def test_a_task_argument_given_at_its_default_is_the_same_setting():
     from ehft_plugin.evaluate.report import settings
     from ehft_plugin.tasks.glue_ehft import GlueEhftConfig

@@ -34,9 +34,9 @@ from .pretrained import check_fits_data, model_args, read_original
 from .provenance import software
 from .recipes import apply_recipe, recipe_method
 from .rundir import (BEST_CHECKPOINT, DONE_RECORD, LAST_CHECKPOINT, LOG, START_FILE, last_update,
-                     read_json, recorded_commands, run_directory, trained_updates,
-                     training_seconds, valid_records, validated_at_the_end, write_done,
-                     write_run_record)
+                     read_json, record_launch, recorded_commands, recorded_launches,
+                     run_directory, trained_updates, training_seconds, valid_records,
+                     validated_at_the_end, wall_seconds, write_done, write_run_record)
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,10 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
     Child-Tuning mask)."""
     run_dir, leader, display, metric = run.run_dir, run.leader, run.display, run.config.metric
     stage_dir, n, replaced = os.path.join(run_dir, stage.name), stage.updates, run.replace
-    # wall seconds of this launch (a stage resumed from an earlier one shows only the last):
-    # what a second stage costs beyond its updates is read from these
+    # wall seconds of this launch; each launch is also appended to launches.jsonl, so that a
+    # stage resumed over several launches is charged for the earlier ones too
     seconds = dict(seconds_before or {})
+    launched = False
     log = os.path.join(stage_dir, LOG)
     # stopped_early reads the log; trained_updates loads the whole checkpoint
     if not replaced and (stage1_rules.stopped_early(log) or trained_updates(stage_dir) >= n):
@@ -109,7 +110,14 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
         label = "/".join(os.path.normpath(run_dir).split(os.sep)[-3:]) + " " + stage.name
         watch = display.watch(log, label, n, metric, stage.capped) \
             if display is not None and leader else None
-        if _run_child(cmd, env, output, watch) != 0:
+        code, launched = None, True
+        try:
+            code = _run_child(cmd, env, output, watch)
+        finally:  # a failed or stopped launch costs its time too
+            if leader:
+                record_launch(stage_dir, wall_seconds(seconds) + time.perf_counter() - started,
+                              code)
+        if code != 0:
             if output:
                 raise EhftError("%s of %s failed (relaunch to resume); the end of "
                                 "fairseq-train's output, %s:\n%s"
@@ -122,7 +130,11 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
     if "fairseq_train" in seconds:  # fairseq_train - training: its start-up and shutdown
         seconds["training"] = training_seconds(log)
     records = valid_records(log)
-    extra = {"trained_updates": last_update(log)}
+    launches = recorded_launches(stage_dir)
+    earlier = launches[:-1] if launched else launches
+    if earlier:
+        seconds["earlier_launches"] = round(sum(earlier), 3)
+    extra = {"trained_updates": last_update(log), "launches": len(launches)}
     if hand_over:
         started = time.perf_counter()
         write_handover(stage_dir, HEAD_NAME, hand_over.reserve_plan,

@@ -47,7 +47,8 @@ class Summary:
     # methods whose every run trained in one stage with a parameter-efficient plan
     single_stage_peft: List[str] = field(default_factory=list)
     # (task, method) -> {"runs", "updates", "seconds" (means over runs), "stage1": [heads],
-    # "at_chance": runs whose stage 1 made no head}
+    # "at_chance": runs whose stage 1 made no head, "last_launch_only": runs whose resumed
+    # stages were timed by their last launch alone}
     cost: Dict[Tuple[str, str], dict] = field(default_factory=dict)
 
 
@@ -103,6 +104,7 @@ def cost_of(runs):
         cost[key] = {"runs": len(group),
                      "updates": sum(sum(r.updates) for r in group) / len(group),
                      "seconds": _mean_or_none([r.wall_seconds() for r in group]),
+                     "last_launch_only": sum(1 for r in group if not r.counts_every_launch()),
                      "stage1": heads,
                      "at_chance": sum(1 for h in heads if h.get("at_chance"))}
     return cost

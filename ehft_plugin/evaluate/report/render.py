@@ -169,8 +169,15 @@ def _total_line(costs):
     if any(c["seconds"] is None for c in costs):
         return "Total: %d runs; some recorded no wall time." % runs
     hours = sum(c["seconds"] * c["runs"] for c in costs) / 3600
-    return ("Total: %d runs, %.1f machine hours of wall time (a stage resumed over several "
-            "launches counts its last launch)." % (runs, hours))
+    old = sum(c["last_launch_only"] for c in costs)
+    if not old:
+        return "Total: %d runs, %.1f machine hours of wall time." % (runs, hours)
+    if old == runs:
+        return ("Total: %d runs, %.1f machine hours of wall time (a stage resumed over several "
+                "launches counts its last launch)." % (runs, hours))
+    return ("Total: %d runs, %.1f machine hours of wall time (in the %d %s recorded before "
+            "launches were counted, a stage resumed over several launches counts its last "
+            "launch)." % (runs, hours, old, "run" if old == 1 else "runs"))
 
 
 def render_versus(summary, baseline, gains=None):

@@ -4,7 +4,8 @@
         run.json              the resolved configuration and every stage's command
         stage1/ (or finetune/) fairseq save dir: checkpoints, train.log (JSON), done.json
                               (validations, the software that finished the stage, and how
-                              long its fairseq-train took)
+                              long its fairseq-train took), launches.jsonl (each launch's
+                              seconds and exit code: a resumed stage is charged for all)
         stage1/head.safetensors   the hand-over: stage 1's head (its best validation's, or
                               its last), nothing else
         stage1/peft.safetensors   -reserve variants only: stage 1's PEFT parameters
@@ -18,18 +19,19 @@ readers see it.
 """
 
 from .files import (BEST_CHECKPOINT, CHILD_MASK_FILE, DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT,
-                    LOG, PEFT_FILE, RUN_RECORD, START_FILE, RunError, find_run_dirs, method_slug,
-                    read_json, recorded_commands, run_directory, trained_updates, write_done,
-                    write_run_record)
+                    LAUNCHES, LOG, PEFT_FILE, RUN_RECORD, START_FILE, RunError, find_run_dirs,
+                    method_slug, read_json, record_launch, recorded_commands, recorded_launches,
+                    run_directory, trained_updates, wall_seconds, write_done, write_run_record)
 from .logs import (last_update, log_records, train_records, training_seconds, valid_records,
                    validated_at_the_end)
 from .record import RecordedConfig, StageRecord
 from .run import Run
 
 __all__ = ["Run", "RunError", "RecordedConfig", "StageRecord", "BEST_CHECKPOINT",
-           "CHILD_MASK_FILE", "last_update", "RUN_RECORD", "DONE_RECORD", "LOG",
+           "CHILD_MASK_FILE", "last_update", "RUN_RECORD", "DONE_RECORD", "LAUNCHES", "LOG",
            "LAST_CHECKPOINT", "HEAD_FILE", "PEFT_FILE", "START_FILE", "find_run_dirs",
            "method_slug", "read_json",
-           "recorded_commands", "run_directory", "trained_updates", "write_done",
+           "record_launch", "recorded_commands", "recorded_launches", "run_directory",
+           "trained_updates", "wall_seconds", "write_done",
            "write_run_record", "log_records", "train_records", "training_seconds",
            "valid_records", "validated_at_the_end"]

@@ -19,6 +19,7 @@ HEAD_FILE = "head.safetensors"
 PEFT_FILE = "peft.safetensors"
 START_FILE = "start.pt"
 CHILD_MASK_FILE = "child_mask.safetensors"
+LAUNCHES = "launches.jsonl"
 
 
 class RunError(EhftError):
@@ -71,16 +72,45 @@ def write_run_record(run_dir, task, config, commands):
 def write_done(stage_dir, updates, metric, valid, software, seconds, **extra):
     """done.json: the stage finished; its planned updates, validations, the software that
     ran it and how long its parts took (seconds); `extra`: the updates it trained
-    (trained_updates, fewer than planned when it stopped on its patience) and, for a stage
-    that hands its head over, what that head scored (head)."""
+    (trained_updates, fewer than planned when it stopped on its patience), how many times its
+    fairseq-train was launched (launches; `seconds` then holds the earlier ones' total as
+    earlier_launches) and, for a stage that hands its head over, what that head scored
+    (head)."""
     write_json(os.path.join(stage_dir, DONE_RECORD),
                {"updates": updates, "metric": metric, "valid": valid, "software": software,
                 "seconds": seconds, **extra})
 
 
+def record_launch(stage_dir, seconds, exit_code):
+    """Appends one launch of the stage's fairseq-train to launches.jsonl: its wall seconds,
+    the stage's preparation included, and its exit code (None: the launcher was stopped while
+    it ran). A stage resumed over several launches is charged for all of them."""
+    with open(os.path.join(stage_dir, LAUNCHES), "a") as f:
+        f.write(json.dumps({"seconds": round(seconds, 3), "exit": exit_code}) + "\n")
+
+
+def recorded_launches(stage_dir):
+    """The launches record_launch wrote for the stage, oldest first ([] for none)."""
+    path = os.path.join(stage_dir, LAUNCHES)
+    if not os.path.isfile(path):
+        return []
+    launches = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                launches.append(float(json.loads(line)["seconds"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise RunError("%s, line %d: expected a launch record {\"seconds\": ..., "
+                               "\"exit\": ...} (%s)" % (path, number, e)) from None
+    return launches
+
+
 def wall_seconds(seconds):
     """The wall seconds of a done.json `seconds` record: every timing but `training`,
-    fairseq's loop, which lies inside its fairseq-train process."""
+    fairseq's loop, which lies inside its fairseq-train process (`earlier_launches`: those
+    of a resumed stage before its last)."""
     return sum(float(v) for k, v in seconds.items()
                if k != "training" and isinstance(v, (int, float)))
 

@@ -181,12 +181,17 @@ class Run:
 
     def wall_seconds(self):
         """Seconds the run's stages took, start checkpoints, Child-Tuning masks and hand-overs
-        included (a stage resumed over several launches counts its last launch); None when a
-        stage recorded no timings (runs from before stages were timed)."""
+        included, every launch of a resumed stage counted (see counts_every_launch); None when
+        a stage recorded no timings (runs from before stages were timed)."""
         timings = [(self.done(stage) or {}).get("seconds") for stage in self.stages]
         if not all(timings):
             return None
         return sum(wall_seconds(t) for t in timings)
+
+    def counts_every_launch(self):
+        """Whether wall_seconds holds every launch of each stage: stages recorded before
+        launches were counted hold only their last launch's seconds."""
+        return all("launches" in (self.done(stage) or {}) for stage in self.stages)
 
     def stage1_head(self):
         """What stage 1 of a two-stage run recorded of the head it handed over (dev, best_dev,
