@@ -102,6 +102,32 @@ def test_feature_drift_is_zero_for_a_frozen_backbone_and_positive_for_finetuning
 
 
 @pytest.mark.slow
+def test_feature_drift_outlives_the_checkpoints_it_was_measured_on(runs, analysis, tmp_path):
+    out, _ = analysis
+    measured = json.loads((out / "analysis.json").read_text())["feature_drift"]["rte"]["methods"]
+    # a copy of two runs with every checkpoint deleted, as users do to save disk
+    for method in ("ft", "lp-ft"):
+        shutil.copytree(runs / "runs" / "rte" / method, tmp_path / "slim" / "rte" / method,
+                        ignore=shutil.ignore_patterns("*.pt"))
+    record = json.loads((tmp_path / "slim/rte/ft/seed1/measured.json").read_text())
+    assert record["feature_drift"][0]["settings"]["examples"] == 24
+    result = ehft("analyze", tmp_path / "slim", "--out", tmp_path / "a", "--only",
+                  "feature_drift", "--examples", "24", "--batch-size", "8")
+    again = json.loads((tmp_path / "a" / "analysis.json").read_text())["feature_drift"]["rte"]
+    assert again["examples"] == 24
+    for method in ("ft", "lp-ft"):
+        assert again["methods"][method]["mean"] == measured[method]["mean"]
+    assert "ft seed 1: %.3f, as measured before its checkpoint was deleted" % (
+        measured["ft"]["mean"]) in result.stderr
+    # other settings were never measured: nothing to give, and it says so
+    result = ehft("analyze", tmp_path / "slim", "--out", tmp_path / "b", "--only",
+                  "feature_drift", "--examples", "12", check=False)
+    assert "rte: no run kept its final checkpoint, skipped" in result.stderr
+    assert "feature_drift" in json.loads((tmp_path / "b" / "analysis.json").read_text())[
+        "skipped"]
+
+
+@pytest.mark.slow
 def test_heads_compare_a_random_head_with_the_stage1_heads(analysis):
     out, _ = analysis
     heads = json.loads((out / "analysis.json").read_text())["heads"]["rte"]

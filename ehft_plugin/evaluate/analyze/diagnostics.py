@@ -55,32 +55,62 @@ def _features_by_id(built, split, limit, batch_size):
 
 
 def feature_drift(runs, examples, batch_size, device, log):
+    """Measured on each run's final checkpoint and kept in the run's measured.json; a run
+    whose checkpoints were deleted since gives the kept value (same --examples and
+    pretrained checkpoint)."""
     result = {}
+    settings = {"split": "train", "examples": examples}
     for task, task_runs in _by_task(runs).items():
-        with_model = [r for r in task_runs if r.final_checkpoint()]
-        if not with_model:
+        kept = {r.path: r.measured("feature_drift", dict(settings, original=r.config.checkpoint))
+                for r in task_runs if not r.final_checkpoint()}
+        measurable = [r for r in task_runs if r.final_checkpoint() or kept.get(r.path)]
+        if not measurable:
             log("feature drift: %s: no run kept its final checkpoint, skipped" % task)
             continue
         before = {}
         per_label = collections.defaultdict(dict)
-        for run in sorted(with_model, key=lambda r: (r.label, r.seed)):
+        counts = set()
+        for run in sorted(measurable, key=lambda r: (r.label, r.seed)):
             original = run.config.checkpoint
-            if original not in before:
-                log("feature drift: %s: features of the pretrained backbone %s" % (task, original))
-                before[original] = _features_by_id(_reference(run, device), "train", examples,
-                                                   batch_size)
-            built = Built(run.commands[run.stages[-1]], run.path, device=device)
-            after = _features_by_id(built.load(run.final_checkpoint()), "train", examples,
-                                    batch_size)
-            ids = sorted(after)
-            distance = torch.stack([(after[i] - before[original][i]).norm() for i in ids])
-            per_label[run.label][run.seed] = float(distance.mean())
-            log("feature drift: %s %s seed %d: %.3f over %d examples"
-                % (task, run.label, run.seed, per_label[run.label][run.seed], len(ids)))
-        result[task] = {"examples": len(ids), "split": "train", "methods": {
+            if kept.get(run.path):
+                value = kept[run.path]
+                log("feature drift: %s %s seed %d: %.3f, as measured before its checkpoint "
+                    "was deleted" % (task, run.label, run.seed, value["mean"]))
+            else:
+                value = _drift(run, before, examples, batch_size, device, log)
+                _remember(run, dict(settings, original=original), value, log)
+                log("feature drift: %s %s seed %d: %.3f over %d examples"
+                    % (task, run.label, run.seed, value["mean"], value["examples"]))
+            per_label[run.label][run.seed] = value["mean"]
+            counts.add(value["examples"])
+        result[task] = {"examples": max(counts), "split": "train", "methods": {
             label: dict(_summary(list(seeds.values())), by_seed=seeds)
             for label, seeds in per_label.items()}}
     return result
+
+
+def _drift(run, before, examples, batch_size, device, log):
+    """{"mean": mean feature distance, "examples": how many} on the run's final checkpoint;
+    `before` caches the pretrained backbone's features per checkpoint."""
+    original = run.config.checkpoint
+    if original not in before:
+        log("feature drift: %s: features of the pretrained backbone %s" % (run.task, original))
+        before[original] = _features_by_id(_reference(run, device), "train", examples,
+                                           batch_size)
+    built = Built(run.commands[run.stages[-1]], run.path, device=device)
+    after = _features_by_id(built.load(run.final_checkpoint()), "train", examples, batch_size)
+    ids = sorted(after)
+    distance = torch.stack([(after[i] - before[original][i]).norm() for i in ids])
+    return {"mean": float(distance.mean()), "examples": len(ids)}
+
+
+def _remember(run, settings, value, log):
+    """Keeps the value in the run directory, for when its checkpoints are gone; a run
+    directory that cannot be written only loses that."""
+    try:
+        run.record_measured("feature_drift", settings, value)
+    except OSError as e:
+        log("feature drift: %s: not kept in the run directory (%s)" % (run.path, e))
 
 
 def parameter_drift(runs):

@@ -20,6 +20,7 @@ PEFT_FILE = "peft.safetensors"
 START_FILE = "start.pt"
 CHILD_MASK_FILE = "child_mask.safetensors"
 LAUNCHES = "launches.jsonl"
+MEASURED = "measured.json"
 
 
 class RunError(EhftError):

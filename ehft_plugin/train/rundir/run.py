@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ...data.task_table import column_name, paper_metric
-from .files import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, RUN_RECORD, RunError, read_json,
-                    wall_seconds)
+from .files import (DONE_RECORD, HEAD_FILE, LAST_CHECKPOINT, LOG, MEASURED, RUN_RECORD, RunError,
+                    read_json, wall_seconds, write_json)
 from .logs import train_records
 from .record import RecordedConfig
 
@@ -125,6 +125,27 @@ class Run:
         the run kept no checkpoints."""
         path = os.path.join(self.stage_dir(self.stages[-1]), LAST_CHECKPOINT)
         return path if os.path.isfile(path) else None
+
+    def measured(self, name, settings):
+        """What `ehft analyze` recorded of diagnostic `name` on this run's final checkpoint
+        under `settings` (a dict), or None: the value outlives the checkpoint, so a run whose
+        checkpoints were deleted can still be analysed."""
+        path = os.path.join(self.path, MEASURED)
+        if not os.path.isfile(path):
+            return None
+        for entry in read_json(path).get(name, []):
+            if entry.get("settings") == settings:
+                return entry["value"]
+        return None
+
+    def record_measured(self, name, settings, value):
+        """Keeps `value` of diagnostic `name` under `settings` in the run's measured.json,
+        replacing what was recorded under the same settings."""
+        path = os.path.join(self.path, MEASURED)
+        record = read_json(path) if os.path.isfile(path) else {}
+        entries = [e for e in record.get(name, []) if e.get("settings") != settings]
+        record[name] = entries + [{"settings": settings, "value": value}]
+        write_json(path, record)
 
     def handed_over_head(self):
         """stage1/head.safetensors of a two-stage method, or None."""
