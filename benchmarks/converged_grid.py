@@ -272,6 +272,9 @@ def diagnostics(args):
     return []
 
 
+EXAMPLES = 512  # training examples the feature drift and the t-SNE are measured on
+
+
 def analyze(dirs, out, args, command, label, **record):
     """`ehft analyze` on kept save dirs into `out`, and out/how.json: `command` (the grid
     step that ran it), the dirs' settings and machine (diagnostics.how_record), and `record`."""
@@ -279,7 +282,8 @@ def analyze(dirs, out, args, command, label, **record):
 
     # paths relative to the repository: the committed analysis names no machine's layout
     cmd = grid.ehft("analyze", *(os.path.relpath(d, grid.ROOT) for d in dirs), "--out",
-                    os.path.relpath(out, grid.ROOT), "--examples", 512, "--device", args.device)
+                    os.path.relpath(out, grid.ROOT), "--examples", EXAMPLES,
+                    "--device", args.device)
     print("%s: %s" % (label, " ".join(cmd)), flush=True)
     subprocess.run(cmd, check=True, cwd=grid.ROOT)
     write_file(os.path.join(out, "how.json"),

@@ -7,6 +7,7 @@ where the last one stopped, with the converged grid's cell machinery (converged_
     .venv/bin/python -m benchmarks.stage1_grid grid [--tasks ...] [--methods ...] [--hours H]
     .venv/bin/python -m benchmarks.stage1_grid head-init [--hours H] [--jobs 2]
     .venv/bin/python -m benchmarks.stage1_grid report
+    .venv/bin/python -m benchmarks.stage1_grid keep [--tasks rte]
     .venv/bin/python -m benchmarks.stage1_grid diagnostics [--tasks cb rte]
 
 Declared before anything was run (the converted all-MiniLM-L6-v2, batch 16, the data and
@@ -35,13 +36,21 @@ seeds of the converged grid):
   authors' initialisation); against the default initialisation of the same seeds (the
   converged grid's FT, the new grid's EH-FT(BitFit)).
 
+A diagnosed cell's checkpoints live in .cache, which a new checkout lacks; `keep` measures the
+feature drift of those there (`ehft analyze` records it in the run directory) and copies the
+cells without checkpoints to accuracy-stage1/kept/ (committed), from which `diagnostics`
+analyses cells trained in different checkouts.
+
 Longer than ~300 lines because its three experiments share the probe's rates, which the
 grid and head-init read; their declaration above is one text.
 """
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 from benchmarks import accuracy_grid as grid
 from benchmarks import converged_grid as converged
@@ -54,6 +63,7 @@ PROBE = os.path.join(HERE, "stage1", "probe")
 HEAD_INIT = os.path.join(HERE, "stage1", "head-init")
 OUT = os.environ.get("EHFT_STAGE1_OUT", os.path.join(HERE, "accuracy-stage1"))
 KEPT = os.path.join(ROOT, ".cache", "stage1-kept")
+SMALL = os.path.join(OUT, "kept")  # the kept cells without their checkpoints, committed
 TASKS = ("cb", "copa", "rte")
 
 PROBE_METHODS = ("bitfit", "lp")
@@ -316,14 +326,43 @@ def report(args):
     return []
 
 
-def diagnostics(args):
-    """`ehft analyze` on each task's kept cells (the new grid's EH-FT(BitFit) and LP-FT, the
-    converged grid's FT kept by its `rekeep`) into OUT/diagnostics/TASK."""
+def kept_cells(task):
+    """Each diagnosed cell of `task`: (its save dir kept whole in .cache: the new grid's
+    EH-FT(BitFit) and LP-FT, the converged grid's FT kept by its `rekeep`; its copy without
+    checkpoints under OUT/kept)."""
+    for seed in range(1, DIAGNOSED["seeds"] + 1):
+        for method in DIAGNOSED["methods"]:
+            name = grid.work_name(task, method, seed, "length")
+            yield (os.path.join(converged.KEPT if method == "ft" else KEPT, name),
+                   os.path.join(SMALL, name))
+
+
+def keep(args):
+    """For each diagnosed cell kept whole here and not yet copied: its feature drift measured
+    (recorded in its run directory) and the cell copied without checkpoints to OUT/kept."""
     for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
-        cells = [(task, m, s) for s in range(1, DIAGNOSED["seeds"] + 1)
-                 for m in DIAGNOSED["methods"]]
-        dirs = [os.path.join(converged.KEPT if m == "ft" else KEPT,
-                             grid.work_name(task, m, s, "length")) for task, m, s in cells]
+        for whole, small in kept_cells(task):
+            if not os.path.isdir(whole) or os.path.isdir(small):
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run(grid.ehft("analyze", whole, "--out", os.path.join(tmp, "a"),
+                                         "--only", "feature_drift", "--examples",
+                                         converged.EXAMPLES, "--device", args.device),
+                               check=True, cwd=ROOT)
+            partial = small + ".partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(whole, partial, ignore=shutil.ignore_patterns("*.pt", ".*.lock"))
+            os.rename(partial, small)
+            print("stage1: kept %s without its checkpoints" % os.path.relpath(small, ROOT),
+                  flush=True)
+    return []
+
+
+def diagnostics(args):
+    """`ehft analyze` on each task's diagnosed cells, whole (.cache) or without checkpoints
+    (OUT/kept, their feature drift measured by `keep`), into OUT/diagnostics/TASK."""
+    for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
+        dirs = [whole if os.path.isdir(whole) else small for whole, small in kept_cells(task)]
         missing = [d for d in dirs if not os.path.isdir(d)]
         if missing:
             print("stage1: %s diagnostics wait for %d kept cells: %s"
@@ -336,7 +375,8 @@ def diagnostics(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("step", choices=("probe", "grid", "head-init", "report", "diagnostics"))
+    parser.add_argument("step", choices=("probe", "grid", "head-init", "report", "keep",
+                                         "diagnostics"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--methods", nargs="+", default=list(SEEDS))
     parser.add_argument("--hours", type=float, default=0,
@@ -357,7 +397,7 @@ def main():
     for folder in (OUT, PROBE, HEAD_INIT, converged.OUT):  # FT's cells are the converged grid's
         grid.records.ensure_unpacked(folder)
     step = {"probe": probe, "grid": run_grid, "head-init": head_init, "report": report,
-            "diagnostics": diagnostics}[args.step]
+            "keep": keep, "diagnostics": diagnostics}[args.step]
     failed = step(args)
     if args.step != "report":
         report(args)

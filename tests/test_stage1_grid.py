@@ -119,3 +119,58 @@ def test_the_results_hold_the_complete_tasks_once_one_is(stage1, monkeypatch):
                        "accuracy-converged/runs/rte/ft"}
     monkeypatch.setattr(stage1, "complete", lambda task: task == "cb")
     assert roots() == {"runs/cb", "accuracy-converged/runs/cb/ft"}
+
+
+def _kept(stage1, monkeypatch, tmp_path):
+    """The diagnosed cells' homes in a scratch .cache; the copies under OUT/kept."""
+    monkeypatch.setattr(stage1, "KEPT", str(tmp_path / "cache" / "stage1-kept"))
+    monkeypatch.setattr(stage1.converged, "KEPT", str(tmp_path / "cache" / "converged-kept"))
+    monkeypatch.setattr(stage1, "SMALL", os.path.join(stage1.OUT, "kept"))
+    return [(os.path.relpath(whole, tmp_path), os.path.relpath(small, stage1.OUT))
+            for whole, small in stage1.kept_cells("rte")]
+
+
+def test_keep_measures_each_kept_cell_and_copies_it_without_checkpoints(stage1, monkeypatch,
+                                                                         tmp_path):
+    cells = _kept(stage1, monkeypatch, tmp_path)
+    assert cells[:3] == [("cache/converged-kept/rte-ft-1-length", "kept/rte-ft-1-length"),
+                         ("cache/stage1-kept/rte-lp-ft-1-length", "kept/rte-lp-ft-1-length"),
+                         ("cache/stage1-kept/rte-ehft-bitfit-1-length",
+                          "kept/rte-ehft-bitfit-1-length")] and len(cells) == 9
+    run = tmp_path / cells[2][0] / "rte" / "ehft-bitfit" / "seed1"
+    for path in ("run.json", "stage1/head.safetensors", "stage1/train.log",
+                 "stage2/checkpoint_last.pt", "stage2/done.json", "../.seed1.lock"):
+        (run / path).parent.mkdir(parents=True, exist_ok=True)
+        (run / path).write_text("x")
+    analyses = []
+    monkeypatch.setattr(stage1.subprocess, "run", lambda cmd, **kw: analyses.append(cmd))
+    stage1.keep(argparse.Namespace(tasks=["rte", "copa"], device="cpu"))
+    [cmd] = analyses  # the one cell kept here; copa is not diagnosed
+    assert cmd[cmd.index("analyze") + 1] == str(tmp_path / cells[2][0])
+    assert cmd[cmd.index("--only") + 1] == "feature_drift"
+    assert cmd[cmd.index("--examples") + 1] == "512"
+    copy = os.path.join(stage1.OUT, cells[2][1])
+    assert sorted(os.path.relpath(os.path.join(d, f), copy) for d, _, files in os.walk(copy)
+                  for f in files) == [
+        "rte/ehft-bitfit/seed1/run.json", "rte/ehft-bitfit/seed1/stage1/head.safetensors",
+        "rte/ehft-bitfit/seed1/stage1/train.log", "rte/ehft-bitfit/seed1/stage2/done.json"]
+    stage1.keep(argparse.Namespace(tasks=["rte"], device="cpu"))
+    assert len(analyses) == 1  # copied once
+
+
+def test_diagnostics_take_a_cell_whole_where_it_is_kept_else_its_copy(stage1, monkeypatch,
+                                                                      tmp_path, capsys):
+    cells = _kept(stage1, monkeypatch, tmp_path)
+    analysed = []
+    monkeypatch.setattr(stage1.converged, "analyze", lambda dirs, *a: analysed.append(dirs))
+    for whole, small in cells[:-1]:
+        os.makedirs(os.path.join(stage1.OUT, small))
+    os.makedirs(tmp_path / cells[0][0])  # FT seed 1 kept whole in this checkout too
+    stage1.diagnostics(argparse.Namespace(tasks=["rte"], device="cpu"))
+    assert "rte diagnostics wait for 1 kept cells: %s" % os.path.join(
+        stage1.OUT, cells[-1][1]) in capsys.readouterr().out and not analysed
+    os.makedirs(tmp_path / cells[-1][0])
+    stage1.diagnostics(argparse.Namespace(tasks=["rte"], device="cpu"))
+    assert analysed == [[str(tmp_path / cells[0][0])]
+                        + [os.path.join(stage1.OUT, small) for _, small in cells[1:-1]]
+                        + [str(tmp_path / cells[-1][0])]]
