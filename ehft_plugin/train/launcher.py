@@ -134,7 +134,9 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
     earlier = launches[:-1] if launched else launches
     if earlier:
         seconds["earlier_launches"] = round(sum(earlier), 3)
-    extra = {"trained_updates": last_update(log), "launches": len(launches)}
+    extra = {"trained_updates": last_update(log)}
+    if launches:  # none: trained by a version that did not record them, so count unknown
+        extra["launches"] = len(launches)
     if hand_over:
         started = time.perf_counter()
         write_handover(stage_dir, HEAD_NAME, hand_over.reserve_plan,
