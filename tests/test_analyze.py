@@ -1,6 +1,7 @@
 """`ehft analyze`: the paper's diagnostics on finished runs, and `ehft train --log-drift`."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -125,6 +126,26 @@ def test_feature_drift_outlives_the_checkpoints_it_was_measured_on(runs, analysi
     assert "rte: no run kept its final checkpoint, skipped" in result.stderr
     assert "feature_drift" in json.loads((tmp_path / "b" / "analysis.json").read_text())[
         "skipped"]
+
+
+@pytest.mark.slow
+def test_runs_trained_from_another_checkout_of_the_plugin_are_analysed(runs, tmp_path):
+    import ehft_plugin
+
+    # the plugin as another checkout holds it: fairseq would refuse a second `ehft_plugin`
+    other = tmp_path / "elsewhere" / "ehft_plugin"
+    shutil.copytree(os.path.dirname(ehft_plugin.__file__), other,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    run_dir = tmp_path / "moved" / "rte" / "ft" / "seed1"
+    shutil.copytree(runs / "runs" / "rte" / "ft" / "seed1", run_dir)
+    record = json.loads((run_dir / "run.json").read_text())
+    command = record["commands"]["finetune"]
+    command[command.index("--user-dir") + 1] = str(other)
+    write_run_record(run_dir, record["task"], record["config"], record["commands"])
+    ehft("analyze", tmp_path / "moved", "--out", tmp_path / "a", "--only", "feature_drift",
+         "--examples", "8")
+    assert json.loads((tmp_path / "a" / "analysis.json").read_text())["feature_drift"]["rte"][
+        "methods"]["ft"]["mean"] > 1e-3
 
 
 @pytest.mark.slow

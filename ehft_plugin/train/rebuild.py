@@ -11,6 +11,18 @@ from ..errors import EhftError
 from ..fairseq_compat.safe_loading import safe_load
 from ..models.drift import BACKBONE
 from .handover import strip_heads
+from .provenance import PLUGIN_DIR
+
+
+def _this_plugin(args):
+    """The command's arguments with its --user-dir dropped where it names a copy of this
+    plugin (another checkout it was trained from): the running one is registered already,
+    and fairseq refuses to import a second package of the same name."""
+    if "--user-dir" in args:
+        at = args.index("--user-dir")
+        if os.path.basename(os.path.normpath(args[at + 1])) == os.path.basename(PLUGIN_DIR):
+            return args[:at] + args[at + 2:]
+    return args
 
 
 class Built:
@@ -22,7 +34,7 @@ class Built:
         from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
         ehft_plugin.register()  # glue_ehft and roberta_ehft in fairseq's registries
-        args = list(command[1:])
+        args = _this_plugin(list(command[1:]))
         if peft is not None:
             args[args.index("--peft") + 1] = peft
         data = args[0]
