@@ -37,9 +37,9 @@ seeds of the converged grid):
   converged grid's FT, the new grid's EH-FT(BitFit)).
 
 A diagnosed cell's checkpoints live in .cache, which a new checkout lacks; `keep` measures the
-feature drift of those there (`ehft analyze` records it in the run directory) and copies the
-cells without checkpoints to accuracy-stage1/kept/ (committed), from which `diagnostics`
-analyses cells trained in different checkouts.
+feature drift and stage-1 heads of those there (`ehft analyze` records them in the run
+directory) and copies the cells without checkpoints or heads to accuracy-stage1/kept/
+(committed), from which `diagnostics` analyses cells trained in different checkouts.
 
 Longer than ~300 lines because its three experiments share the probe's rates, which the
 grid and head-init read; their declaration above is one text.
@@ -338,20 +338,23 @@ def kept_cells(task):
 
 
 def keep(args):
-    """For each diagnosed cell kept whole here and not yet copied: its feature drift measured
-    (recorded in its run directory) and the cell copied without checkpoints to OUT/kept."""
+    """For each diagnosed cell kept whole here and not yet copied: its feature drift and head
+    measured (recorded in its run directory) and the cell copied without checkpoints or head
+    to OUT/kept."""
     for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
         for whole, small in kept_cells(task):
             if not os.path.isdir(whole) or os.path.isdir(small):
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 subprocess.run(grid.ehft("analyze", whole, "--out", os.path.join(tmp, "a"),
-                                         "--only", "feature_drift", "--examples",
+                                         "--only", "feature_drift,heads", "--examples",
                                          converged.EXAMPLES, "--device", args.device),
                                check=True, cwd=ROOT)
             partial = small + ".partial"
             shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(whole, partial, ignore=shutil.ignore_patterns("*.pt", ".*.lock"))
+            # checkpoints and heads (3 MB each) stay out: measured.json holds what they gave
+            shutil.copytree(whole, partial, ignore=shutil.ignore_patterns(
+                "*.pt", "*.safetensors", "fairseq.out", ".*.lock"))
             os.rename(partial, small)
             print("stage1: kept %s without its checkpoints" % os.path.relpath(small, ROOT),
                   flush=True)
@@ -360,7 +363,7 @@ def keep(args):
 
 def diagnostics(args):
     """`ehft analyze` on each task's diagnosed cells, whole (.cache) or without checkpoints
-    (OUT/kept, their feature drift measured by `keep`), into OUT/diagnostics/TASK."""
+    (OUT/kept, measured by `keep`), into OUT/diagnostics/TASK."""
     for task in [t for t in args.tasks if t in DIAGNOSED["tasks"]]:
         dirs = [whole if os.path.isdir(whole) else small for whole, small in kept_cells(task)]
         missing = [d for d in dirs if not os.path.isdir(d)]

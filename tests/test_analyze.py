@@ -103,29 +103,43 @@ def test_feature_drift_is_zero_for_a_frozen_backbone_and_positive_for_finetuning
 
 
 @pytest.mark.slow
-def test_feature_drift_outlives_the_checkpoints_it_was_measured_on(runs, analysis, tmp_path):
+def test_feature_drift_and_heads_outlive_the_files_they_were_measured_on(runs, analysis,
+                                                                          tmp_path):
     out, _ = analysis
-    measured = json.loads((out / "analysis.json").read_text())["feature_drift"]["rte"]["methods"]
-    # a copy of two runs with every checkpoint deleted, as users do to save disk
+    measured = json.loads((out / "analysis.json").read_text())
+    # a copy of two runs with every checkpoint and head file deleted, as users do to save disk
     for method in ("ft", "lp-ft"):
         shutil.copytree(runs / "runs" / "rte" / method, tmp_path / "slim" / "rte" / method,
-                        ignore=shutil.ignore_patterns("*.pt"))
+                        ignore=shutil.ignore_patterns("*.pt", "*.safetensors"))
     record = json.loads((tmp_path / "slim/rte/ft/seed1/measured.json").read_text())
     assert record["feature_drift"][0]["settings"]["examples"] == 24
     result = ehft("analyze", tmp_path / "slim", "--out", tmp_path / "a", "--only",
-                  "feature_drift", "--examples", "24", "--batch-size", "8")
-    again = json.loads((tmp_path / "a" / "analysis.json").read_text())["feature_drift"]["rte"]
-    assert again["examples"] == 24
+                  "feature_drift,heads", "--examples", "24", "--grad-batches", "2",
+                  "--batch-size", "8")
+    again = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    drift = again["feature_drift"]["rte"]
+    assert drift["examples"] == 24
     for method in ("ft", "lp-ft"):
-        assert again["methods"][method]["mean"] == measured[method]["mean"]
+        assert drift["methods"][method]["mean"] == \
+            measured["feature_drift"]["rte"]["methods"][method]["mean"]
     assert "ft seed 1: %.3f, as measured before its checkpoint was deleted" % (
-        measured["ft"]["mean"]) in result.stderr
+        measured["feature_drift"]["rte"]["methods"]["ft"]["mean"]) in result.stderr
+    # LP's head: its gradient and t-SNE as measured; the random head measured again, equal
+    heads, before = again["heads"]["rte"], measured["heads"]["rte"]
+    for label in ("LP", "random"):
+        assert heads["gradient"]["methods"][label]["by_seed"] == \
+            before["gradient"]["methods"][label]["by_seed"]
+        assert heads["tsne"][label] == before["tsne"][label]
+    assert heads["over_random"]["LP"] == before["over_random"]["LP"]
+    assert "LP seed 1: initial backbone gradient norm" in result.stderr
+    assert "as measured before its head file was deleted" in result.stderr
     # other settings were never measured: nothing to give, and it says so
     result = ehft("analyze", tmp_path / "slim", "--out", tmp_path / "b", "--only",
-                  "feature_drift", "--examples", "12", check=False)
+                  "feature_drift,heads", "--examples", "12", check=False)
     assert "rte: no run kept its final checkpoint, skipped" in result.stderr
-    assert "feature_drift" in json.loads((tmp_path / "b" / "analysis.json").read_text())[
-        "skipped"]
+    assert "rte: no stage-1 head to compare with a random one, skipped" in result.stderr
+    assert set(json.loads((tmp_path / "b" / "analysis.json").read_text())["skipped"]) == {
+        "feature_drift", "heads"}
 
 
 @pytest.mark.slow

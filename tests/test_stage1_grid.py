@@ -130,16 +130,17 @@ def _kept(stage1, monkeypatch, tmp_path):
             for whole, small in stage1.kept_cells("rte")]
 
 
-def test_keep_measures_each_kept_cell_and_copies_it_without_checkpoints(stage1, monkeypatch,
-                                                                         tmp_path):
+def test_keep_measures_each_kept_cell_and_copies_it_without_checkpoints_or_heads(
+        stage1, monkeypatch, tmp_path):
     cells = _kept(stage1, monkeypatch, tmp_path)
     assert cells[:3] == [("cache/converged-kept/rte-ft-1-length", "kept/rte-ft-1-length"),
                          ("cache/stage1-kept/rte-lp-ft-1-length", "kept/rte-lp-ft-1-length"),
                          ("cache/stage1-kept/rte-ehft-bitfit-1-length",
                           "kept/rte-ehft-bitfit-1-length")] and len(cells) == 9
     run = tmp_path / cells[2][0] / "rte" / "ehft-bitfit" / "seed1"
-    for path in ("run.json", "stage1/head.safetensors", "stage1/train.log",
-                 "stage2/checkpoint_last.pt", "stage2/done.json", "../.seed1.lock"):
+    for path in ("run.json", "stage1/head.safetensors", "stage1/train.log", "stage1/fairseq.out",
+                 "stage2/checkpoint_last.pt", "stage2/done.json", "measured.json",
+                 "../.seed1.lock"):
         (run / path).parent.mkdir(parents=True, exist_ok=True)
         (run / path).write_text("x")
     analyses = []
@@ -147,12 +148,12 @@ def test_keep_measures_each_kept_cell_and_copies_it_without_checkpoints(stage1, 
     stage1.keep(argparse.Namespace(tasks=["rte", "copa"], device="cpu"))
     [cmd] = analyses  # the one cell kept here; copa is not diagnosed
     assert cmd[cmd.index("analyze") + 1] == str(tmp_path / cells[2][0])
-    assert cmd[cmd.index("--only") + 1] == "feature_drift"
+    assert cmd[cmd.index("--only") + 1] == "feature_drift,heads"
     assert cmd[cmd.index("--examples") + 1] == "512"
     copy = os.path.join(stage1.OUT, cells[2][1])
     assert sorted(os.path.relpath(os.path.join(d, f), copy) for d, _, files in os.walk(copy)
                   for f in files) == [
-        "rte/ehft-bitfit/seed1/run.json", "rte/ehft-bitfit/seed1/stage1/head.safetensors",
+        "rte/ehft-bitfit/seed1/measured.json", "rte/ehft-bitfit/seed1/run.json",
         "rte/ehft-bitfit/seed1/stage1/train.log", "rte/ehft-bitfit/seed1/stage2/done.json"]
     stage1.keep(argparse.Namespace(tasks=["rte"], device="cpu"))
     assert len(analyses) == 1  # copied once

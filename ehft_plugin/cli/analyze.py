@@ -21,10 +21,10 @@ def add_parser(sub, name):
                    "heads, convergence, stage-1 share), as PNG and JSON",
         description="Reads run directories of `ehft train` (searched under each RUNS path) and "
                     "writes OUT/analysis.json, OUT/analysis.md and one PNG per figure. Feature "
-                    "drift needs the runs' final checkpoints (or the value it measured on them "
-                    "before they were deleted, kept in each run's measured.json), parameter "
-                    "drift runs trained with --log-drift; a diagnostic with nothing to work on "
-                    "is left out and says why.")
+                    "drift needs the runs' final checkpoints and heads their stage-1 heads "
+                    "(or what it measured on them before they were deleted, kept in each "
+                    "run's measured.json), parameter drift runs trained with --log-drift; a "
+                    "diagnostic with nothing to work on is left out and says why.")
     p.add_argument("runs", nargs="+", metavar="RUNS", help="save directories or run directories")
     p.add_argument("--out", required=True, help="output directory (replaced when complete)")
     p.add_argument("--only", type=_only, default=list(DIAGNOSTICS), metavar="NAMES",

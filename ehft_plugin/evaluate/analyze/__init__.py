@@ -22,7 +22,7 @@ DIAGNOSTICS = ("feature_drift", "parameter_drift", "heads", "convergence", "shar
 EMPTY = {"parameter_drift": "no run logged drift (train with `ehft train --log-drift`)",
          "share_ablation": "no EH-FT method was trained with two or more --stage1-ratio values",
          "feature_drift": "no run kept its final checkpoint (or a feature drift measured on it)",
-         "heads": "no lp-ft or ehft-* run left a stage-1 head"}
+         "heads": "no lp-ft or ehft-* run left a stage-1 head (or what was measured on it)"}
 
 
 def _log(message):

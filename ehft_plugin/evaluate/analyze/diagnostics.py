@@ -78,7 +78,7 @@ def feature_drift(runs, examples, batch_size, device, log):
                     "was deleted" % (task, run.label, run.seed, value["mean"]))
             else:
                 value = _drift(run, before, examples, batch_size, device, log)
-                _remember(run, dict(settings, original=original), value, log)
+                _remember(run, "feature_drift", dict(settings, original=original), value, log)
                 log("feature drift: %s %s seed %d: %.3f over %d examples"
                     % (task, run.label, run.seed, value["mean"], value["examples"]))
             per_label[run.label][run.seed] = value["mean"]
@@ -104,13 +104,13 @@ def _drift(run, before, examples, batch_size, device, log):
     return {"mean": float(distance.mean()), "examples": len(ids)}
 
 
-def _remember(run, settings, value, log):
+def _remember(run, name, settings, value, log):
     """Keeps the value in the run directory, for when its checkpoints are gone; a run
     directory that cannot be written only loses that."""
     try:
-        run.record_measured("feature_drift", settings, value)
+        run.record_measured(name, settings, value)
     except OSError as e:
-        log("feature drift: %s: not kept in the run directory (%s)" % (run.path, e))
+        log("%s: %s: not kept in the run directory (%s)" % (name, run.path, e))
 
 
 def parameter_drift(runs):
@@ -180,31 +180,50 @@ def share_ablation(runs):
 
 
 def _head_sources(task_runs):
-    """(label, seed, head file or None for a fresh random head) to compare: one random head
-    per seed, and every stage-1 head (LP-FT's linear probe, the EH-FT methods')."""
-    sources = [("random", seed, None) for seed in sorted({r.seed for r in task_runs})]
+    """(label, seed, head file or None, run or None) to compare: one random head per seed
+    (no file, no run), and every stage-1 head (LP-FT's linear probe, the EH-FT methods'),
+    its file None where it was deleted."""
+    sources = [("random", seed, None, None) for seed in sorted({r.seed for r in task_runs})]
     for run in sorted(task_runs, key=lambda r: (r.label, r.seed)):
-        head = run.handed_over_head()
-        if head and (run.method == "lp-ft" or is_ehft(run.method)):
+        if len(run.stages) > 1 and (run.method == "lp-ft" or is_ehft(run.method)):
             name = "LP" if run.method == "lp-ft" else "%s stage 1" % run.label
-            sources.append((name, run.seed, head))
+            sources.append((name, run.seed, run.handed_over_head(), run))
     return sources
 
 
 def heads(runs, examples, batch_size, grad_batches, device, log):
+    """Each stage-1 head measured on the pretrained backbone and kept in its run's
+    measured.json (its gradient norm, and the t-SNE of the first seed of each label); a run
+    whose head file was deleted since gives what was kept (same settings)."""
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
 
     result = {}
     for task, task_runs in _by_task(runs).items():
-        sources = _head_sources(task_runs)
-        if all(path is None for _, _, path in sources):
+        def settings(run):
+            return {"examples": examples, "batch_size": batch_size,
+                    "grad_batches": grad_batches, "original": run.config.checkpoint}
+
+        kept = {(label, seed): run.measured("heads", settings(run))
+                for label, seed, path, run in _head_sources(task_runs)
+                if run is not None and path is None}
+        sources = [s for s in _head_sources(task_runs)
+                   if s[3] is None or s[2] or kept.get(s[:2])]
+        if all(run is None for *_, run in sources):
             log("heads: %s: no stage-1 head to compare with a random one, skipped" % task)
             continue
         built = _reference(min(task_runs, key=lambda r: r.seed), device)
         grads = collections.defaultdict(dict)
-        hidden = {}
-        for label, seed, path in sources:
+        tsne = {}
+        for label, seed, path, run in sources:
+            if kept.get((label, seed)):
+                value = kept[label, seed]
+                log("heads: %s %s seed %d: initial backbone gradient norm %.4g, as measured "
+                    "before its head file was deleted" % (task, label, seed, value["gradient"]))
+                grads[label][seed] = value["gradient"]
+                if label not in tsne and "tsne" in value:
+                    tsne[label] = value["tsne"]
+                continue
             if path is None:
                 torch.manual_seed(seed)  # nn.Linear's own init, as a newly registered head
                 _reinit(built.head)
@@ -212,11 +231,16 @@ def heads(runs, examples, batch_size, grad_batches, device, log):
                 built.load_head(path)
             norms = [built.backbone_gradient_norm(sample) for sample in
                      built.batches("train", grad_batches * batch_size, batch_size)]
-            grads[label][seed] = sum(norms) / len(norms)
+            value = {"gradient": sum(norms) / len(norms)}
+            grads[label][seed] = value["gradient"]
             log("heads: %s %s seed %d: initial backbone gradient norm %.4g"
-                % (task, label, seed, grads[label][seed]))
-            if label not in hidden and built.task.kind != RANKING:
-                hidden[label] = _hidden(built, examples, batch_size)
+                % (task, label, seed, value["gradient"]))
+            if label not in tsne and built.task.kind != RANKING:
+                value["tsne"] = tsne[label] = _tsne_entry(
+                    *_hidden(built, examples, batch_size), built.task.kind, TSNE,
+                    silhouette_score)
+            if run is not None:
+                _remember(run, "heads", settings(run), value, log)
         result[task] = {
             "gradient": {"batches": grad_batches, "batch_size": batch_size,
                          "methods": {label: dict(_summary(list(s.values())), by_seed=s)
@@ -228,8 +252,8 @@ def heads(runs, examples, batch_size, grad_batches, device, log):
             "random_over": {label: _ratio(grads["random"], s) for label, s in grads.items()
                             if label != "random"},
         }
-        if hidden:
-            result[task]["tsne"] = _tsne(hidden, built.task.kind, TSNE, silhouette_score)
+        if tsne:
+            result[task]["tsne"] = {"split": "valid", **tsne}
     return result
 
 
@@ -257,19 +281,16 @@ def _hidden(built, examples, batch_size):
     return np.concatenate([r.numpy() for r in rows])[order], np.asarray(targets)[order]
 
 
-def _tsne(hidden, kind, TSNE, silhouette_score):
-    out = {"split": "valid"}
-    for label, (x, y) in hidden.items():
-        perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
-        xy = TSNE(n_components=2, init="pca", random_state=0,
-                  perplexity=perplexity).fit_transform(x)
-        entry = {"points": np.round(xy.astype(float), 3).tolist(), "targets": y.tolist(),
-                 "perplexity": perplexity}
-        if kind != REGRESSION and len(set(y.tolist())) > 1:
-            # in the hidden space itself, not the 2-d picture: t-SNE distorts distances
-            entry["silhouette"] = float(silhouette_score(x, y))
-        out[label] = entry
-    return out
+def _tsne_entry(x, y, kind, TSNE, silhouette_score):
+    """The 2-d t-SNE of one head's hidden layer `x` (labels `y`), and the labels' silhouette
+    in the hidden space itself (t-SNE distorts distances)."""
+    perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
+    xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=perplexity).fit_transform(x)
+    entry = {"points": np.round(xy.astype(float), 3).tolist(), "targets": y.tolist(),
+             "perplexity": perplexity}
+    if kind != REGRESSION and len(set(y.tolist())) > 1:
+        entry["silhouette"] = float(silhouette_score(x, y))
+    return entry
 
 
 def tidy(value):

@@ -2,8 +2,8 @@
 
     <save-dir>/<task>/<method>/seed<k>/
         run.json              the resolved configuration and every stage's command
-        measured.json         what `ehft analyze` measured on the final checkpoint (feature
-                              drift), kept for when the checkpoints are deleted
+        measured.json         what `ehft analyze` measured on the final checkpoint and the
+                              stage-1 head, kept for when they are deleted
         stage1/ (or finetune/) fairseq save dir: checkpoints, train.log (JSON), done.json
                               (validations, the software that finished the stage, and how
                               long its fairseq-train took), launches.jsonl (each launch's
