@@ -198,6 +198,8 @@ def _trained(precision, extra=(), steps=3):
             if getattr(trainer.optimizer, "scaler", None) else None)
 
 
+# slow: on a new checkout its first run prepares RTE with `ehft prepare`, a process
+@pytest.mark.slow
 @pytest.mark.parametrize("precision,extra", [
     ("fp16", ["--clip-norm", "0.05"]),  # the flat fp32 buffer; clipping each step
     ("fp16", ["--fp16-no-flatten-grads", "--clip-norm", "0"]),
@@ -216,6 +218,8 @@ def test_training_is_fairseqs_to_the_bit(precision, extra, monkeypatch):
         assert torch.equal(value, original[0][name]), name
 
 
+# slow: on a new checkout its first run prepares RTE with `ehft prepare`, a process
+@pytest.mark.slow
 def test_fp16_hands_its_scale_to_the_fused_kernel_instead_of_unscaling(monkeypatch):
     from ehft_plugin.optim.ehft_adamw import FusedAdamWWithScale
 
@@ -268,6 +272,8 @@ def test_train_mode_is_set_where_any_module_differs():
     assert model.train() is model and all(m.training for m in model.modules())
 
 
+# slow: on a new checkout its first run prepares RTE with `ehft prepare`, a process
+@pytest.mark.slow
 @pytest.mark.parametrize("multiple", [1, 8])
 def test_batches_say_on_the_host_whether_they_hold_padding(multiple):
     from conftest import shared

@@ -33,7 +33,7 @@ def analyze(runs, out, only=DIAGNOSTICS, examples=512, batch_size=32, grad_batch
             device="cpu", how="", log=_log):
     """Computes the diagnostics in `only` and writes them to `out` (replaced as a whole,
     once everything is computed). Returns the JSON written to out/analysis.json."""
-    from . import diagnostics, figures  # torch, sklearn, matplotlib: only when analysing
+    from . import diagnostics, figures, heads  # torch, sklearn, matplotlib: only when analysing
 
     runs = check_runs([r for r in runs if r.finished()])
     if not runs:
@@ -42,8 +42,7 @@ def analyze(runs, out, only=DIAGNOSTICS, examples=512, batch_size=32, grad_batch
         "feature_drift": lambda: diagnostics.feature_drift(runs, examples, batch_size, device,
                                                            log),
         "parameter_drift": lambda: diagnostics.parameter_drift(runs),
-        "heads": lambda: diagnostics.heads(runs, examples, batch_size, grad_batches, device,
-                                           log),
+        "heads": lambda: heads.heads(runs, examples, batch_size, grad_batches, device, log),
         "convergence": lambda: diagnostics.convergence(runs),
         "share_ablation": lambda: diagnostics.share_ablation(runs),
     }
