@@ -92,7 +92,6 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
     # wall seconds of this launch; each launch is also appended to launches.jsonl, so that a
     # stage resumed over several launches is charged for the earlier ones too
     seconds = dict(seconds_before or {})
-    launched = False
     log = os.path.join(stage_dir, LOG)
     # stopped_early reads the log; trained_updates loads the whole checkpoint
     if not replaced and (stage1_rules.stopped_early(log) or trained_updates(stage_dir) >= n):
@@ -110,7 +109,7 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
         label = "/".join(os.path.normpath(run_dir).split(os.sep)[-3:]) + " " + stage.name
         watch = display.watch(log, label, n, metric, stage.capped) \
             if display is not None and leader else None
-        code, launched = None, True
+        code = None
         try:
             code = _run_child(cmd, env, output, watch)
         finally:  # a failed or stopped launch costs its time too
@@ -131,7 +130,8 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
         seconds["training"] = training_seconds(log)
     records = valid_records(log)
     launches = recorded_launches(stage_dir)
-    earlier = launches[:-1] if launched else launches
+    # this launch ran fairseq-train (and so recorded itself last) when it timed one
+    earlier = launches[:-1] if "fairseq_train" in seconds else launches
     if earlier:
         seconds["earlier_launches"] = round(sum(earlier), 3)
     extra = {"trained_updates": last_update(log)}

@@ -56,10 +56,12 @@ def feature_drift(runs, examples, batch_size, device, log):
     """Measured on each run's final checkpoint and kept in the run's measured.json; a run
     whose checkpoints were deleted since gives the kept value (same --examples and
     pretrained checkpoint)."""
+    def settings(run):
+        return {"split": "train", "examples": examples, "original": run.config.checkpoint}
+
     result = {}
-    settings = {"split": "train", "examples": examples}
     for task, task_runs in by_task(runs).items():
-        kept = {r.path: r.measured("feature_drift", dict(settings, original=r.config.checkpoint))
+        kept = {r.path: r.measured("feature_drift", settings(r))
                 for r in task_runs if not r.final_checkpoint()}
         measurable = [r for r in task_runs if r.final_checkpoint() or kept.get(r.path)]
         if not measurable:
@@ -69,14 +71,13 @@ def feature_drift(runs, examples, batch_size, device, log):
         per_label = collections.defaultdict(dict)
         counts = set()
         for run in sorted(measurable, key=lambda r: (r.label, r.seed)):
-            original = run.config.checkpoint
             if kept.get(run.path):
                 value = kept[run.path]
                 log("feature drift: %s %s seed %d: %.3f, as measured before its checkpoint "
                     "was deleted" % (task, run.label, run.seed, value["mean"]))
             else:
                 value = _drift(run, before, examples, batch_size, device, log)
-                remember(run, "feature_drift", dict(settings, original=original), value, log)
+                remember(run, "feature_drift", settings(run), value, log)
                 log("feature drift: %s %s seed %d: %.3f over %d examples"
                     % (task, run.label, run.seed, value["mean"], value["examples"]))
             per_label[run.label][run.seed] = value["mean"]

@@ -33,17 +33,16 @@ def heads(runs, examples, batch_size, grad_batches, device, log):
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
 
+    def settings(run):
+        return {"examples": examples, "batch_size": batch_size, "grad_batches": grad_batches,
+                "original": run.config.checkpoint}
+
     result = {}
     for task, task_runs in by_task(runs).items():
-        def settings(run):
-            return {"examples": examples, "batch_size": batch_size,
-                    "grad_batches": grad_batches, "original": run.config.checkpoint}
-
+        sources = _head_sources(task_runs)
         kept = {(label, seed): run.measured("heads", settings(run))
-                for label, seed, path, run in _head_sources(task_runs)
-                if run is not None and path is None}
-        sources = [s for s in _head_sources(task_runs)
-                   if s[3] is None or s[2] or kept.get(s[:2])]
+                for label, seed, path, run in sources if run is not None and path is None}
+        sources = [s for s in sources if s[3] is None or s[2] or kept.get(s[:2])]
         if all(run is None for *_, run in sources):
             log("heads: %s: no stage-1 head to compare with a random one, skipped" % task)
             continue

@@ -127,9 +127,9 @@ class Run:
         return path if os.path.isfile(path) else None
 
     def measured(self, name, settings):
-        """What `ehft analyze` recorded of diagnostic `name` on this run's final checkpoint
-        under `settings` (a dict), or None: the value outlives the checkpoint, so a run whose
-        checkpoints were deleted can still be analysed."""
+        """What `ehft analyze` recorded of diagnostic `name` on this run's files (its final
+        checkpoint, its stage-1 head) under `settings` (a dict), or None: the value outlives
+        the files, so a run whose checkpoints and heads were deleted can still be analysed."""
         path = os.path.join(self.path, MEASURED)
         if not os.path.isfile(path):
             return None
