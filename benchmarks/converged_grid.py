@@ -306,19 +306,22 @@ def kept_dir(task, method, seed):
 def rekeep(args):
     """Retrains the diagnosed cells of --tasks (and --methods) that the grid finished but whose
     kept save dir is gone (a new checkout), at the grid's rate and budget: the save dir goes
-    to KEPT, the record to OUT/retrained/ (a stale one from a lost save dir is replaced)."""
+    to KEPT, the record to --records, by default OUT/retrained/ (a stale one from a lost save
+    dir is replaced). Another experiment retraining these cells for its own diagnostics gives
+    its own --records: OUT/retrained/ holds what this grid's diagnostics were made from."""
+    records = getattr(args, "records", None) or retrained_dir()
     rates = rates_for(args.tasks)
     methods = getattr(args, "methods", None) or DIAGNOSED["methods"]
     finished = [c for t in args.tasks if t in DIAGNOSED["tasks"] for c in diagnosed_cells(t)
                 if c[1] in methods and grid.finished(*c, argparse.Namespace(out=OUT))]
     cells = [c for c in finished if not os.path.isdir(kept_dir(*c))]
     for cell in cells:
-        shutil.rmtree(grid.record_dir(*cell, argparse.Namespace(out=retrained_dir())),
+        shutil.rmtree(grid.record_dir(*cell, argparse.Namespace(out=records)),
                       ignore_errors=True)
     print("converged: %d diagnosed cells to retrain for their save dirs: %s" % (
         len(cells), ", ".join("%s %s seed %d" % c for c in cells) or "none"), flush=True)
     # the key names the cells' work dir and their lines in the log: "(retrained)"
-    return run_cells([(*c, "retrained") for c in cells], args, lambda _: retrained_dir(),
+    return run_cells([(*c, "retrained") for c in cells], args, lambda _: records,
                      lambda task, _: rates[task], keep=diagnosed, work_for=os.path.join)
 
 
@@ -457,11 +460,18 @@ def main():
     parser.add_argument("--epochs", type=int, default=0,
                         help="budget: the longer budget FT is tried at on the sweep's seeds")
     parser.add_argument("--work", default=os.path.join(grid.ROOT, ".cache", "converged-runs"))
+    parser.add_argument("--records", help="rekeep: where the retrained cells' records go "
+                        "(default: %s, which this grid's diagnostics read)"
+                        % os.path.relpath(retrained_dir(), grid.ROOT))
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1, got %d" % args.jobs)
     if args.epochs < 0 or (args.epochs and args.step != "budget"):
         parser.error("--epochs takes a positive number of epochs, for the budget step only")
+    if args.records and args.step != "rekeep":
+        parser.error("--records names where rekeep's records go; it is for the rekeep step only")
+    if args.records:
+        args.records = os.path.abspath(args.records)
     grid.records.ensure_unpacked(OUT)
     failed = {"sweep": sweep, "grid": run_grid, "budget": check_budget,
               "report": lambda a: report(a) or [], "rekeep": rekeep,

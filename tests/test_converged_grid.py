@@ -395,6 +395,40 @@ def test_rekeep_retrains_only_the_methods_asked_for(converged, monkeypatch):
     assert seen == [("ft", 1)]
 
 
+def test_rekeep_into_other_records_leaves_the_grids_retrained_records_alone(converged,
+                                                                            monkeypatch,
+                                                                            tmp_path):
+    monkeypatch.setattr(converged, "KEPT", str(converged.OUT) + "/kept")
+    seen = []
+    monkeypatch.setattr(converged.grid, "run_cell", lambda task, method, seed, a: seen.append(
+        (method, seed, a.out)))
+    os.makedirs(os.path.join(converged.OUT, "sweep"))
+    converged.write_file(os.path.join(converged.OUT, "sweep", "rates.json"),
+                         json.dumps({"rte": {"chosen": 5e-5}}))
+    fake_record(converged.OUT, "rte", "ft", 1, [50.0], 100)
+    # the grid's own diagnostics were made from this retrain: another experiment's must not
+    # replace it
+    fake_record(converged.retrained_dir(), "rte", "ft", 1, [40.0], 100)
+    ours = converged.grid.record_dir("rte", "ft", 1,
+                                     argparse.Namespace(out=converged.retrained_dir()))
+    before = {f: open(os.path.join(ours, f)).read() for f in os.listdir(ours)
+              if f.endswith(".json")}
+    other = str(tmp_path / "stage1-retrained")
+    assert converged.rekeep(_args(tasks=["rte"], step="rekeep", methods=["ft"],
+                                  records=other)) == []
+    assert seen == [("ft", 1, other)]
+    assert {f: open(os.path.join(ours, f)).read() for f in before} == before
+
+
+def test_records_is_refused_outside_rekeep(monkeypatch, capsys):
+    import benchmarks.converged_grid as module
+    monkeypatch.setattr(sys, "argv", ["converged_grid", "grid", "--records", "x"])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 2
+    assert "--records" in capsys.readouterr().err
+
+
 def test_diagnostics_name_the_retrained_cells_beside_the_grids(converged):
     fake_record(converged.OUT, "rte", "ft", 1, [50.0, 60.0], 100)
     fake_record(converged.retrained_dir(), "rte", "ft", 1, [50.0, 61.0], 100)
