@@ -30,7 +30,7 @@ seeds of the converged grid):
   FT is the converged grid's (same settings, unchanged). The diagnosed cells (CB and RTE,
   EH-FT(BitFit) and LP-FT, seeds 1-3) log their drift and keep what `ehft analyze` reads, in
   .cache/stage1-kept; `diagnostics` analyses them with the converged grid's FT cells of the
-  same seeds (kept by `converged_grid.py rekeep`).
+  same seeds (kept by `converged_grid.py rekeep --records accuracy-stage1/retrained`).
 - `head-init` (experiment c; benchmarks/stage1/head-init/): FT and EH-FT(BitFit) on CB, seeds
   1-4, as in the grid but with the head drawn from N(0, 0.005) (--head-init-std, the EH-FT
   authors' initialisation); against the default initialisation of the same seeds (the
