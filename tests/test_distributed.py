@@ -229,3 +229,5 @@ def test_total_epochs_are_passes_over_the_data(data, tmp_path, nproc, update_fre
     train_log = (stage / "train.log").read_text()
     assert "end of epoch 2 (average epoch stats below)" in train_log
     assert "begin training epoch 3" not in train_log
+    lines = train_log.splitlines()  # stock fairseq writes epoch k's lines k times in a row
+    assert not [a for a, b in zip(lines, lines[1:]) if a == b]

@@ -29,6 +29,8 @@ distributed.py, replicas.py); only the installation is here.
     fairseq.logging.progress_bar.TensorboardProgressBarWrapper._log_to_tensorboard,
     .WandBProgressBarWrapper._log_to_wandb              step_offset: stage 2's steps continue
                                                         stage 1's
+    fairseq.logging.progress_bar.progress_bar           log_file: --log-file's handler added
+                                                        once, not once per epoch
 """
 
 import importlib
@@ -194,6 +196,14 @@ def patch_clip_grad_norm_():
           lambda original: _marked(step_launches.wrap_clip_grad_norm_(original)))
 
 
+def patch_log_file():
+    from . import log_file
+
+    module = importlib.import_module("fairseq.logging.progress_bar")
+    _wrap("fairseq.logging.progress_bar", "progress_bar",
+          lambda original: _marked(log_file.wrap_progress_bar(original, module.logger)))
+
+
 def _marked(wrapper):
     setattr(wrapper, WRAPPED, True)
     return wrapper
@@ -202,7 +212,7 @@ def _marked(wrapper):
 PATCHES = (patch_checkpoint_loading, patch_call_main, patch_all_gather_list,
            patch_distributed_model, patch_begin_valid_epoch, patch_checkpoint_copy,
            patch_checkpoint_save, patch_reduce_and_log_stats, patch_fp16_clip_grad_norm,
-           patch_fp16_copies, patch_clip_grad_norm_, patch_tracking_steps)
+           patch_fp16_copies, patch_clip_grad_norm_, patch_tracking_steps, patch_log_file)
 
 # (module or class, attribute) of every name above, for the test that pins them
 PATCHED_NAMES = (
@@ -223,6 +233,7 @@ PATCHED_NAMES = (
     ("fairseq.utils", "clip_grad_norm_"),
     ("fairseq.logging.progress_bar.TensorboardProgressBarWrapper", "_log_to_tensorboard"),
     ("fairseq.logging.progress_bar.WandBProgressBarWrapper", "_log_to_wandb"),
+    ("fairseq.logging.progress_bar", "progress_bar"),
 )
 
 

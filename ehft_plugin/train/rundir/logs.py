@@ -8,8 +8,9 @@ import re
 
 def log_records(log_path):
     """Every JSON stats record of a fairseq --log-file (--log-format json), in order, each
-    once; none if the file does not exist. fairseq adds one more file handler to its progress
-    logger every epoch, so epoch k writes each of its lines k times in a row: a line equal to
+    once; none if the file does not exist. Stock fairseq adds one more file handler to its
+    progress logger every epoch, so epoch k writes each of its lines k times in a row (logs
+    written without the plugin loaded, or before fairseq_compat/log_file.py): a line equal to
     the one before it is that copy (two real records always differ, in wps at least)."""
     if not os.path.isfile(log_path):
         return
