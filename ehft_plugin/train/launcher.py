@@ -113,9 +113,10 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
         try:
             code = _run_child(cmd, env, output, watch)
         finally:  # a failed or stopped launch costs its time too
+            # one reading for both records: the launch's charge is its fairseq_train exactly
+            elapsed = time.perf_counter() - started
             if leader:
-                record_launch(stage_dir, wall_seconds(seconds) + time.perf_counter() - started,
-                              code)
+                record_launch(stage_dir, wall_seconds(seconds) + elapsed, code)
         if code != 0:
             if output:
                 raise EhftError("%s of %s failed (relaunch to resume); the end of "
@@ -123,7 +124,7 @@ def _train_stage(run, stage, cmd, hand_over, env=None, seconds_before=None):
                                 % (stage.name, run_dir, output, progress.tail(output).rstrip()))
             raise EhftError("%s of %s failed; see %s (relaunch to resume)"
                             % (stage.name, run_dir, os.path.join(stage_dir, LOG)))
-        seconds["fairseq_train"] = round(time.perf_counter() - started, 3)
+        seconds["fairseq_train"] = round(elapsed, 3)
     if not leader:
         return
     if "fairseq_train" in seconds:  # fairseq_train - training: its start-up and shutdown
