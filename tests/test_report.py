@@ -244,13 +244,12 @@ def test_every_method_is_compared_with_ft_over_seeds(runs, tmp_path):
             ) in versus
 
 
-def _ft_and_ehft(tmp_path, task, ft, ehft_):
-    """Finished ft and ehft-bitfit runs on `task`, one per seed, with these dev accuracies;
+def _ft_and_ehft(tmp_path, task, ft, ehft_, method="ehft-bitfit"):
+    """Finished ft and `method` runs on `task`, one per seed, with these dev accuracies;
     returns the summary of every run under tmp_path."""
     for seed, (a, b) in enumerate(zip(ft, ehft_), 1):
         fake_run(tmp_path, task, "ft", seed, one_stage({"num_updates": 5, "accuracy": a}))
-        fake_run(tmp_path, task, "ehft-bitfit", seed, one_stage({"num_updates": 5,
-                                                                 "accuracy": b}))
+        fake_run(tmp_path, task, method, seed, one_stage({"num_updates": 5, "accuracy": b}))
     return summarise(collect([str(tmp_path)])[0])
 
 
@@ -356,6 +355,14 @@ def test_the_report_says_what_the_grid_can_decide(tmp_path):
     agrees = render_versus(better, "ft", {"ehft-bitfit": (low + high) / 2})
     assert ("The paper's gain on these tasks: %+.2f; the interval holds it and excludes 0."
             % ((low + high) / 2)) in agrees
+    # a method written with its arguments takes the published row of its name, and says so
+    with_args = render_versus(summary, "ft", {"ehft-bitfit(p=1)": 9.0, "ehft-lora": 9.0})
+    assert "The paper's gain" not in with_args  # neither row is this method's
+    lora = _ft_and_ehft(tmp_path / "lora", "cb", ft, ehft_, method="ehft-lora(r=8,alpha=16)")
+    text = render_versus(lora, "ft", {"ehft-lora": high + 1})
+    assert ("- ehft-lora(r=8,alpha=16): higher mean than ft" in text
+            and "The paper's gain on these tasks (its ehft-lora row): %+.2f; the interval "
+                "excludes it." % (high + 1)) in text
 
 
 def sweep_runs(root):

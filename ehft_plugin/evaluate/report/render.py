@@ -237,10 +237,12 @@ def render_versus(summary, baseline, gains=None):
                     "lower beyond seed noise" if interval[1] < 0 else "within seed noise")
                 decides = " Detectable: %.2f." % detectable_difference(summary, method,
                                                                        baseline)
-                if method in gains:
-                    gain = gains[method]
-                    decides += " The paper's gain on these tasks: %+.2f; %s." % (
-                        gain, _against_gain(interval, gain))
+                row_name = _published_row(method, gains)
+                if row_name is not None:
+                    gain = gains[row_name]
+                    named = "" if row_name == method else " (its %s row)" % row_name
+                    decides += " The paper's gain on these tasks%s: %+.2f; %s." % (
+                        named, gain, _against_gain(interval, gain))
             verdicts.append("- %s: higher mean than %s on %d of %d tasks; beyond seed noise "
                             "higher on %d, lower on %d; Avg %s.%s\n" % (
                                 method, baseline, higher, compared, better, worse, on_average,
@@ -248,6 +250,16 @@ def render_versus(summary, baseline, gains=None):
     out.write("\n")
     out.writelines(verdicts)
     return out.getvalue()
+
+
+def _published_row(method, gains):
+    """The published row that gives `method` its paper's gain: its own name, or for a method
+    written with arguments (ehft-lora(r=8,alpha=16), mixout(p=0.7)) the row of the method
+    without them, which the verdict names; None when neither is published."""
+    if method in gains:
+        return method
+    base = method.split("(", 1)[0].strip()
+    return base if base != method and base in gains else None
 
 
 def _against_gain(interval, gain):
