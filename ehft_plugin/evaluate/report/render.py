@@ -10,7 +10,8 @@ from ...errors import EhftError
 from ...train.rundir.files import read_json
 from .collect import ReportError
 from .settings import DEV_SELECTION_RULE
-from .stats import avg_difference_interval, detectable_difference, p_text, paper_gains, welch_p
+from .stats import (avg_difference_interval, detectable_difference, p_text, paper_gains,
+                    published_row, welch_p)
 
 PUBLISHED = os.path.join(os.path.dirname(os.path.dirname(__file__)), "references",
                          "published.json")
@@ -237,7 +238,7 @@ def render_versus(summary, baseline, gains=None):
                     "lower beyond seed noise" if interval[1] < 0 else "within seed noise")
                 decides = " Detectable: %.2f." % detectable_difference(summary, method,
                                                                        baseline)
-                row_name = _published_row(method, gains)
+                row_name = published_row(method, gains)
                 if row_name is not None:
                     gain = gains[row_name]
                     named = "" if row_name == method else " (its %s row)" % row_name
@@ -250,16 +251,6 @@ def render_versus(summary, baseline, gains=None):
     out.write("\n")
     out.writelines(verdicts)
     return out.getvalue()
-
-
-def _published_row(method, gains):
-    """The published row that gives `method` its paper's gain: its own name, or for a method
-    written with arguments (ehft-lora(r=8,alpha=16), mixout(p=0.7)) the row of the method
-    without them, which the verdict names; None when neither is published."""
-    if method in gains:
-        return method
-    base = method.split("(", 1)[0].strip()
-    return base if base != method and base in gains else None
 
 
 def _against_gain(interval, gain):

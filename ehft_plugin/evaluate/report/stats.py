@@ -107,6 +107,16 @@ def paper_gains(published, columns, baseline):
     return gains
 
 
+def published_row(method, gains):
+    """The row of `gains` that gives `method` its paper's gain: its own name, or for a method
+    written with arguments (ehft-lora(r=8,alpha=16), mixout(p=0.7)) the row of the method
+    without them, which the verdict names; None when neither is published."""
+    if method in gains:
+        return method
+    base = method.split("(", 1)[0].strip()
+    return base if base != method and base in gains else None
+
+
 def p_text(p):
     """Two decimals, or two significant digits below 0.01 (where "0.00" would hide how small)."""
     return "n/a" if p is None else "p %.2f" % p if p >= 0.01 else "p %.1e" % p
